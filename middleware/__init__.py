@@ -1,0 +1,1 @@
+"""Middleware layers for openarmature-nodes (see the package README)."""

@@ -1,0 +1,68 @@
+"""One middleware protocol, one composition function.
+
+A middleware is an async callable ``(value, next) -> result``. It may inspect
+or replace ``value``, call ``next`` zero, one or many times, and inspect or
+replace the result. The same shape serves the graph (``value`` is the node's
+input state, the result its partial update) and the LLM call (``value`` is a
+call request, the result a ``Response``); only the type parameters change.
+
+This module sits below everything else (it imports nothing of the package), so
+the graph engine, the LLM layer and the ``middleware`` package can all share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from typing import Protocol, TypeVar
+
+__all__ = ["Middleware", "Next", "attempt_index", "compose"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+T_contra = TypeVar("T_contra", contravariant=True)
+R_co = TypeVar("R_co", covariant=True)
+
+Next = Callable[[T], Awaitable[R]]
+"""The rest of the chain: call it with a value to run the inner layers."""
+
+
+class Middleware(Protocol[T_contra, R_co]):
+    """``async def mw(value, next) -> result``."""
+
+    def __call__(
+        self, value: T_contra, next: Callable[[T_contra], Awaitable[R_co]], /
+    ) -> Awaitable[R_co]: ...
+
+
+def compose(
+    middlewares: Sequence[Middleware[T, R]], inner: Callable[[T], Awaitable[R]]
+) -> Callable[[T], Awaitable[R]]:
+    """Wrap ``inner`` in ``middlewares``; the first in the list is outermost.
+
+    Composition happens once, up front: calling the result costs one closure
+    call per layer and allocates nothing else. With an empty list, ``inner``
+    itself is returned.
+    """
+    handler = inner
+    for mw in reversed(middlewares):
+        handler = _bind(mw, handler)
+    return handler
+
+
+def _bind(
+    mw: Middleware[T, R], nxt: Callable[[T], Awaitable[R]]
+) -> Callable[[T], Awaitable[R]]:
+    def call(value: T) -> Awaitable[R]:
+        return mw(value, nxt)
+
+    return call
+
+
+# --- attempt index -----------------------------------------------------------
+# A re-attempting middleware (retry) sets this before each call of ``next``; the
+# graph engine reads it when it emits a node's started/completed events, so
+# every attempt's events carry their own ``attempt_index`` (pipeline-utilities
+# §5). The innermost retry wins because its ``set`` is the most recent one in
+# the context the node runs in. ContextVars work the same on asyncio and trio.
+attempt_index: ContextVar[int] = ContextVar("openarmature_attempt_index", default=0)

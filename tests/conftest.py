@@ -1,0 +1,14 @@
+"""Shared test configuration: every async test runs on asyncio and on trio.
+
+Mark async test modules with ``pytestmark = pytest.mark.anyio``; the
+``anyio_backend`` fixture below parametrizes them over both backends.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
