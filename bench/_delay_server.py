@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""A tiny loopback HTTP/1.1 keep-alive server that answers every POST after a fixed delay.
+
+Used by memory_bench.py (nginx's stub answers at once, so 1,000 calls would never be in flight
+together). It runs in its own process so its memory never counts against the client under test.
+``GET /stats`` returns ``{"max_in_flight": N, "served": M}`` and resets the high-water mark, so
+the bench can prove the calls really overlapped on the wire.
+
+    python _delay_server.py --delay 0.3   # prints "PORT <n>" once listening on 127.0.0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+
+BODY = (b'{"id":"chatcmpl-delay","object":"chat.completion","created":1700000000,'
+        b'"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant",'
+        b'"content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":42,"completion_tokens":10,"total_tokens":52}}')
+OK = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+      + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+
+
+class Stats:
+    in_flight = 0
+    max_in_flight = 0
+    served = 0
+
+
+class Conn(asyncio.Protocol):
+    """Parses just enough HTTP/1.1 (head + content-length body) for the bench's requests."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buf[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self.buf) < end + 4 + length:
+                return
+            self.buf = self.buf[end + 4 + length:]
+            if head.startswith("GET /stats"):
+                body = json.dumps({"max_in_flight": Stats.max_in_flight, "served": Stats.served}).encode()
+                Stats.max_in_flight = Stats.in_flight
+                assert self.transport is not None
+                self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            else:
+                Stats.in_flight += 1
+                Stats.max_in_flight = max(Stats.max_in_flight, Stats.in_flight)
+                asyncio.get_running_loop().call_later(self.delay, self.answer)
+
+    def answer(self) -> None:
+        Stats.in_flight -= 1
+        Stats.served += 1
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(OK)
+
+
+async def main(delay: float) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Conn(delay), "127.0.0.1", 0, backlog=4096)
+    print("PORT", server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--delay", type=float, default=0.3)
+    a = ap.parse_args()
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2 and not os.environ.get("BENCH_NO_PIN"):
+        os.sched_setaffinity(0, {(os.cpu_count() or 2) - 1})
+    try:
+        asyncio.run(main(a.delay))
+    except KeyboardInterrupt:
+        pass

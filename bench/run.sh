@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Run the whole benchmark suite and print its tables (also written to bench/results/RESULTS.md).
+#
+#   bench/run.sh                 # full run, ~8 minutes on a 2-core machine
+#   QUICK=1 bench/run.sh         # smoke run (1 repeat, small N), ~2 minutes
+#   bench/run.sh client engine   # only some stages: client memory engine onion
+#
+# Knobs: REPEATS=3 N=2000 K=2000 ITEMS=10000 CALLS=1000 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
+#
+# What it does:
+#   1. creates (once) the peers virtualenv bench/.peers (gitignored) with a Python >= 3.12:
+#      the peers from bench/requirements-peers.lock.txt (openai, openarmature, langgraph, aiohttp,
+#      httpx, trio, ...) plus this checkout installed editable. The peers never become project
+#      dependencies: the project's own .venv is not touched.
+#   2. installs nginx with apt-get if it is missing (needs root), starts the stub (bench/stub.sh)
+#      on 127.0.0.1:$STUB_PORT, and stops it again at the end if this script started it.
+#   3. runs client_bench.py, memory_bench.py, engine_bench.py and onion_bench.py, each in
+#      fresh child processes, and prints their Markdown tables.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+PEERS="$HERE/.peers"
+OUT="${OUT:-$HERE/results}"
+export STUB_PORT="${STUB_PORT:-18090}"
+export STUB_URL="http://127.0.0.1:$STUB_PORT"
+if [[ "${QUICK:-0}" == 1 ]]; then
+  REPEATS="${REPEATS:-1}"; N="${N:-300}"; K="${K:-200}"; ITEMS="${ITEMS:-1000}"; ONION_N="${ONION_N:-500}"
+fi
+REPEATS="${REPEATS:-3}"; N="${N:-2000}"; K="${K:-2000}"; ITEMS="${ITEMS:-10000}"
+CALLS="${CALLS:-1000}"; ONION_N="${ONION_N:-3000}"
+STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(client memory engine onion)
+
+log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- 1. peers virtualenv
+find_python() {
+  local c
+  for c in "${PEERS_PYTHON:-}" python3.13 python3.12; do
+    [[ -n "$c" ]] && command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' \
+      && { command -v "$c"; return 0; }
+  done
+  for c in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.1[23]*/bin/python; do
+    [[ -x "$c" ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+
+if [[ ! -x "$PEERS/bin/python" ]]; then
+  PY="$(find_python)" || { echo "need a Python >= 3.12 for the peers (openarmature); set PEERS_PYTHON" >&2; exit 1; }
+  log "creating peers virtualenv $PEERS with $PY"
+  "$PY" -m venv "$PEERS"
+fi
+stamp="$(cat "$HERE/requirements-peers.lock.txt" "$REPO/pyproject.toml" | sha256sum | cut -c1-16)"
+if [[ "$(cat "$PEERS/.stamp" 2>/dev/null)" != "$stamp" ]]; then
+  log "installing peers + this checkout (editable) into $PEERS"
+  "$PEERS/bin/python" -m pip install -q -r "$HERE/requirements-peers.lock.txt"
+  "$PEERS/bin/python" -m pip install -q -e "$REPO"
+  echo "$stamp" >"$PEERS/.stamp"
+fi
+PY="$PEERS/bin/python"
+
+# ---------------------------------------------------------------- 2. nginx stub
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing nginx (apt-get)"
+    apt-get update -qq && (apt-get install -y -qq nginx-light || apt-get install -y -qq nginx) >/dev/null
+  else
+    echo "nginx is missing: install it (apt-get install nginx-light) and rerun" >&2; exit 1
+  fi
+fi
+started=0
+if ! "$HERE/stub.sh" status >/dev/null 2>&1; then "$HERE/stub.sh" start >&2; started=1; fi
+cleanup() { if [[ $started == 1 ]]; then "$HERE/stub.sh" stop >&2; fi; }
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- 3. benchmarks
+mkdir -p "$OUT"
+{
+  echo "# bench/ results"
+  echo
+  echo "Run $(date '+%F %T'); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs));"\
+       "$(nginx -v 2>&1 | cut -d' ' -f3); repeats=$REPEATS. Children pinned to CPU 0, servers to the last CPU."
+  echo
+} >"$OUT/RESULTS.md"
+
+stage() {  # stage NAME SECONDS CMD...
+  local name="$1" secs="$2"; shift 2
+  log "$name"
+  if timeout "$secs" "$@" --json "$OUT/$name.json" >"$OUT/$name.md"; then :; else
+    echo "stage $name failed (rc=$?)" | tee -a "$OUT/$name.md" >&2
+  fi
+  cat "$OUT/$name.md"
+  { cat "$OUT/$name.md"; echo; } >>"$OUT/RESULTS.md"
+}
+
+for s in "${STAGES[@]}"; do
+  case "$s" in
+    client) stage client 480 "$PY" "$HERE/client_bench.py" --n "$N" --c 1,32 --repeats "$REPEATS" ;;
+    memory) stage memory 300 "$PY" "$HERE/memory_bench.py" --calls "$CALLS" ;;
+    engine) stage engine 400 "$PY" "$HERE/engine_bench.py" --k "$K" --items "$ITEMS" --repeats "$REPEATS" ;;
+    onion)  stage onion 200 "$PY" "$HERE/onion_bench.py" --n "$ONION_N" --repeats "$REPEATS" ;;
+    *) echo "unknown stage $s (client memory engine onion)" >&2; exit 2 ;;
+  esac
+done
+log "tables written to $OUT/RESULTS.md"

@@ -1,0 +1,158 @@
+"""Failure isolation (pipeline-utilities §6.3): degrade instead of failing.
+
+The middleware catches what escapes the inner chain and returns a configured
+*degraded* partial update; the engine never sees the exception and carries on
+as if the node had returned it::
+
+    isolate = FailureIsolationMiddleware(
+        degraded_update={"summary": ""},
+        event_name="summarize_degraded",
+        catch={"provider_unavailable", "provider_rate_limit"},
+    )
+    builder.add_node("summarize", summarize, middleware=[isolate, RetryMiddleware()])
+
+Order matters: isolation goes *outside* retry. Retry sees raw transient
+failures first and re-runs them; isolation only sees what retry gave up on (or
+what it never retried).
+
+Which failures are caught:
+
+- ``catch``: a set of categories matched against the *derived* category of the
+  exception's cause chain (:func:`middleware.causes.classify_causes`), i.e.
+  resolved through the engine's ``node_exception`` carriers. An uncategorized
+  failure has no derived category and is never caught by ``catch``.
+- ``predicate``: ``(exception) -> bool`` on the surface exception.
+- Both given: both must agree. Neither: every :class:`Exception` is caught.
+  Cancellation and other :class:`BaseException` always propagate.
+
+On a catch the middleware resolves the degraded update (a mapping, or a
+callable of the input state), reports a :class:`FailureIsolationEvent` (event
+name, the wrapped node's lineage, pre state, the degraded update, and the
+cause chain) on the graph's observer queue, awaits ``on_caught(exc)`` if given,
+and returns the update. It logs nothing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .causes import CauseChain, classify_causes
+
+__all__ = ["FailureIsolationEvent", "FailureIsolationMiddleware", "Lineage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """The wrapped node's identity (graph-engine §6 event-source tuple)."""
+
+    namespace: tuple[str, ...] = ()
+    attempt_index: int = 0
+    fan_out_index: int | None = None
+    branch_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureIsolationEvent:
+    """Reported when a failure-isolation middleware degrades a failure.
+
+    A framework event of its own kind, delivered on the same observer queue as
+    node events. ``caught_exception`` is the §6.4 cause chain with its derived
+    category and message.
+    """
+
+    event_name: str
+    lineage: Lineage
+    pre_state: Any
+    post_state: Mapping[str, Any]
+    caught_exception: CauseChain
+
+
+Emitter = Callable[[FailureIsolationEvent], Any]
+"""Where events go: a callable taking the event (its result may be awaitable)."""
+
+LineageSource = Callable[[], Lineage]
+
+
+def _no_lineage() -> Lineage:
+    return Lineage()
+
+
+class FailureIsolationMiddleware:
+    """Catch failures of the wrapped chain and return ``degraded_update``.
+
+    ``degraded_update``: a mapping, or ``(state) -> mapping`` called at catch
+    time with the middleware's input state. ``event_name``: required, names
+    this catch site in the reported event. ``catch``, ``predicate``: the gates
+    (see the module doc). ``on_caught``: ``async (exception) -> None``.
+
+    ``emit`` and ``lineage`` connect the middleware to the observer queue; the
+    graph engine supplies both for the node being run (you rarely pass them).
+    """
+
+    __slots__ = ("_catch", "degraded_update", "emit", "event_name", "lineage", "on_caught",
+                 "predicate")
+
+    def __init__(
+        self,
+        *,
+        degraded_update: Mapping[str, Any] | Callable[[Any], Mapping[str, Any]],
+        event_name: str,
+        catch: Collection[str] | None = None,
+        predicate: Callable[[Exception], bool] | None = None,
+        on_caught: Callable[[Exception], Awaitable[None]] | None = None,
+        emit: Emitter | None = None,
+        lineage: LineageSource | None = None,
+    ) -> None:
+        if not isinstance(event_name, str) or not event_name:
+            raise ValueError("event_name is required: name this catch site")
+        if isinstance(catch, str):
+            raise TypeError("catch is a set of categories, not a single string")
+        self.degraded_update = degraded_update
+        self.event_name = event_name
+        self._catch = frozenset(catch) if catch is not None else None
+        self.predicate = predicate
+        self.on_caught = on_caught
+        self.emit = emit
+        self.lineage = lineage
+
+    @property
+    def catch(self) -> frozenset[str] | None:
+        return self._catch
+
+    def __repr__(self) -> str:
+        return f"FailureIsolationMiddleware(event_name={self.event_name!r})"
+
+    async def __call__(self, value: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
+        try:
+            return await next(value)
+        except Exception as exc:
+            chain: CauseChain | None = None
+            if self._catch is not None:
+                chain = classify_causes(exc)
+                if chain.category is None or chain.category not in self._catch:
+                    raise
+            if self.predicate is not None and not self.predicate(exc):
+                raise
+            update = self.degraded_update
+            resolved = update(value) if callable(update) else update
+            await self._report(value, resolved, chain or classify_causes(exc))
+            if self.on_caught is not None:
+                await self.on_caught(exc)
+            return resolved
+
+    async def _report(self, state: Any, update: Mapping[str, Any], chain: CauseChain) -> None:
+        emit = self.emit
+        lineage = self.lineage
+        if emit is None or lineage is None:
+            from ._engine_hooks import current_emitter, current_lineage
+
+            emit = emit or current_emitter()
+            lineage = lineage or current_lineage
+        if emit is None:
+            return
+        event = FailureIsolationEvent(self.event_name, lineage(), state, update, chain)
+        result = emit(event)
+        if isinstance(result, Awaitable):
+            await result

@@ -1,0 +1,74 @@
+"""Retry middleware (pipeline-utilities §6.1), for graph nodes and for LLM calls.
+
+One class serves both levels; the value that flows through tells them apart:
+
+- **Node level** (``value`` is the node's input state): each attempt calls
+  ``next(state)`` with the same state. Before each call the middleware sets
+  :data:`openarmature_nodes.onion.attempt_index`, which the graph engine reads
+  when it emits the node's started/completed events, so every attempt gets its
+  own event pair (§5). The previous value is restored when the middleware
+  returns, so an enclosing retry's index is untouched.
+- **Call level** (``value`` is a :class:`~openarmature_nodes.llm.CompletionRequest`):
+  the llm-provider §7.1 loop of :mod:`openarmature_nodes.llm.call_retry`
+  (``per_attempt_override``, ``reask``), the same loop ``complete(retry=...)``
+  runs.
+
+Both run on the one engine, :func:`openarmature_nodes.retrying.run_with_retry`::
+
+    retry = RetryMiddleware(max_attempts=5, deadline=20.0)
+    builder.add_node("summarize", summarize, middleware=[retry])
+
+Place retry *inside* failure isolation (``[isolation, retry]``): retry must see
+raw transient failures first; isolation handles what escapes retry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from openarmature_nodes.llm.call_retry import complete_with_retry
+from openarmature_nodes.llm.request import CompletionRequest
+from openarmature_nodes.onion import attempt_index
+from openarmature_nodes.retrying import RetryConfig, run_with_retry
+
+__all__ = ["RetryMiddleware"]
+
+
+class RetryMiddleware:
+    """Re-run the rest of the chain on failures ``config`` classifies as retryable.
+
+    Construct from a :class:`~openarmature_nodes.retrying.RetryConfig`, from its
+    fields as keywords, or both (keywords replace the record's fields)::
+
+        RetryMiddleware()                                    # §6.1 defaults
+        RetryMiddleware(RetryConfig(max_attempts=4))
+        RetryMiddleware(max_attempts=4, backoff=constant_backoff(0.5))
+    """
+
+    __slots__ = ("config",)
+
+    def __init__(self, config: RetryConfig | None = None, /, **fields: Any) -> None:
+        if config is None:
+            config = RetryConfig(**fields)
+        elif fields:
+            config = dataclasses.replace(config, **fields)
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"RetryMiddleware({self.config!r})"
+
+    async def __call__(self, value: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
+        if isinstance(value, CompletionRequest):
+            return await complete_with_retry(next, value, self.config)
+        token = attempt_index.set(0)
+
+        async def attempt(index: int) -> Any:
+            attempt_index.set(index)
+            return await next(value)
+
+        try:
+            return await run_with_retry(self.config, attempt, state=value)
+        finally:
+            attempt_index.reset(token)

@@ -1,0 +1,139 @@
+"""``openarmature-nodes probe``: is this deployment ready for traffic?
+
+The probe answers the operator's questions in order, each with a verdict and a
+timing: is the server *reachable*, does it accept our credentials
+(*authorised*), does it list the model (*model listed*), does it report it
+loaded (*loaded*), and, with ``--warm-up``, how long the first token of a
+one-token completion takes (*first token*).
+
+``ready()`` answers the first four with one ``GET /v1/models``; the error
+category it raises tells which step failed. vLLM's ``/v1/models`` reports no
+load state, so on vLLM only ``--warm-up`` proves the model really answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+
+from openarmature_nodes.llm import OpenAIProvider, ProviderError, RuntimeConfig, UserMessage
+
+__all__ = ["ProbeReport", "ProbeStep", "add_probe_arguments", "probe", "run_probe_command"]
+
+# Which step a failure of ready() belongs to, by error category. Steps before it passed.
+_READY_STEPS = ("reachable", "authorised", "model listed", "loaded")
+_FAILED_STEP = {
+    "provider_unavailable": "reachable",
+    "provider_authentication": "authorised",
+    "provider_invalid_model": "model listed",
+    "provider_model_not_loaded": "loaded",
+}
+
+
+@dataclass
+class ProbeStep:
+    name: str
+    ok: bool
+    seconds: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class ProbeReport:
+    base_url: str
+    model: str
+    steps: list[ProbeStep] = field(default_factory=list)
+    error_category: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_category is None
+
+
+async def probe(
+    base_url: str, model: str, *, api_key: str | None = None, warm_up: bool = False
+) -> ProbeReport:
+    """Run the probe and return its report; never raises a provider error."""
+    report = ProbeReport(base_url=base_url, model=model)
+    async with OpenAIProvider(base_url=base_url, model=model, api_key=api_key) as provider:
+        t0 = time.perf_counter()
+        try:
+            await provider.ready()
+        except ProviderError as exc:
+            took = time.perf_counter() - t0
+            failed = _FAILED_STEP.get(exc.category, "reachable")
+            for name in _READY_STEPS:
+                if name == failed:
+                    report.steps.append(ProbeStep(name, False, took, exc.message))
+                    break
+                report.steps.append(ProbeStep(name, True))
+            report.error_category = exc.category
+            return report
+        took = time.perf_counter() - t0
+        for name in _READY_STEPS:
+            report.steps.append(ProbeStep(name, True, took if name == "reachable" else None))
+        report.steps[-1].detail = "per /v1/models (vLLM reports no load state: use --warm-up)"
+        if warm_up:
+            t1 = time.perf_counter()
+            try:
+                await provider.complete(
+                    [UserMessage(content="ping")], config=RuntimeConfig(max_tokens=1)
+                )
+            except ProviderError as exc:
+                report.steps.append(
+                    ProbeStep("first token", False, time.perf_counter() - t1, exc.message)
+                )
+                report.error_category = exc.category
+                return report
+            report.steps.append(ProbeStep("first token", True, time.perf_counter() - t1))
+    return report
+
+
+def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--base-url",
+        default=env("OPENARMATURE_BASE_URL"),
+        required=env("OPENARMATURE_BASE_URL") is None,
+        help="server host root, without /v1 (env OPENARMATURE_BASE_URL)",
+    )
+    parser.add_argument(
+        "--model",
+        default=env("OPENARMATURE_MODEL"),
+        required=env("OPENARMATURE_MODEL") is None,
+        help="model id the server should serve (env OPENARMATURE_MODEL)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=env("OPENARMATURE_API_KEY") or env("OPENAI_API_KEY"),
+        help="bearer token (env OPENARMATURE_API_KEY or OPENAI_API_KEY); never printed",
+    )
+    parser.add_argument("--warm-up", action="store_true", help="also time a one-token completion")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+
+
+def run_probe_command(args: argparse.Namespace) -> int:
+    try:
+        report = anyio.run(
+            lambda: probe(args.base_url, args.model, api_key=args.api_key, warm_up=args.warm_up),
+            backend=args.backend,
+        )
+    except ValueError as exc:  # a base_url the provider refuses, e.g. one ending in /v1
+        print(f"probe: {exc}")
+        return 2
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        print(f"probe {report.base_url} model={report.model}")
+        for step in report.steps:
+            took = f"{step.seconds * 1000:8.1f} ms" if step.seconds is not None else " " * 11
+            verdict = "ok  " if step.ok else "FAIL"
+            print(f"  {verdict} {step.name:<13} {took}  {step.detail}".rstrip())
+        print("verdict: ready" if report.ok else f"verdict: not ready ({report.error_category})")
+    return 0 if report.ok else 1

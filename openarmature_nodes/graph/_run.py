@@ -1,0 +1,287 @@
+"""Per-invocation runtime records and the two halves of a graph step.
+
+A step is: dispatch the node (its middleware chain around its kind's inner
+call), :func:`merge` the partial update, then :func:`route` along the outgoing
+edge. The loop itself lives in :mod:`.compiled`; this module holds what it
+needs:
+
+- :class:`Run` — one outermost invocation: the step counter, the delivery
+  queue (``None`` when nobody observes) and the invocation-scoped observers.
+- :class:`Level` — one graph executing inside a run: its namespace prefix,
+  parent-state stack, lineage chains and observer list. Subgraph, fan-out and
+  parallel-branch kinds make child levels with :meth:`Level.child`.
+- :class:`Step` — one node step of an observed run: emits the node's
+  ``started``/``completed`` pair per attempt, stamped with the innermost
+  retry's ``attempt_index``.
+
+Unobserved runs use none of the last two: they cost a dispatch, a merge and a
+route per step, nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from msgspec.structs import replace as _struct_replace
+
+from ..onion import attempt_index
+from .errors import GraphRuntimeError, NodeException, ReducerError, StateValidationError
+from .events import NodeError, NodeEvent
+from .state import FieldSpec, MergePlan, _type_name
+
+if TYPE_CHECKING:
+    from .observers import Invocation, Subscription
+
+__all__ = ["Level", "Run", "Step", "current_invocation_id", "merge", "node_failure"]
+
+_current_run: ContextVar[Run | None] = ContextVar("openarmature_graph_run", default=None)
+
+
+def current_invocation_id() -> str:
+    """The ``invocation_id`` of the graph invocation running the calling code.
+
+    Call it from a node (or middleware): e.g. to pass to
+    ``graph.drain_events_for(...)``. Raises ``LookupError`` outside a run.
+    """
+    run = _current_run.get()
+    if run is None:
+        raise LookupError("current_invocation_id() called outside a graph invocation")
+    return run.invocation_id
+
+
+class Run:
+    """State shared by every level of one outermost invocation."""
+
+    __slots__ = ("_id", "correlation_id", "inv", "invocation_subs", "snapshot", "step")
+
+    def __init__(
+        self,
+        invocation_id: str | None,
+        correlation_id: str | None,
+        inv: Invocation | None = None,
+        invocation_subs: tuple[Subscription, ...] = (),
+        snapshot: dict[int, tuple[Subscription, ...]] | None = None,
+    ) -> None:
+        self._id = invocation_id
+        self.correlation_id = correlation_id
+        self.inv = inv
+        self.invocation_subs = invocation_subs
+        self.snapshot = snapshot or {}
+        self.step = 0
+
+    @property
+    def invocation_id(self) -> str:
+        """Minted (UUIDv4) on first use unless the caller supplied one."""
+        if self._id is None:
+            self._id = str(uuid.uuid4())
+        return self._id
+
+    def next_step(self) -> int:
+        n = self.step
+        self.step = n + 1
+        return n
+
+
+class Level:
+    """One graph executing within a run (the outermost graph, or a nested one)."""
+
+    __slots__ = (
+        "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
+        "parent_states", "prefix", "run", "targets",
+    )
+
+    def __init__(
+        self,
+        run: Run,
+        graph_subs: tuple[Subscription, ...],
+        prefix: tuple[str, ...] = (),
+        parent_states: tuple[Any, ...] = (),
+        fan_out_chain: tuple[int | None, ...] = (),
+        branch_chain: tuple[str | None, ...] = (),
+        fan_out_index: int | None = None,
+        branch_name: str | None = None,
+    ) -> None:
+        self.run = run
+        self.graph_subs = graph_subs
+        self.targets = graph_subs + run.invocation_subs
+        self.prefix = prefix
+        self.parent_states = parent_states
+        self.fan_out_chain = fan_out_chain
+        self.branch_chain = branch_chain
+        self.fan_out_index = fan_out_index
+        self.branch_name = branch_name
+
+    @classmethod
+    def root(cls, run: Run, graph: Any) -> Level:
+        return cls(run, run.snapshot.get(id(graph), ()))
+
+    def child(
+        self,
+        node_name: str,
+        parent_state: Any,
+        graph: Any,
+        *,
+        fan_out_index: int | None = None,
+        branch_name: str | None = None,
+    ) -> Level:
+        """The level of ``graph`` run by node ``node_name`` from ``parent_state``.
+
+        Pass ``fan_out_index`` for a fan-out instance, ``branch_name`` for a
+        parallel branch; a plain subgraph passes neither (a ``None`` link).
+        """
+        return Level(
+            self.run,
+            self.graph_subs + self.run.snapshot.get(id(graph), ()),
+            self.prefix + (node_name,),
+            self.parent_states + (parent_state,),
+            self.fan_out_chain + (fan_out_index,),
+            self.branch_chain + (branch_name,),
+            fan_out_index if fan_out_index is not None else self.fan_out_index,
+            branch_name if branch_name is not None else self.branch_name,
+        )
+
+    def node_event(self, node_name: str, **fields: Any) -> None:
+        """Build and queue a :class:`NodeEvent` if anyone at this level listens."""
+        inv = self.run.inv
+        if inv is None or not self.targets:
+            return
+        event = NodeEvent(
+            invocation_id=self.run.invocation_id,
+            namespace=self.prefix + (node_name,),
+            fan_out_index=self.fan_out_index,
+            branch_name=self.branch_name,
+            fan_out_index_chain=self.fan_out_chain,
+            branch_name_chain=self.branch_chain,
+            correlation_id=self.run.correlation_id,
+            node_name=node_name,
+            parent_states=self.parent_states,
+            **fields,
+        )
+        inv.emit(event, self.targets)
+
+
+class Step:
+    """One node step of an observed run: the started/completed bookkeeping.
+
+    A node kind's inner call invokes :meth:`begin` right before the node body
+    (after every middleware pre-phase) and :meth:`fail` if the body raises. A
+    retry middleware calling the inner again starts a new attempt: the failed
+    attempt's ``completed`` (with ``error``) is dispatched first. The loop
+    calls :meth:`finish_ok` after the merge and the edge succeed, or
+    :meth:`finish_error`; a step whose body never ran (a middleware
+    short-circuit) dispatches nothing.
+    """
+
+    __slots__ = ("attempt", "level", "node_name", "number", "open", "pending", "pre", "state")
+
+    def __init__(self, level: Level, node_name: str, state: Any) -> None:
+        self.level = level
+        self.node_name = node_name
+        self.state = state  # the engine's state at dispatch (pre-merge)
+        self.number = -1
+        self.attempt = 0
+        self.pre: Any = None
+        self.open = False
+        self.pending: BaseException | None = None
+
+    def begin(self, node_state: Any, **extra: Any) -> None:
+        if self.pending is not None:
+            exc, self.pending = self.pending, None
+            err = node_failure(self.node_name, exc, self.state)
+            self._completed(error=NodeError(err.category, err))
+        if self.number < 0:
+            self.number = self.level.run.next_step()
+        self.attempt = attempt_index.get()
+        self.pre = node_state
+        self.open = True
+        self.level.node_event(
+            self.node_name, phase="started", step=self.number, attempt_index=self.attempt,
+            pre_state=node_state, **extra,
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        self.pending = exc
+
+    def finish_ok(self, post_state: Any, **extra: Any) -> None:
+        if self.open:
+            self.pending = None
+            self._completed(post_state=post_state, **extra)
+
+    def finish_error(self, err: GraphRuntimeError, **extra: Any) -> None:
+        if self.open:
+            self.pending = None
+            self._completed(error=NodeError(err.category, err), **extra)
+
+    def _completed(self, **fields: Any) -> None:
+        self.open = False
+        self.level.node_event(
+            self.node_name, phase="completed", step=self.number, attempt_index=self.attempt,
+            pre_state=self.pre, **fields,
+        )
+
+
+def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeException:
+    """The ``node_exception`` for ``exc`` escaping node ``node_name``'s dispatch."""
+    err = NodeException(
+        f"node {node_name!r} raised {type(exc).__name__}: {exc}",
+        node_name=node_name,
+        recoverable_state=state,
+    )
+    err.__cause__ = exc
+    return err
+
+
+def merge(plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str) -> Any:
+    """Merge ``update`` into ``state`` field by field through each field's reducer.
+
+    ``plan`` is :attr:`Schema.plan`. Only the fields named in the update are
+    reduced and validated; the rest of the state is shared with the new
+    instance, not copied.
+    """
+    if update.__class__ is not dict and not isinstance(update, Mapping):
+        raise StateValidationError(
+            f"node {node_name!r} returned {type(update).__name__}; a node must return a "
+            "mapping of field names to values (or None)",
+            node_name=node_name,
+            recoverable_state=state,
+        )
+    changes: dict[str, Any] = {}
+    for key, value in update.items():
+        entry = plan.get(key)
+        if entry is None:
+            raise StateValidationError(
+                f"node {node_name!r} returned field {key!r}, which the state schema "
+                f"{type(state).__name__} does not declare",
+                fields=(key,), node_name=node_name, recoverable_state=state,
+            )
+        fn, check, delta, spec = entry
+        if fn is None:  # last_write_wins
+            if check is not None and not check(value):
+                raise _wrong_type(spec, value, node_name, state)
+            changes[key] = value
+            continue
+        try:
+            new = fn(getattr(state, key), value)
+        except Exception as exc:
+            name = spec.reducer.name
+            raise ReducerError(
+                f"reducer {name} of field {key!r} rejected node {node_name!r}'s update: {exc}",
+                field=key, reducer_name=name, node_name=node_name, recoverable_state=state,
+            ) from exc
+        if check is not None and not check(new if delta is None else delta(value)):
+            raise _wrong_type(spec, value, node_name, state)
+        changes[key] = new
+    if not changes:
+        return state
+    return _struct_replace(state, **changes)
+
+
+def _wrong_type(spec: FieldSpec, value: Any, node_name: str, state: Any) -> StateValidationError:
+    return StateValidationError(
+        f"node {node_name!r} set field {spec.name!r} to {value!r:.80}, which is not a "
+        f"{_type_name(spec.type)}",
+        fields=(spec.name,), node_name=node_name, recoverable_state=state,
+    )

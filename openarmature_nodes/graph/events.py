@@ -1,0 +1,104 @@
+"""Observer events: what observers receive, one immutable record per event.
+
+Every event derives from :class:`ObserverEvent`, which carries the identity an
+observer needs to scope it (``invocation_id`` and the lineage fields). The graph
+engine emits :class:`NodeEvent`: one ``started`` and one ``completed`` per node
+attempt (graph-engine §6). Other layers add their own subclasses (LLM
+completions, tool calls, token deltas) and put them on the same delivery queue;
+observers tell them apart with ``isinstance``.
+
+Events that have a ``phase`` (node events) honour an observer's phase
+subscription; events without one reach every observer.
+
+An event is built only when at least one observer will receive it, so an
+unobserved graph pays nothing for this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "FanOutConfig",
+    "NodeError",
+    "NodeEvent",
+    "ObserverEvent",
+    "ParallelBranchesConfig",
+    "Phase",
+]
+
+Phase = Literal["started", "completed", "suspended"]
+PHASES: frozenset[str] = frozenset(("started", "completed"))
+
+
+class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event on the observer delivery queue.
+
+    Attributes:
+        invocation_id: the outermost invocation that produced the event.
+        namespace: node names from the outermost graph down to the source.
+        attempt_index: the innermost retry's attempt counter (0 without retry).
+        fan_out_index / branch_name: the innermost fan-out instance / parallel
+            branch the source runs in, if any.
+        fan_out_index_chain / branch_name_chain: the full lineage, one entry per
+            dispatch boundary (``len(namespace) - 1`` entries), ``None`` where a
+            boundary is not a fan-out instance / branch.
+        correlation_id: the caller-supplied correlation id, if any.
+    """
+
+    invocation_id: str
+    namespace: tuple[str, ...]
+    attempt_index: int = 0
+    fan_out_index: int | None = None
+    branch_name: str | None = None
+    fan_out_index_chain: tuple[int | None, ...] = ()
+    branch_name_chain: tuple[str | None, ...] = ()
+    correlation_id: str | None = None
+
+
+class NodeError(msgspec.Struct, frozen=True):
+    """The ``error`` of a failed ``completed`` event: a §4 category and the error."""
+
+    category: str
+    exception: BaseException
+
+
+class FanOutConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Resolved configuration of a fan-out node (set on that node's own events)."""
+
+    item_count: int
+    concurrency: int | None
+    error_policy: Literal["fail_fast", "collect"]
+    parent_node_name: str
+
+
+class ParallelBranchesConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Resolved configuration of a parallel-branches node (set on its own events)."""
+
+    branch_names: tuple[str, ...]
+    branch_count: int
+    error_policy: Literal["fail_fast", "collect"]
+    parent_node_name: str
+
+
+class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
+    """One node-boundary event (graph-engine §6).
+
+    ``pre_state`` is the state the node received. A ``completed`` event carries
+    exactly one of ``post_state`` (the merged state; the step succeeded) and
+    ``error``. ``parent_states`` holds, outermost first, each containing graph's
+    state at the moment it entered the subgraph leading here.
+    """
+
+    phase: Phase
+    node_name: str
+    step: int
+    pre_state: Any
+    post_state: Any = None
+    error: NodeError | None = None
+    parent_states: tuple[Any, ...] = ()
+    descriptor: Any = None
+    fan_out_config: FanOutConfig | None = None
+    parallel_branches_config: ParallelBranchesConfig | None = None

@@ -1,0 +1,227 @@
+"""Node kinds: what "run this node" means, pluggable.
+
+The engine's loop does not know what a node is. It asks the node's *kind* for
+an inner callable ``state -> partial update``, wraps it in the node's
+middleware chain, and merges what comes back. Two kinds ship here:
+
+- :class:`FunctionNode` — an ``async def node(state) -> mapping``.
+- :class:`SubgraphNode` — a compiled graph run as one node, with one of the
+  three projection forms of graph-engine §2.
+
+A new kind (fan-out, parallel branches, ...) implements :class:`NodeKind` and
+is added with ``GraphBuilder.add_node_kind(name, kind)``. In an observed run
+the kind receives the :class:`~._run.Step` of the dispatch: call
+``step.begin(state)`` right before doing the node's work and ``step.fail(exc)``
+if it raises, to get the node's own started/completed pair; and use
+``step.level.child(...)`` to run nested graphs so their events carry the right
+namespace and lineage.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import (
+    ConflictingProjectionForms,
+    GraphCompileWarning,
+    MappingReferencesUndeclaredField,
+)
+from .state import Schema
+
+if TYPE_CHECKING:
+    from ._run import Step
+    from .compiled import CompiledGraph
+
+__all__ = ["FunctionNode", "Inner", "NodeKind", "SubgraphNode"]
+
+Inner = Callable[[Any], Awaitable[Any]]
+"""``async (state) -> partial update | None``: the innermost layer of a node's chain."""
+
+
+class NodeKind(Protocol):
+    """The pluggable "dispatch one node" step."""
+
+    def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        """Check the kind against the owning graph's schema at compile time.
+
+        Raise a :class:`~.errors.GraphCompileError` for a fatal problem; return
+        warnings for suspicious-but-legal configurations.
+        """
+        ...
+
+    def plain(self) -> Inner:
+        """The inner callable for unobserved runs (built once, at compile time)."""
+        ...
+
+    def observed(self, step: Step) -> Inner:
+        """The inner callable for one step of an observed run."""
+        ...
+
+    def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        """Compiled graphs this kind runs (for observer snapshots)."""
+        ...
+
+
+class FunctionNode:
+    """An async function ``state -> partial update``."""
+
+    __slots__ = ("fn", "name")
+
+    def __init__(self, fn: Callable[[Any], Awaitable[Any]]) -> None:
+        if not callable(fn):
+            raise TypeError(f"node must be an async callable, got {fn!r}")
+        if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"node function {fn.__qualname__} must be async (async def ...)"
+            )
+        self.fn = fn
+        self.name = ""
+
+    def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        self.name = name
+        return ()
+
+    def plain(self) -> Inner:
+        return self.fn
+
+    def observed(self, step: Step) -> Inner:
+        fn = self.fn
+
+        async def inner(state: Any) -> Any:
+            step.begin(state)
+            try:
+                return await fn(state)
+            except Exception as exc:
+                step.fail(exc)
+                raise
+
+        return inner
+
+    def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        return ()
+
+
+class SubgraphNode:
+    """A compiled graph used as a node.
+
+    Projection (graph-engine §2), fixed at compile time into two lists of
+    field pairs:
+
+    - default (nothing declared): nothing in; out by field-name matching.
+    - explicit maps: ``inputs`` {sub field: parent field} copies in;
+      ``outputs`` {parent field: sub field} replaces name matching on the way out.
+    - declared same-name sets: ``projects_in`` / ``projects_out`` name exactly
+      the fields crossing each way (an omitted set is empty).
+
+    The merge of projected values goes through the parent's reducers, like any
+    node's update.
+    """
+
+    def __init__(
+        self,
+        graph: CompiledGraph[Any],
+        *,
+        inputs: Mapping[str, str] | None = None,
+        outputs: Mapping[str, str] | None = None,
+        projects_in: Collection[str] | None = None,
+        projects_out: Collection[str] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.inputs = dict(inputs) if inputs is not None else None
+        self.outputs = dict(outputs) if outputs is not None else None
+        self.projects_in = list(projects_in) if projects_in is not None else None
+        self.projects_out = list(projects_out) if projects_out is not None else None
+        self.name = ""
+        self.in_pairs: tuple[tuple[str, str], ...] = ()  # (sub field, parent field)
+        self.out_pairs: tuple[tuple[str, str], ...] = ()  # (parent field, sub field)
+
+    def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        self.name = name
+        parent = schema.fields
+        sub_schema = self.graph.schema
+        sub = sub_schema.fields
+        declared = self.projects_in is not None or self.projects_out is not None
+        maps = self.inputs is not None or self.outputs is not None
+        if declared and maps:
+            raise ConflictingProjectionForms(
+                f"subgraph node {name!r} declares both projects_in/projects_out and "
+                "inputs/outputs; use one projection form"
+            )
+
+        def need(field: str, fields: Mapping[str, Any], side: str, what: str) -> None:
+            if field not in fields:
+                raise MappingReferencesUndeclaredField(
+                    f"subgraph node {name!r}: {what} names {side} field {field!r}, which "
+                    f"the {side} schema does not declare"
+                )
+
+        if declared:
+            for what, names in (("projects_in", self.projects_in), ("projects_out", self.projects_out)):
+                for f in names or ():
+                    need(f, parent, "parent", what)
+                    need(f, sub, "subgraph", what)
+            ins = tuple((f, f) for f in self.projects_in or ())
+            outs = tuple((f, f) for f in self.projects_out or ())
+        else:
+            for s, p in (self.inputs or {}).items():
+                need(s, sub, "subgraph", "inputs")
+                need(p, parent, "parent", "inputs")
+            for p, s in (self.outputs or {}).items():
+                need(p, parent, "parent", "outputs")
+                need(s, sub, "subgraph", "outputs")
+            ins = tuple((self.inputs or {}).items())
+            if self.outputs is not None:
+                outs = tuple(self.outputs.items())
+            else:
+                outs = tuple((f, f) for f in sub if f in parent)
+        self.in_pairs, self.out_pairs = ins, outs
+        warnings: list[GraphCompileWarning] = []
+        out_set = set(outs)
+        for s, p in ins:
+            red = parent[p].reducer
+            if (p, s) in out_set and not red.round_trip_idempotent:
+                warnings.append(
+                    GraphCompileWarning(
+                        "projection_reducer_round_trip",
+                        f"subgraph node {name!r} projects parent field {p!r} in and back out "
+                        f"through reducer {red.name}, which is not round-trip-idempotent: the "
+                        "value would be merged twice",
+                    )
+                )
+        return warnings
+
+    def _enter(self, state: Any) -> Any:
+        cls = self.graph.schema.cls
+        if not self.in_pairs:
+            sub_state = cls()
+        else:
+            sub_state = cls(**{s: getattr(state, p) for s, p in self.in_pairs})
+        self.graph.schema.validate(sub_state, where=f"subgraph node {self.name!r} entry")
+        return sub_state
+
+    def _exit(self, final: Any) -> dict[str, Any]:
+        return {p: getattr(final, s) for p, s in self.out_pairs}
+
+    def plain(self) -> Inner:
+        run_plain = self.graph._run_plain
+        enter, exit_ = self._enter, self._exit
+
+        async def inner(state: Any) -> Any:
+            return exit_(await run_plain(enter(state)))
+
+        return inner
+
+    def observed(self, step: Step) -> Inner:
+        graph = self.graph
+        enter, exit_ = self._enter, self._exit
+
+        async def inner(state: Any) -> Any:
+            level = step.level.child(self.name, step.state, graph)
+            return exit_(await graph._run_observed(enter(state), level))
+
+        return inner
+
+    def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        return (self.graph,)

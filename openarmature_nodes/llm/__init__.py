@@ -1,0 +1,118 @@
+"""The LLM layer: messages, the OpenAI-compatible provider, and its transports.
+
+Everything a caller needs is importable from here::
+
+    from openarmature_nodes.llm import OpenAIProvider, RuntimeConfig, UserMessage
+
+The layer knows nothing of graphs. Its pieces, bottom up:
+
+- :mod:`.messages`, :mod:`.config`, :mod:`.request`, :mod:`.response`: the
+  data types (frozen ``msgspec.Struct``\\ s);
+- :mod:`.errors`: the nine error categories;
+- :mod:`.validation`, :mod:`.jsonschema`, :mod:`.structured`: checks;
+- :mod:`.openai_wire`, :mod:`.openai_errors`: the sans-IO wire mapping;
+- :mod:`.transport`: the seam to the network;
+- :mod:`.provider`: :class:`OpenAIProvider`, which ties them together.
+"""
+
+from .config import RuntimeConfig
+from .errors import (
+    TRANSIENT_CATEGORIES,
+    ProviderAuthentication,
+    ProviderError,
+    ProviderInvalidModel,
+    ProviderInvalidRequest,
+    ProviderInvalidResponse,
+    ProviderModelNotLoaded,
+    ProviderRateLimit,
+    ProviderUnavailable,
+    ProviderUnsupportedContentBlock,
+    StructuredOutputInvalid,
+)
+from .messages import (
+    AssistantBlock,
+    AssistantMessage,
+    ContentBlock,
+    ImageBlock,
+    ImageDetail,
+    ImageSource,
+    InlineSource,
+    Message,
+    RedactedThinkingBlock,
+    SystemMessage,
+    TextBlock,
+    ThinkingBlock,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceForce,
+    ToolMessage,
+    UrlSource,
+    UserBlock,
+    UserMessage,
+)
+from .openai_errors import HTTPErrorReply
+from .provider import OpenAIProvider
+from .request import CompletionRequest
+from .response import FinishReason, Response, Usage
+from .structured import validate_structured
+from .transport import (
+    HttpxTransport,
+    RawResponse,
+    Timeouts,
+    Transport,
+    TransportConnectError,
+    TransportError,
+    TransportProtocolError,
+    TransportTimeout,
+)
+
+__all__ = [
+    "TRANSIENT_CATEGORIES",
+    "AssistantBlock",
+    "AssistantMessage",
+    "CompletionRequest",
+    "ContentBlock",
+    "FinishReason",
+    "HTTPErrorReply",
+    "HttpxTransport",
+    "ImageBlock",
+    "ImageDetail",
+    "ImageSource",
+    "InlineSource",
+    "Message",
+    "OpenAIProvider",
+    "ProviderAuthentication",
+    "ProviderError",
+    "ProviderInvalidModel",
+    "ProviderInvalidRequest",
+    "ProviderInvalidResponse",
+    "ProviderModelNotLoaded",
+    "ProviderRateLimit",
+    "ProviderUnavailable",
+    "ProviderUnsupportedContentBlock",
+    "RawResponse",
+    "RedactedThinkingBlock",
+    "Response",
+    "RuntimeConfig",
+    "StructuredOutputInvalid",
+    "SystemMessage",
+    "TextBlock",
+    "ThinkingBlock",
+    "Timeouts",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "ToolChoiceForce",
+    "ToolMessage",
+    "Transport",
+    "TransportConnectError",
+    "TransportError",
+    "TransportProtocolError",
+    "TransportTimeout",
+    "UrlSource",
+    "Usage",
+    "UserBlock",
+    "UserMessage",
+    "validate_structured",
+]

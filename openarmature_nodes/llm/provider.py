@@ -1,0 +1,240 @@
+"""``OpenAIProvider``: an LLM provider for any OpenAI-compatible server.
+
+vLLM, llama.cpp, LM Studio, SGLang, Ollama's OpenAI endpoint and OpenAI
+itself all speak Chat Completions. One provider is bound to one server and
+one model, owns one HTTP connection pool, and is safe to share between any
+number of concurrent tasks (calls are never serialized)::
+
+    async with OpenAIProvider("http://localhost:8000", "meta-llama/Llama-3.1-8B-Instruct",
+                              genai_system="vllm") as provider:
+        await provider.ready()
+        response = await provider.complete([UserMessage("hello")],
+                                           config=RuntimeConfig(temperature=0.0, max_tokens=128))
+
+The work per call is: validate (§3-§5, before anything is sent), encode
+(:mod:`~openarmature_nodes.llm.openai_wire`), one transport round trip,
+decode. Everything that does not depend on the call (URLs, the header list)
+is computed once here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from .config import RuntimeConfig
+from .errors import ProviderInvalidRequest, ProviderUnavailable
+from .messages import Message, Tool, ToolChoice
+from .openai_wire import check_models_response, decode_chat_response, encode_chat_request
+from .request import CompletionRequest
+from .response import Response
+from .transport import HttpxTransport, RawResponse, Timeouts, Transport, TransportError
+from .validation import normalize_tool_choice, validate_request
+
+__all__ = ["OpenAIProvider"]
+
+_USER_AGENT = "openarmature-nodes/0.1"
+
+
+def _split_base_url(base_url: str) -> tuple[str, str, int]:
+    """-> (normalized base URL, host, port); raises ValueError with advice."""
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ValueError("base_url must be the server's root URL, such as 'http://localhost:8000'")
+    url = base_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        raise ValueError(
+            "base_url must not embed credentials (user:password@); pass api_key= instead"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"base_url must start with http:// or https:// and name a host, got {base_url!r}"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url must not carry a query or fragment, got {base_url!r}")
+    if parts.path.rstrip("/").endswith("/v1"):
+        root = url[: -len("/v1")]
+        raise ValueError(
+            f"base_url {base_url!r} ends in /v1, but the provider appends /v1/chat/completions and "
+            f"/v1/models itself; pass the server root instead: base_url={root!r}"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return url, parts.hostname, port
+
+
+class OpenAIProvider:
+    """An OpenAI-compatible Chat Completions provider bound to one model.
+
+    ``base_url`` is the server *root* (``http://localhost:8000``); a path
+    prefix of a reverse proxy is kept (``https://gw.example/api/openai-proxy``),
+    but a URL ending in ``/v1`` is refused: the provider adds ``/v1/...``.
+
+    ``api_key``: sent as ``Authorization: Bearer ...``; ``None`` sends no
+    ``Authorization`` header (vLLM and llama.cpp run without auth by
+    default). The key never appears in ``repr``, logs or error messages.
+
+    ``genai_system`` names the backend for observability (``"vllm"``,
+    ``"llama.cpp"``, ``"openai"`` ...); nothing is inferred from the URL.
+
+    ``force_prompt_augmentation_fallback``: for servers without
+    ``response_format: json_schema`` support, structured output is requested
+    by a system-message directive that contains the schema instead; the reply
+    is validated against the schema either way.
+
+    Networking: pass ``transport`` (any :class:`Transport`), or
+    ``http_client`` (your own ``httpx.AsyncClient``, which stays yours to
+    close), or neither (an httpx client with ``timeouts`` is created).
+    """
+
+    __slots__ = (
+        "_chat_url",
+        "_closed",
+        "_fallback",
+        "_headers",
+        "_models_url",
+        "_probe_headers",
+        "_transport",
+        "base_url",
+        "genai_system",
+        "model",
+        "server_address",
+        "server_port",
+    )
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        genai_system: str = "openai",
+        force_prompt_augmentation_fallback: bool = False,
+        transport: Transport | None = None,
+        timeouts: Timeouts | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not isinstance(model, str) or not model:
+            raise ValueError("model must be a non-empty model identifier")
+        self.base_url, self.server_address, self.server_port = _split_base_url(base_url)
+        self.model = model
+        self.genai_system = genai_system
+        self._fallback = bool(force_prompt_augmentation_fallback)
+        self._chat_url = f"{self.base_url}/v1/chat/completions"
+        self._models_url = f"{self.base_url}/v1/models"
+        common = [("user-agent", _USER_AGENT)]
+        if api_key is not None:
+            if not api_key or any(c in api_key for c in "\r\n"):
+                raise ValueError(
+                    "api_key must be a non-empty single-line string, or None for no auth"
+                )
+            common.append(("authorization", f"Bearer {api_key}"))
+        self._probe_headers = (("accept", "application/json"), *common)
+        self._headers = (("content-type", "application/json"), *self._probe_headers)
+        if transport is not None and (http_client is not None or timeouts is not None):
+            raise ValueError(
+                "pass transport= alone; http_client= and timeouts= configure the default transport"
+            )
+        if transport is None:
+            transport = (
+                HttpxTransport(client=http_client)
+                if http_client is not None
+                else HttpxTransport(timeouts=timeouts)
+            )
+        self._transport: Transport = transport
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the connection pool (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
+
+    async def __aenter__(self) -> OpenAIProvider:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIProvider(base_url={self.base_url!r}, model={self.model!r}, "
+            f"genai_system={self.genai_system!r})"
+        )
+
+    @property
+    def transport(self) -> Transport:
+        """The transport moving this provider's bytes."""
+        return self._transport
+
+    # -- operations ----------------------------------------------------------------
+    async def ready(self) -> None:
+        """Check that the server answers, accepts our credentials, and serves
+        the bound model (``GET /v1/models``).
+
+        Raises ``ProviderAuthentication`` (401/403), ``ProviderInvalidModel``
+        (the model is not listed), ``ProviderModelNotLoaded`` (listed with a
+        loading status: LM Studio, llama.cpp router mode) or
+        ``ProviderUnavailable`` (connection failure, timeout, 5xx).
+
+        Servers that list a model before it can generate (vLLM reports no load
+        state) need a one-token warm-up completion to be sure; see the README.
+        """
+        raw = await self._send("GET", self._models_url, self._probe_headers, None)
+        check_models_response(raw.status, raw.headers, raw.body, self.model, url=self._models_url)
+
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Tool] | None = None,
+        config: RuntimeConfig | Mapping[str, Any] | None = None,
+        response_schema: Any = None,
+        tool_choice: ToolChoice | Mapping[str, str] | None = None,
+        retry: Any = None,
+        *,
+        stream: bool = False,
+    ) -> Response:
+        """One chat completion; see the module docs and spec llm-provider §5.
+
+        ``config`` may also be a plain mapping (declared names fill the declared
+        fields, other keys become extras). ``tool_choice`` may be
+        ``{"type": "tool", "name": ...}``. ``retry`` (call-level retry, §7.1)
+        and ``stream`` are not available yet.
+        """
+        if retry is not None:
+            raise NotImplementedError("call-level retry lands with the middleware work")
+        if stream:
+            raise ProviderInvalidRequest(
+                "this provider does not support streaming yet (stream=True)"
+            )
+        if config is not None and not isinstance(config, RuntimeConfig):
+            config = RuntimeConfig.from_mapping(config)
+        if tool_choice is not None:
+            tool_choice = normalize_tool_choice(tool_choice)
+        request = CompletionRequest(messages, tools, config, response_schema, tool_choice)  # type: ignore[arg-type]
+        return await self.call(request)
+
+    async def call(self, request: CompletionRequest) -> Response:
+        """Send ``request``: the innermost handler for call-level middleware."""
+        tools = validate_request(request)
+        body = encode_chat_request(self.model, request, fallback=self._fallback)
+        raw = await self._send("POST", self._chat_url, self._headers, body)
+        return decode_chat_response(
+            raw.status,
+            raw.headers,
+            raw.body,
+            tools=tools,
+            response_schema=request.response_schema,
+            url=self._chat_url,
+        )
+
+    async def _send(
+        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None
+    ) -> RawResponse:
+        try:
+            return await self._transport.request(method, url, headers, body)
+        except TransportError as exc:
+            raise ProviderUnavailable(f"{method} {url} failed: {exc}") from exc

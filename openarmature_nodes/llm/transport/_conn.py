@@ -1,0 +1,315 @@
+"""One HTTP/1.1 client connection: write a request, read one response.
+
+A :class:`Connection` owns an anyio byte stream and an ``httptools`` response
+parser. The parser is created once per connection and fed whatever bytes the
+socket yields; its callbacks fill in the response being read (status, a
+lower-cased header dict, body chunks). llhttp resets itself after each
+complete message, so the same parser serves every response on a keep-alive
+connection.
+
+The connection decides two things the pool needs to know afterwards:
+
+* :attr:`Connection.reusable`: the response was complete, the server allowed
+  keep-alive (HTTP/1.1 without ``Connection: close``, or HTTP/1.0 with
+  ``Connection: keep-alive``) and sent nothing after the response.
+* whether a failure is *safe to retry*: when a request was written on a
+  connection that had already served a response and the server then closed or
+  reset it before a single byte of the response arrived, the server almost
+  certainly closed the idle connection as we reused it (the keep-alive race).
+  That failure is raised as :class:`StaleConnection` so the caller can retry
+  once on a fresh connection. Any other failure is final.
+
+Timeouts use one cancel scope per request. Its deadline is ``write`` seconds
+while sending, then ``read`` seconds from the end of the send, pushed forward
+each time bytes arrive (``read`` bounds the wait for the *next* bytes, not the
+whole response). Bytes that were only partially exchanged leave the
+connection in an unknown state, so every failure, timeout or cancellation
+means the caller must close it.
+"""
+
+from __future__ import annotations
+
+import anyio
+import httptools
+from anyio.abc import ByteStream
+
+from ._base import RawResponse, Timeouts, TransportProtocolError, TransportTimeout
+
+__all__ = ["Connection", "StaleConnection"]
+
+#: Requests up to this size are written without waiting (they fit in the
+#: socket buffers; anyio on asyncio buffers up to 64 KiB before it waits), so
+#: they need no separate write deadline.
+SMALL_REQUEST = 64 * 1024
+
+#: Response heads (status line + headers) larger than this are rejected.
+MAX_HEAD_BYTES = 256 * 1024
+
+_INF = float("inf")
+
+# Failures of the stream itself: the peer reset or closed the socket.
+_BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+
+class StaleConnection(Exception):
+    """A reused keep-alive connection died before any response byte arrived.
+
+    Internal to the transport: the request may be retried once on a fresh
+    connection. Never raised for a connection's first request.
+    """
+
+
+# Header names seen on the wire -> lower-cased str. Servers send the same few
+# names in every response, so a dict hit replaces a decode and a lower().
+_NAMES: dict[bytes, str] = {}
+
+
+def _lower_name(name: bytes) -> str:
+    key = name.decode("latin-1").lower()
+    if len(_NAMES) < 1024:
+        _NAMES[name] = key
+    return key
+
+
+def _keepalive_hint(value: str) -> float | None:
+    """The ``timeout=N`` of a ``Keep-Alive`` response header, if any."""
+    for part in value.split(","):
+        name, _, number = part.partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                return float(number.strip())
+            except ValueError:
+                return None
+    return None
+
+
+class Connection:
+    """An open HTTP/1.1 connection to one origin (see the module docstring).
+
+    ``max_body`` caps the size of a response body in bytes. ``expires_at`` is
+    the ``time.monotonic()`` instant after which the pool will not reuse this
+    connection once idle; ``server_idle`` is the idle timeout the server
+    announced in a ``Keep-Alive`` header (``None`` if it did not).
+    """
+
+    __slots__ = (
+        "_body",
+        "_complete",
+        "_head_done",
+        "_head_only",
+        "_headers",
+        "_informational",
+        "_keep",
+        "_max_body",
+        "_parser",
+        "_sent",
+        "_size",
+        "_status",
+        "_too_big",
+        "expires_at",
+        "requests",
+        "reusable",
+        "server_idle",
+        "stream",
+    )
+
+    def __init__(self, stream: ByteStream, max_body: int) -> None:
+        self.stream = stream
+        self.requests = 0
+        self.reusable = False
+        self.expires_at = _INF
+        self.server_idle: float | None = None
+        self._max_body = max_body
+        self._parser = httptools.HttpResponseParser(self)
+        self._reset(False)
+
+    def _reset(self, head_only: bool) -> None:
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._size = 0
+        self._status = 0
+        self._head_done = False
+        self._complete = False
+        self._keep = False
+        self._too_big = False
+        self._informational = False
+        self._head_only = head_only
+        self._sent = False
+
+    # -- httptools callbacks -------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # The server sent the start of another response after ours: it is
+            # not speaking request/response any more. Never reuse.
+            self._keep = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = _NAMES.get(name)
+        if key is None:
+            key = _lower_name(name)
+        headers = self._headers
+        if key in headers:  # a repeated header: join the values, as RFC 9110 allows
+            headers[key] = f"{headers[key]}, {value.decode('latin-1')}"
+        else:
+            headers[key] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._status = status
+        if status < 200:
+            # 1xx interim response (e.g. 100 Continue): it has no body and the
+            # real response follows on the same connection.
+            self._informational = True
+            return
+        self._head_done = True
+        if self._head_only:
+            # A HEAD response announces a body it never sends; llhttp cannot be
+            # told so, so stop here and do not reuse the connection.
+            self._complete = True
+            return
+        length = self._headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self._max_body:
+            self._too_big = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._max_body:
+            self._too_big = True
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            self._headers = {}
+            return
+        if not self._complete:
+            self._complete = True
+            self._keep = self._parser.should_keep_alive()
+
+    # -- I/O -----------------------------------------------------------------
+
+    def _complete_at_eof(self) -> bool:
+        """EOF arrived: was the response delimited by the close itself?"""
+        if not self._head_done or self._complete:
+            return self._complete
+        headers = self._headers
+        if "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower():
+            return False  # framed body cut short
+        self._complete = True  # read-until-close body
+        self._keep = False
+        return True
+
+    async def roundtrip(self, data: bytes, head_only: bool, timeouts: Timeouts) -> RawResponse:
+        """Send ``data`` (a whole request) and read the response.
+
+        Raises :class:`StaleConnection` (retry is safe), or
+        :class:`TransportTimeout` / :class:`TransportProtocolError`. On any
+        exception, including cancellation, the connection must be closed.
+        """
+        reused = self.requests != 0
+        self.requests += 1
+        self.reusable = False
+        self._reset(head_only)
+        write, read = timeouts.write, timeouts.read
+        if write is None and read is None:
+            return await self._exchange(data, reused, None, False, None)
+        now = anyio.current_time()
+        if len(data) <= SMALL_REQUEST or write is None:
+            # Writing a small request never waits (it fits in the socket
+            # buffers of an idle connection), so one deadline covers both
+            # phases; this saves a timer update per request.
+            deadline = _INF if read is None else now + read
+            split = False
+        else:
+            deadline = now + write
+            split = True
+        with anyio.CancelScope(deadline=deadline) as scope:
+            return await self._exchange(data, reused, scope, split, read)
+        phase, limit = ("read", read) if self._sent else ("write", write)
+        raise TransportTimeout(f"{phase} timeout: no progress within {limit} s")
+
+    async def _exchange(
+        self,
+        data: bytes,
+        reused: bool,
+        scope: anyio.CancelScope | None,
+        split: bool,
+        read: float | None,
+    ) -> RawResponse:
+        """The I/O of :meth:`roundtrip`, inside its cancel scope (if any).
+
+        ``split``: the scope's deadline is the write deadline, to be replaced
+        by the read deadline once the request is sent.
+        """
+        stream = self.stream
+        parser = self._parser
+        try:
+            await stream.send(data)
+        except _BROKEN as exc:
+            if reused:
+                raise StaleConnection from exc
+            raise TransportProtocolError("connection lost while sending the request") from exc
+        self._sent = True
+        if split and scope is not None:
+            scope.deadline = _INF if read is None else anyio.current_time() + read
+        received = 0
+        while True:
+            try:
+                chunk = await stream.receive()
+            except anyio.EndOfStream:
+                if self._complete_at_eof():
+                    break
+                if received == 0:
+                    if reused:
+                        raise StaleConnection from None
+                    raise TransportProtocolError(
+                        "server closed the connection without sending a response"
+                    ) from None
+                raise TransportProtocolError(
+                    "server closed the connection before the response was complete"
+                ) from None
+            except _BROKEN as exc:
+                if received == 0 and reused:
+                    raise StaleConnection from exc
+                raise TransportProtocolError("connection lost while reading the response") from exc
+            received += len(chunk)
+            try:
+                parser.feed_data(chunk)
+            except httptools.HttpParserUpgrade:
+                raise TransportProtocolError("server switched protocols unexpectedly") from None
+            except httptools.HttpParserError as exc:
+                if not self._complete:
+                    raise TransportProtocolError(f"malformed HTTP response: {exc}") from None
+                self._keep = False  # junk after a complete response
+            if self._too_big:
+                raise TransportProtocolError(
+                    f"response body larger than max_response_bytes ({self._max_body})"
+                )
+            if self._complete:
+                break
+            if not self._head_done and received > MAX_HEAD_BYTES:
+                raise TransportProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+            if scope is not None and read is not None:
+                # ``read`` bounds the wait for the next bytes: push it forward.
+                scope.deadline = anyio.current_time() + read
+        return self._finish()
+
+    def _finish(self) -> RawResponse:
+        body = self._body
+        headers = self._headers
+        self.reusable = self._keep and not self._head_only
+        hint = headers.get("keep-alive")
+        if hint is not None:
+            self.server_idle = _keepalive_hint(hint)
+        return RawResponse(self._status, headers, body[0] if len(body) == 1 else b"".join(body))
+
+    async def aclose(self) -> None:
+        """Close the socket now, without a graceful shutdown.
+
+        Shielded: the socket is released even if the caller is being
+        cancelled (which is exactly when connections get closed mid-request).
+        """
+        with anyio.CancelScope(shield=True):
+            await anyio.aclose_forcefully(self.stream)
