@@ -8,9 +8,11 @@ Nothing here is imported by the package: bench/ is a harness that runs in its ow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -26,8 +28,19 @@ EXPECT = "The quick brown fox"
 API_KEY = "sk-bench"
 
 VERSION_PKGS = [
-    "openarmature-nodes", "httpx", "httpcore", "httptools", "msgspec", "anyio", "trio",
-    "aiohttp", "openai", "openarmature", "langgraph", "langchain-core", "pydantic",
+    "openarmature-nodes",
+    "httpx",
+    "httpcore",
+    "httptools",
+    "msgspec",
+    "anyio",
+    "trio",
+    "aiohttp",
+    "openai",
+    "openarmature",
+    "langgraph",
+    "langchain-core",
+    "pydantic",
 ]
 
 
@@ -52,10 +65,8 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in VERSION_PKGS:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -73,8 +84,10 @@ def run_child(script: str, args: Sequence[str], timeout: float) -> dict[str, Any
         return {"error": f"timeout after {timeout:.0f}s"}
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"rc={p.returncode}: {tail[0][:300]}"}
+        err = (p.stderr or p.stdout).strip().splitlines() or ["no output"]
+        # The exception line of a traceback says more than whatever was printed after it.
+        exc = [ln for ln in err if re.match(r"^[\w.]+(Error|Exception|Exit|Interrupt)\b", ln)]
+        return {"error": f"rc={p.returncode}: {(exc or err)[-1][:300]}"}
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
@@ -84,9 +97,16 @@ def median_of(rows: Iterable[dict[str, Any]], key: str) -> float:
 
 
 def spread(rows: Sequence[dict[str, Any]], key: str, digits: int = 0) -> str:
-    """``min–max`` over the repeats (empty for a single run)."""
+    """``min-max`` over the repeats (empty for a single run)."""
     vals = [r[key] for r in rows]
-    return f"{min(vals):,.{digits}f}–{max(vals):,.{digits}f}" if len(vals) > 1 else ""
+    return f"{min(vals):,.{digits}f}-{max(vals):,.{digits}f}" if len(vals) > 1 else ""
+
+
+def ratio(r: float) -> str:
+    """A ratio for a table cell; small ones also as a fraction ("0.0044 = 1/226")."""
+    if r >= 0.1:
+        return f"{r:.2f}"
+    return f"{r:.2g} = 1/{1 / r:.0f}"
 
 
 def fmt(v: float | None, digits: int = 0) -> str:
@@ -97,9 +117,13 @@ def fmt(v: float | None, digits: int = 0) -> str:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table, columns padded so it also reads well in a terminal."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
+
     out = [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out.extend(line(r) for r in rows)
     return "\n".join(out)

@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 
-BODY = (b'{"id":"chatcmpl-delay","object":"chat.completion","created":1700000000,'
-        b'"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant",'
-        b'"content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],'
-        b'"usage":{"prompt_tokens":42,"completion_tokens":10,"total_tokens":52}}')
-OK = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-      + str(len(BODY)).encode() + b"\r\n\r\n" + BODY)
+BODY = (
+    b'{"id":"chatcmpl-delay","object":"chat.completion","created":1700000000,'
+    b'"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant",'
+    b'"content":"The quick brown fox jumps over the lazy dog."},"finish_reason":"stop"}],'
+    b'"usage":{"prompt_tokens":42,"completion_tokens":10,"total_tokens":52}}'
+)
+OK = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(BODY)).encode()
+    + b"\r\n\r\n"
+    + BODY
+)
 
 
 class Stats:
@@ -55,13 +62,17 @@ class Conn(asyncio.Protocol):
                     length = int(value)
             if len(self.buf) < end + 4 + length:
                 return
-            self.buf = self.buf[end + 4 + length:]
+            self.buf = self.buf[end + 4 + length :]
             if head.startswith("GET /stats"):
-                body = json.dumps({"max_in_flight": Stats.max_in_flight, "served": Stats.served}).encode()
+                body = json.dumps(
+                    {"max_in_flight": Stats.max_in_flight, "served": Stats.served}
+                ).encode()
                 Stats.max_in_flight = Stats.in_flight
                 assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                                     b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                self.transport.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+                )
             else:
                 Stats.in_flight += 1
                 Stats.max_in_flight = max(Stats.max_in_flight, Stats.in_flight)
@@ -86,9 +97,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--delay", type=float, default=0.3)
     a = ap.parse_args()
-    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2 and not os.environ.get("BENCH_NO_PIN"):
+    if (
+        hasattr(os, "sched_setaffinity")
+        and (os.cpu_count() or 1) >= 2
+        and not os.environ.get("BENCH_NO_PIN")
+    ):
         os.sched_setaffinity(0, {(os.cpu_count() or 2) - 1})
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main(a.delay))
-    except KeyboardInterrupt:
-        pass

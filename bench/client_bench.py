@@ -21,6 +21,7 @@ Rows (same request everywhere: system + user message, temperature 0, max_tokens 
 On trio: ours, ours_httpx, ours_fast and raw_httpx.
 
 Usage: client_bench.py [--n 2000] [--c 1,32] [--repeats 3] [--only ours,raw_httpx:trio] [--json F]
+Profile one row: client_bench.py --child ours_fast --backend asyncio --conc 32 --profile 25
 """
 
 from __future__ import annotations
@@ -33,15 +34,22 @@ import urllib.request
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
 
 MATRIX = [
-    ("ours", "asyncio"), ("ours_httpx", "asyncio"), ("ours_fast", "asyncio"),
-    ("raw_httpx", "asyncio"), ("raw_aiohttp", "asyncio"), ("openai", "asyncio"),
+    ("ours", "asyncio"),
+    ("ours_httpx", "asyncio"),
+    ("ours_fast", "asyncio"),
+    ("raw_httpx", "asyncio"),
+    ("raw_aiohttp", "asyncio"),
+    ("openai", "asyncio"),
     ("openarmature", "asyncio"),
-    ("ours", "trio"), ("ours_httpx", "trio"), ("ours_fast", "trio"), ("raw_httpx", "trio"),
+    ("ours", "trio"),
+    ("ours_httpx", "trio"),
+    ("ours_fast", "trio"),
+    ("raw_httpx", "trio"),
 ]
-# Opt-in reference rows (--only): httpx with keep-alive pool 100 (what a "big pool" costs on httpx 0.28).
+# Opt-in reference rows (--only): httpx with a keep-alive pool of 100 (httpx 0.28's big-pool cost).
 EXTRA = [("raw_httpx_bigpool", "asyncio"), ("raw_httpx_bigpool", "trio")]
 OURS = ("ours", "ours_httpx", "ours_fast")
 WIRE_MESSAGES = [{"role": "system", "content": C.SYSTEM}, {"role": "user", "content": C.USER}]
@@ -51,13 +59,16 @@ WIRE_BODY = {"model": "bench-model", "messages": WIRE_MESSAGES, "temperature": 0
 # ----------------------------------------------------------------------------- client factories
 # Each returns (call, close): call() makes one chat completion and returns the reply text.
 
+
 def make_raw_httpx(backend: str, keepalive: int = 20) -> Any:
     import httpx
 
-    client = httpx.AsyncClient(base_url=C.STUB_URL, timeout=60.0,
-                               headers={"Authorization": f"Bearer {C.API_KEY}"},
-                               limits=httpx.Limits(max_connections=100,
-                                                   max_keepalive_connections=keepalive))
+    client = httpx.AsyncClient(
+        base_url=C.STUB_URL,
+        timeout=60.0,
+        headers={"Authorization": f"Bearer {C.API_KEY}"},
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=keepalive),
+    )
 
     async def call() -> str:
         r = await client.post("/v1/chat/completions", json=WIRE_BODY)
@@ -79,8 +90,10 @@ def make_raw_aiohttp(backend: str) -> Any:
     async def call() -> str:
         if "s" not in state:  # a ClientSession must be created inside the running loop
             state["s"] = aiohttp.ClientSession(
-                C.STUB_URL, headers={"Authorization": f"Bearer {C.API_KEY}"},
-                connector=aiohttp.TCPConnector(limit=100))
+                C.STUB_URL,
+                headers={"Authorization": f"Bearer {C.API_KEY}"},
+                connector=aiohttp.TCPConnector(limit=100),
+            )
         async with state["s"].post("/v1/chat/completions", json=WIRE_BODY) as r:
             r.raise_for_status()
             return (await r.json())["choices"][0]["message"]["content"]  # type: ignore[no-any-return]
@@ -99,7 +112,8 @@ def make_openai(backend: str) -> Any:
 
     async def call() -> str:
         r = await client.chat.completions.create(
-            model="bench-model", messages=WIRE_MESSAGES, temperature=0, max_tokens=64)  # type: ignore[arg-type]
+            model="bench-model", messages=WIRE_MESSAGES, temperature=0, max_tokens=64
+        )  # type: ignore[arg-type]
         return r.choices[0].message.content or ""
 
     return call, client.close
@@ -199,14 +213,29 @@ def child(a: argparse.Namespace) -> None:
     async def main() -> None:
         await drive(a.warmup)
         acc0 = stub_accepts()
+        prof = None
+        if a.profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
         cpu0, t0 = time.process_time(), time.perf_counter()
         await drive(a.n)
         t1, cpu1 = time.perf_counter(), time.process_time()
+        if prof is not None:
+            import pstats
+
+            prof.disable()
+            print(f"--- cProfile, {a.child} / {a.backend}, c={a.conc}, n={a.n}", file=sys.stderr)
+            pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(a.profile)
         acc1 = stub_accepts()
         await close()
-        row.update(wall_s=t1 - t0, calls_per_s=a.n / (t1 - t0),
-                   cpu_us=(cpu1 - cpu0) / a.n * 1e6,
-                   conns=acc1 - acc0 - 1)  # -1: the second status probe's own connection
+        row.update(
+            wall_s=t1 - t0,
+            calls_per_s=a.n / (t1 - t0),
+            cpu_us=(cpu1 - cpu0) / a.n * 1e6,
+            conns=acc1 - acc0 - 1,
+        )  # -1: the second status probe's own connection
 
     C.run_loop(a.backend, main)
     row["rss_mb"] = C.peak_rss_mb()
@@ -215,8 +244,13 @@ def child(a: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- parent
-PEERS = [("raw_httpx", "asyncio"), ("raw_httpx", "trio"), ("raw_aiohttp", "asyncio"),
-         ("openai", "asyncio"), ("openarmature", "asyncio")]
+PEERS = [
+    ("raw_httpx", "asyncio"),
+    ("raw_httpx", "trio"),
+    ("raw_aiohttp", "asyncio"),
+    ("openai", "asyncio"),
+    ("openarmature", "asyncio"),
+]
 
 
 def report(runs: list[dict[str, Any]], conc: int, matrix: list[tuple[str, str]], n: int) -> str:
@@ -226,7 +260,9 @@ def report(runs: list[dict[str, Any]], conc: int, matrix: list[tuple[str, str]],
         rows = [r for r in runs if r["client"] == cl and r["backend"] == be and r["c"] == conc]
         ok = [r for r in rows if "cpu_us" in r]
         if ok:
-            med[(cl, be)] = {k: C.median_of(ok, k) for k in ("cpu_us", "calls_per_s", "rss_mb", "conns")}
+            med[(cl, be)] = {
+                k: C.median_of(ok, k) for k in ("cpu_us", "calls_per_s", "rss_mb", "conns")
+            }
             med[(cl, be)]["range"] = C.spread(ok, "cpu_us")
             med[(cl, be)]["k"] = len(ok)
         elif rows:
@@ -236,16 +272,46 @@ def report(runs: list[dict[str, Any]], conc: int, matrix: list[tuple[str, str]],
     for (cl, be), m in med.items():
         floor = med.get(("raw_httpx", be))
         delta = f"{m['cpu_us'] - floor['cpu_us']:+,.0f}" if floor else "—"
-        body.append([cl, be, C.fmt(m["cpu_us"]), m["range"], delta, C.fmt(m["calls_per_s"]),
-                     C.fmt(m["rss_mb"]), C.fmt(m["conns"]), str(m["k"])])
-    out.append(C.table(["client", "loop", "CPU µs/call", "[min–max]", "Δ vs raw_httpx same loop µs",
-                        "calls/s", "peak RSS MB", "new conns", "runs"], body))
+        body.append(
+            [
+                cl,
+                be,
+                C.fmt(m["cpu_us"]),
+                m["range"],
+                delta,
+                C.fmt(m["calls_per_s"]),
+                C.fmt(m["rss_mb"]),
+                C.fmt(m["conns"]),
+                str(m["k"]),
+            ]
+        )
+    out.append(
+        C.table(
+            [
+                "client",
+                "loop",
+                "CPU µs/call",
+                "[min-max]",
+                "Δ vs raw_httpx same loop µs",
+                "calls/s",
+                "peak RSS MB",
+                "new conns",
+                "runs",
+            ],
+            body,
+        )
+    )
     peers = [p for p in PEERS if p in med]
     ours = [k for k in med if k[0] in OURS]
     if ours and peers:
-        out.append(f"\nRatios, concurrency {conc}: our CPU µs/call ÷ the peer's (< 1.00 = we use less CPU)\n")
-        rows = [[f"{cl} / {be}"] + [f"{med[(cl, be)]['cpu_us'] / med[p]['cpu_us']:.2f}" for p in peers]
-                for cl, be in ours]
+        out.append(
+            f"\nRatios, concurrency {conc}: our CPU µs/call ÷ the peer's"
+            " (< 1.00 = we use less CPU)\n"
+        )
+        rows = [
+            [f"{cl} / {be}"] + [C.ratio(med[(cl, be)]["cpu_us"] / med[p]["cpu_us"]) for p in peers]
+            for cl, be in ours
+        ]
         out.append(C.table(["ours"] + [f"{p[0]} / {p[1]}" for p in peers], rows))
     if notes:
         out.append("\nSkipped / failed:\n" + "\n".join(notes))
@@ -264,6 +330,12 @@ def main() -> None:
     ap.add_argument("--child")
     ap.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
     ap.add_argument("--conc", type=int, default=32)
+    ap.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        help="with --child: print the top N functions by own time (cProfile) to stderr",
+    )
     a = ap.parse_args()
     if a.child:
         return child(a)
@@ -272,8 +344,11 @@ def main() -> None:
     except OSError as e:
         sys.exit(f"stub not reachable at {C.STUB_URL} ({e}); run bench/stub.sh start")
     sel = [s for s in a.only.split(",") if s]
-    matrix = [(cl, be) for cl, be in MATRIX + EXTRA
-              if (not sel and (cl, be) in MATRIX) or cl in sel or f"{cl}:{be}" in sel]
+    matrix = [
+        (cl, be)
+        for cl, be in MATRIX + EXTRA
+        if (not sel and (cl, be) in MATRIX) or cl in sel or f"{cl}:{be}" in sel
+    ]
     concs = [int(x) for x in a.c.split(",")]
     runs: list[dict[str, Any]] = []
     dead: set[tuple[str, str, int]] = set()
@@ -282,18 +357,40 @@ def main() -> None:
             for cl, be in matrix:
                 if (cl, be, conc) in dead:
                     continue
-                r = C.run_child(__file__, ["--child", cl, "--backend", be, "--conc", str(conc),
-                                           "--n", str(a.n), "--warmup", str(a.warmup)], a.timeout)
+                r = C.run_child(
+                    __file__,
+                    [
+                        "--child",
+                        cl,
+                        "--backend",
+                        be,
+                        "--conc",
+                        str(conc),
+                        "--n",
+                        str(a.n),
+                        "--warmup",
+                        str(a.warmup),
+                    ],
+                    a.timeout,
+                )
                 r.update(client=cl, backend=be, c=conc, repeat=rep)
                 runs.append(r)
                 if "cpu_us" in r:
-                    print(f"  [c={conc} #{rep}] {cl:13s} {be:7s} {r['cpu_us']:8,.0f} CPU µs/call "
-                          f"{r['calls_per_s']:8,.0f} calls/s  rss {r['rss_mb']:4.0f} MB  "
-                          f"conns {r['conns']}", file=sys.stderr, flush=True)
+                    print(
+                        f"  [c={conc} #{rep}] {cl:13s} {be:7s} {r['cpu_us']:8,.0f} CPU µs/call "
+                        f"{r['calls_per_s']:8,.0f} calls/s  rss {r['rss_mb']:4.0f} MB  "
+                        f"conns {r['conns']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 else:
                     dead.add((cl, be, conc))
-                    print(f"  [c={conc} #{rep}] {cl:13s} {be:7s} SKIP: {r.get('skipped') or r.get('error')}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  [c={conc} #{rep}] {cl:13s} {be:7s} "
+                        f"SKIP: {r.get('skipped') or r.get('error')}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     vers = next((r["versions"] for r in runs if "versions" in r), {})
     print("## LLM clients against the nginx stub\n")
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + "\n")

@@ -8,15 +8,18 @@ Shapes (every node a trivial ``async def``, no I/O, so the figure is pure engine
   fanout  one invoke fans a 10,000-item list out to a one-node worker (unbounded concurrency)
           and collects 10,000 results back (ours: fan-out node; LangGraph: the ``Send`` API):
           reported as µs per instance.
+Row ``ours_obs``: ours with one no-op observer attached (linear and agent), so every node event
+is built and delivered (without ``async with graph``, invoke() returns once they are delivered).
 
 Each (engine, shape, loop) row runs in a fresh child process pinned to CPU 0: build and compile,
-warm up, then K invokes back to back (openarmature: plus one ``drain()`` inside the window).
+warm up, then batches of K invokes for at least --min-time seconds (plus one ``drain()``
+inside the window for the engines that have it).
 CPU = ``time.process_time`` delta. Medians over --repeats. Final states are checked.
 LangGraph runs on asyncio (``ainvoke``); ours on asyncio and trio; openarmature on asyncio
 (and trio, reported if it works there).
 
-Usage: engine_bench.py [--k 2000] [--repeats 3] [--items 10000] [--shapes linear,agent,fanout]
-                       [--only ours,langgraph:asyncio] [--json F]
+Usage: engine_bench.py [--k 500] [--min-time 1.0] [--repeats 3] [--items 10000]
+                       [--shapes linear,agent,fanout] [--only ours,langgraph:asyncio] [--json F]
 """
 
 from __future__ import annotations
@@ -29,15 +32,24 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
 
 NODES, LOOPS = 10, 5
 STEPS = {"linear": NODES, "agent": LOOPS + 1}
 SHAPES = ["linear", "agent", "fanout"]
 MATRIX = [
-    ("ours", "asyncio"), ("ours", "trio"), ("langgraph", "asyncio"),
-    ("openarmature", "asyncio"), ("openarmature", "trio"),
+    ("ours", "asyncio"),
+    ("ours", "trio"),
+    ("ours_obs", "asyncio"),
+    ("ours_obs", "trio"),
+    ("langgraph", "asyncio"),
+    ("openarmature", "asyncio"),
+    ("openarmature", "trio"),
 ]
+
+# The fan-out shapes read their input list from here at invoke time, so the child can warm up on
+# a small list and time the full one.
+FAN: dict[str, list[int]] = {"data": []}
 
 Built = tuple[Callable[[], Any], Callable[[], Any], Callable[[Any], bool]]  # invoke, drain, check
 
@@ -77,7 +89,8 @@ def build_langgraph(shape: str, items: int) -> Built:
         init: Callable[[], Any] = lambda: {f"f{i}": 0 for i in range(NODES)}  # noqa: E731
         check: Callable[[Any], bool] = lambda s: s[f"f{NODES - 1}"] == NODES  # noqa: E731
     elif shape == "agent":
-        A = TypedDict("A", {"turns": int, "messages": Annotated[list, operator.add]})  # type: ignore[misc]
+        # Functional form on purpose: LangGraph resolves the annotations at run time.
+        A = TypedDict("A", {"turns": int, "messages": Annotated[list, operator.add]})  # noqa: UP013
 
         async def llm(state: Any) -> dict[str, Any]:
             return {"messages": [f"turn {state['turns']}"], "turns": state["turns"] + 1}
@@ -89,19 +102,19 @@ def build_langgraph(shape: str, items: int) -> Built:
         init = lambda: {"turns": 0, "messages": []}  # noqa: E731
         check = lambda s: len(s["messages"]) == LOOPS + 1  # noqa: E731
     else:
-        F = TypedDict("F", {"items": list, "results": Annotated[list, operator.add]})  # type: ignore[misc]
+        F = TypedDict("F", {"items": list, "results": Annotated[list, operator.add]})  # noqa: UP013
 
         async def work(state: Any) -> dict[str, Any]:
             return {"results": [state["item"] * 2]}
 
         g = StateGraph(F)
         g.add_node("work", work)
-        g.add_conditional_edges(START, lambda s: [Send("work", {"item": x}) for x in s["items"]],
-                                ["work"])
+        g.add_conditional_edges(
+            START, lambda s: [Send("work", {"item": x}) for x in s["items"]], ["work"]
+        )
         g.add_edge("work", END)
-        data = list(range(items))
-        init = lambda: {"items": data, "results": []}  # noqa: E731
-        check = lambda s: sorted(s["results"]) == [2 * x for x in data]  # noqa: E731
+        init = lambda: {"items": FAN["data"], "results": []}  # noqa: E731
+        check = lambda s: sorted(s["results"]) == [2 * x for x in FAN["data"]]  # noqa: E731
     compiled = g.compile()
 
     async def invoke() -> Any:
@@ -127,8 +140,12 @@ def build_openarmature(shape: str, items: int) -> Built:
         b.add_edge(f"n{NODES - 1}", END).set_entry("n0")
         check: Callable[[Any], bool] = lambda s: getattr(s, f"f{NODES - 1}") == NODES  # noqa: E731
     elif shape == "agent":
-        S = create_model("S", __base__=State, turns=(int, 0),  # type: ignore[call-overload]
-                         messages=(Annotated[list[str], append], Field(default_factory=list)))
+        S = create_model(
+            "S",
+            __base__=State,
+            turns=(int, 0),  # type: ignore[call-overload]
+            messages=(Annotated[list[str], append], Field(default_factory=list)),
+        )
 
         async def llm(state: Any) -> dict[str, Any]:
             return {"messages": [f"turn {state.turns}"], "turns": state.turns + 1}
@@ -146,22 +163,31 @@ def build_openarmature(shape: str, items: int) -> Built:
 
         worker = GraphBuilder(W).add_node("work", work).set_entry("work")
         worker.add_edge("work", END)
-        S = create_model("S", __base__=State, items=(list[int], Field(default_factory=list)),  # type: ignore[call-overload]
-                         results=(Annotated[list[int], append], Field(default_factory=list)))
+        S = create_model(
+            "S",
+            __base__=State,
+            items=(list[int], Field(default_factory=list)),  # type: ignore[call-overload]
+            results=(Annotated[list[int], append], Field(default_factory=list)),
+        )
         b = GraphBuilder(S)
         try:
-            b.add_fan_out_node(name="fan", subgraph=worker.compile(), items_field="items",
-                               item_field="item", collect_field="result", target_field="results",
-                               concurrency=None)
+            b.add_fan_out_node(
+                name="fan",
+                subgraph=worker.compile(),
+                items_field="items",
+                item_field="item",
+                collect_field="result",
+                target_field="results",
+                concurrency=None,
+            )
         except (AttributeError, TypeError) as e:
             raise C.Skip(f"no spec-shaped add_fan_out_node ({type(e).__name__}: {e})") from None
         b.add_edge("fan", END).set_entry("fan")
-        data = list(range(items))
-        check = lambda s: list(s.results) == [2 * x for x in data]  # noqa: E731
+        check = lambda s: list(s.results) == [2 * x for x in FAN["data"]]  # noqa: E731
         compiled = b.compile()
 
         async def invoke_f() -> Any:
-            return await compiled.invoke(S(items=data))
+            return await compiled.invoke(S(items=FAN["data"]))
 
         return invoke_f, getattr(compiled, "drain", _nothing), check
     compiled = b.compile()
@@ -173,7 +199,7 @@ def build_openarmature(shape: str, items: int) -> Built:
 
 
 # ------------------------------------------------------------------------------- ours
-def build_ours(shape: str, items: int) -> Built:
+def build_ours(shape: str, items: int, observe: bool = False) -> Built:
     import msgspec
 
     try:
@@ -195,8 +221,13 @@ def build_ours(shape: str, items: int) -> Built:
         b.set_entry("n0")
         check: Callable[[Any], bool] = lambda s: getattr(s, f"f{NODES - 1}") == NODES  # noqa: E731
     elif shape == "agent":
-        S = state_type("S", [("turns", int, 0),
-                             ("messages", Annotated[list[str], append], msgspec.field(default_factory=list))])
+        S = state_type(
+            "S",
+            [
+                ("turns", int, 0),
+                ("messages", Annotated[list[str], append], msgspec.field(default_factory=list)),
+            ],
+        )
 
         async def llm(state: Any) -> dict[str, Any]:
             return {"messages": [f"turn {state.turns}"], "turns": state.turns + 1}
@@ -216,24 +247,42 @@ def build_ours(shape: str, items: int) -> Built:
         wb.add_node("work", work)
         wb.add_edge("work", END)
         wb.set_entry("work")
-        S = state_type("S", [("items", list[int], msgspec.field(default_factory=list)),
-                             ("results", Annotated[list[int], append], msgspec.field(default_factory=list))])
+        S = state_type(
+            "S",
+            [
+                ("items", list[int], msgspec.field(default_factory=list)),
+                ("results", Annotated[list[int], append], msgspec.field(default_factory=list)),
+            ],
+        )
         b = GraphBuilder(S)
         if not hasattr(b, "add_fan_out_node"):
             raise C.Skip("fan-out not built yet (GraphBuilder.add_fan_out_node missing)")
-        b.add_fan_out_node(name="fan", subgraph=wb.compile(), items_field="items", item_field="item",
-                           collect_field="result", target_field="results", concurrency=None)
+        b.add_fan_out_node(
+            name="fan",
+            subgraph=wb.compile(),
+            items_field="items",
+            item_field="item",
+            collect_field="result",
+            target_field="results",
+            concurrency=None,
+        )
         b.add_edge("fan", END)
         b.set_entry("fan")
-        data = list(range(items))
-        check = lambda s: list(s.results) == [2 * x for x in data]  # noqa: E731
+        check = lambda s: list(s.results) == [2 * x for x in FAN["data"]]  # noqa: E731
         compiled = b.compile()
 
         async def invoke_f() -> Any:
-            return await compiled.invoke(S(items=data))
+            return await compiled.invoke(S(items=FAN["data"]))
 
         return invoke_f, _nothing, check
     compiled = b.compile()
+    if observe:
+        seen = [0]
+
+        async def observer(event: Any) -> None:
+            seen[0] += 1
+
+        compiled.attach(observer)
 
     async def invoke() -> Any:
         return await compiled.invoke(S())
@@ -241,7 +290,19 @@ def build_ours(shape: str, items: int) -> Built:
     return invoke, getattr(compiled, "drain", _nothing), check
 
 
-BUILDERS = {"ours": build_ours, "langgraph": build_langgraph, "openarmature": build_openarmature}
+def build_ours_obs(shape: str, items: int) -> Built:
+    """Ours with one no-op observer attached: every node event is built and delivered."""
+    if shape == "fanout":
+        raise C.Skip("observer row measured on linear and agent only")
+    return build_ours(shape, items, observe=True)
+
+
+BUILDERS = {
+    "ours": build_ours,
+    "ours_obs": build_ours_obs,
+    "langgraph": build_langgraph,
+    "openarmature": build_openarmature,
+}
 
 
 # ------------------------------------------------------------------------------- child
@@ -255,30 +316,39 @@ def child(a: argparse.Namespace) -> None:
         return
     fan = a.shape == "fanout"
     k = a.fan_k if fan else a.k
-    warm = 1 if fan else a.warmup
+    warm = 3 if fan else a.warmup
 
     async def main() -> None:
         final = None
+        FAN["data"] = list(range(min(a.items, 500)))  # warm-up fan-outs stay small
         for _ in range(warm):
             final = await invoke()
         if not check(final):
             raise RuntimeError(f"wrong final state: {final!r:.300}")
+        FAN["data"] = list(range(a.items))
         await drain()
-        # Batches of K invokes until at least --min-time seconds: a fast engine's K=2,000 invokes
-        # take ~25 ms, too short a window to time reliably.
+        # Batches of K invokes until at least --min-time seconds: a fast engine's K=500 invokes
+        # take a few ms, too short a window to time reliably.
         done = 0
         cpu0, t0 = time.process_time(), time.perf_counter()
         while True:
             for _ in range(k):
-                await invoke()
+                final = await invoke()
             done += k
             if fan or time.perf_counter() - t0 >= a.min_time:
                 break
         await drain()
         t1, cpu1 = time.perf_counter(), time.process_time()
+        if not check(final):
+            raise RuntimeError(f"wrong final state after the timed run: {final!r:.300}")
         units = done * (a.items if fan else STEPS[a.shape])
-        row.update(k=done, units=units, us_cpu=(cpu1 - cpu0) / units * 1e6,
-                   us_wall=(t1 - t0) / units * 1e6, ms_per_invoke=(t1 - t0) / done * 1e3)
+        row.update(
+            k=done,
+            units=units,
+            us_cpu=(cpu1 - cpu0) / units * 1e6,
+            us_wall=(t1 - t0) / units * 1e6,
+            ms_per_invoke=(t1 - t0) / done * 1e3,
+        )
 
     C.run_loop(a.backend, main)
     row["rss_mb"] = C.peak_rss_mb()
@@ -296,29 +366,66 @@ def report(runs: list[dict[str, Any]], matrix: list[tuple[str, str]], a: argpars
             rows = [r for r in runs if (r["engine"], r["backend"], r["shape"]) == (eng, be, shape)]
             ok = [r for r in rows if "us_cpu" in r]
             if ok:
-                med[(eng, be)] = {k: C.median_of(ok, k) for k in ("us_cpu", "us_wall", "ms_per_invoke", "rss_mb")}
+                med[(eng, be)] = {
+                    k: C.median_of(ok, k) for k in ("us_cpu", "us_wall", "ms_per_invoke", "rss_mb")
+                }
             elif rows:
-                notes.append(f"- `{eng}` / {be} / {shape}: {rows[0].get('skipped') or rows[0].get('error')}")
+                notes.append(
+                    f"- `{eng}` / {be} / {shape}: {rows[0].get('skipped') or rows[0].get('error')}"
+                )
         if not med:
             continue
         unit = "instance" if shape == "fanout" else "step"
-        what = (f"{a.items:,} instances per invoke, {a.fan_k} timed invoke(s) after 1 warm-up"
-                if shape == "fanout" else
-                f"{STEPS[shape]} steps per invoke, batches of K={a.k} invokes for >= {a.min_time} s")
+        what = (
+            f"{a.items:,} instances per invoke, {a.fan_k} timed invoke(s) after 3 of 500"
+            if shape == "fanout"
+            else f"{STEPS[shape]} steps per invoke, batches of K={a.k} invokes, >= {a.min_time} s"
+        )
         out.append(f"### Engine, {shape} ({what}; medians of {a.repeats})\n")
-        peers = [k for k in med if k[0] != "ours"]
+        peers = [k for k in med if not k[0].startswith("ours")]
         rows_out = []
         for key, m in med.items():
-            ratios = [f"{m['us_cpu'] / med[p]['us_cpu']:.2f}" for p in peers]
+            ratios = [C.ratio(m["us_cpu"] / med[p]["us_cpu"]) for p in peers]
             d = 2 if m["us_cpu"] < 10 else 1
-            m["range"] = C.spread([r for r in runs if (r["engine"], r["backend"], r["shape"]) == (*key, shape)
-                                   and "us_cpu" in r], "us_cpu", d)
-            rows_out.append([key[0], key[1], C.fmt(m["us_cpu"], d), m["range"], C.fmt(m["us_wall"], d),
-                             C.fmt(m["ms_per_invoke"], 3 if m["ms_per_invoke"] < 1 else 1),
-                             C.fmt(m["rss_mb"])] + ratios)
-        out.append(C.table(["engine", "loop", f"CPU µs/{unit}", "[min–max]", f"wall µs/{unit}",
-                            "ms/invoke", "peak RSS MB"] + [f"÷ {p[0]}/{p[1]}" for p in peers], rows_out))
-        out.append("\n`÷ X` = this row's CPU µs ÷ X's (< 1.00: cheaper than X).\n")
+            m["range"] = C.spread(
+                [
+                    r
+                    for r in runs
+                    if (r["engine"], r["backend"], r["shape"]) == (*key, shape) and "us_cpu" in r
+                ],
+                "us_cpu",
+                d,
+            )
+            ms = m["ms_per_invoke"]
+            rows_out.append(
+                [
+                    *key,
+                    C.fmt(m["us_cpu"], d),
+                    m["range"],
+                    C.fmt(m["us_wall"], d),
+                    C.fmt(ms, 3 if ms < 1 else 1),
+                    C.fmt(m["rss_mb"]),
+                    *ratios,
+                ]
+            )
+        out.append(
+            C.table(
+                [
+                    "engine",
+                    "loop",
+                    f"CPU µs/{unit}",
+                    "[min-max]",
+                    f"wall µs/{unit}",
+                    "ms/invoke",
+                    "peak RSS MB",
+                ]
+                + [f"÷ {p[0]}/{p[1]}" for p in peers],
+                rows_out,
+            )
+        )
+        if peers:
+            out.append("\n`÷ X` = this row's CPU µs ÷ X's (< 1.00: cheaper than X).")
+        out.append("")
     if notes:
         out.append("Skipped / failed:\n" + "\n".join(notes))
     return "\n".join(out)
@@ -326,11 +433,13 @@ def report(runs: list[dict[str, Any]], matrix: list[tuple[str, str]], a: argpars
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    ap.add_argument("--k", type=int, default=2000)
+    ap.add_argument("--k", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--fan-k", type=int, default=1)
-    ap.add_argument("--min-time", type=float, default=0.5, help="seconds of timed work per row, at least")
+    ap.add_argument(
+        "--min-time", type=float, default=1.0, help="seconds of timed work per row, at least"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", default="", help="comma list of engines or engine:loop")
     ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of shapes")
@@ -352,20 +461,45 @@ def main() -> None:
             for eng, be in matrix:
                 if (eng, be, shape) in dead:
                     continue
-                r = C.run_child(__file__, ["--child", eng, "--shape", shape, "--backend", be,
-                                           "--k", str(a.k), "--warmup", str(a.warmup),
-                                           "--items", str(a.items), "--fan-k", str(a.fan_k),
-                                           "--min-time", str(a.min_time)], a.timeout)
+                r = C.run_child(
+                    __file__,
+                    [
+                        "--child",
+                        eng,
+                        "--shape",
+                        shape,
+                        "--backend",
+                        be,
+                        "--k",
+                        str(a.k),
+                        "--warmup",
+                        str(a.warmup),
+                        "--items",
+                        str(a.items),
+                        "--fan-k",
+                        str(a.fan_k),
+                        "--min-time",
+                        str(a.min_time),
+                    ],
+                    a.timeout,
+                )
                 r.update(engine=eng, shape=shape, backend=be, repeat=rep)
                 runs.append(r)
                 if "us_cpu" in r:
-                    print(f"  [#{rep}] {shape:6s} {eng:12s} {be:7s} {r['us_cpu']:9.2f} CPU µs/unit "
-                          f"{r['ms_per_invoke']:9.3f} ms/invoke rss {r['rss_mb']:4.0f} MB",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  [#{rep}] {shape:6s} {eng:12s} {be:7s} {r['us_cpu']:9.2f} CPU µs/unit "
+                        f"{r['ms_per_invoke']:9.3f} ms/invoke rss {r['rss_mb']:4.0f} MB",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 else:
                     dead.add((eng, be, shape))
-                    print(f"  [#{rep}] {shape:6s} {eng:12s} {be:7s} SKIP: {r.get('skipped') or r.get('error')}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  [#{rep}] {shape:6s} {eng:12s} {be:7s} "
+                        f"SKIP: {r.get('skipped') or r.get('error')}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     print("## Graph engines\n")
     print(report(runs, matrix, a))
     C.save_json(a.json, {"k": a.k, "items": a.items, "repeats": a.repeats, "runs": runs})

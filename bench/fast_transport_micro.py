@@ -42,7 +42,10 @@ BODY = {
     "model": "bench-model",
     "messages": [
         {"role": "system", "content": "You are a terse assistant used for benchmarking."},
-        {"role": "user", "content": "Summarise the benefits of connection pooling in one sentence."},
+        {
+            "role": "user",
+            "content": "Summarise the benefits of connection pooling in one sentence.",
+        },
     ],
     "temperature": 0,
     "max_tokens": 64,
@@ -218,7 +221,8 @@ def main() -> None:
                         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
                     cpu = statistics.median(r["cpu_us"] for r in runs)
                     rate = statistics.median(r["calls_per_s"] for r in runs)
-                    spread = f"{min(r['cpu_us'] for r in runs):.0f}-{max(r['cpu_us'] for r in runs):.0f}"
+                    cpus = [r["cpu_us"] for r in runs]
+                    spread = f"{min(cpus):.0f}-{max(cpus):.0f}"
                     rows.append((c, backend, client, cpu, spread, rate))
                     print(f"c={c:<3} {backend:8s} {client:6s} {cpu:8.1f} CPU us/call "
                           f"[{spread}]  {rate:8.0f} calls/s", flush=True)
@@ -229,7 +233,7 @@ def main() -> None:
             proc.terminate()
             proc.wait()
 
-    print("\n| concurrency | loop | client | CPU µs/call [min-max] | calls/s | × httpx CPU |")
+    print("\n| concurrency | loop | client | CPU µs/call [min-max] | calls/s | CPU vs httpx |")
     print("|---|---|---|---|---|---|")
     base = {(c, b): cpu for c, b, cl, cpu, _, _ in rows if cl == "httpx"}
     for c, backend, client, cpu, spread, rate in rows:

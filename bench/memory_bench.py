@@ -5,7 +5,7 @@ A delay server (_delay_server.py, its own process on the last CPU) answers every
 completion after --delay seconds, so the calls overlap. Each row runs in a fresh child:
 build the provider, 5 sequential warm-up calls, note the current RSS, then start --calls
 tasks at once, each awaiting one ``complete()``; a sampler reads the current RSS every 10 ms.
-Reported: peak RSS of the child, KB per in-flight call = (highest sampled RSS − RSS before the
+Reported: peak RSS of the child, KB per in-flight call = (highest sampled RSS - RSS before the
 burst) / calls, the server-side high-water mark of concurrent requests (proof of overlap),
 wall time, CPU µs per call, and errors (any error fails the row).
 
@@ -31,15 +31,18 @@ import urllib.request
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common as C  # noqa: E402
+import _common as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATRIX = [(cl, be) for be in ("asyncio", "trio") for cl in ("ours", "ours_fast", "ours_fast_big")]
 MATRIX.append(("raw_aiohttp_big", "asyncio"))
 # Opt-in rows (--only): with 1,000 callers, httpx 0.28's pool costs 10-20 ms CPU per call here
 # (every request and release walks the waiters and probes idle sockets): ~25 s per row.
-EXTRA = [(cl, be) for be in ("asyncio", "trio")
-         for cl in ("ours_httpx", "ours_httpx_big", "raw_httpx", "raw_httpx_big")]
+EXTRA = [
+    (cl, be)
+    for be in ("asyncio", "trio")
+    for cl in ("ours_httpx", "ours_httpx_big", "raw_httpx", "raw_httpx_big")
+]
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
@@ -54,8 +57,15 @@ def build(client: str, url: str, calls: int) -> Any:
         import aiohttp
 
         state: dict[str, Any] = {}
-        wire = {"model": "bench-model", "temperature": 0, "max_tokens": 64, "messages": [
-            {"role": "system", "content": C.SYSTEM}, {"role": "user", "content": C.USER}]}
+        wire = {
+            "model": "bench-model",
+            "temperature": 0,
+            "max_tokens": 64,
+            "messages": [
+                {"role": "system", "content": C.SYSTEM},
+                {"role": "user", "content": C.USER},
+            ],
+        }
 
         async def aio_call() -> str:
             if "s" not in state:  # a ClientSession must be created inside the running loop
@@ -72,11 +82,21 @@ def build(client: str, url: str, calls: int) -> Any:
     if client.startswith("raw_httpx"):
         import httpx
 
-        limits = (httpx.Limits(max_connections=calls, max_keepalive_connections=calls)
-                  if client.endswith("_big") else httpx.Limits())  # default: 100 / 20
+        limits = (
+            httpx.Limits(max_connections=calls, max_keepalive_connections=calls)
+            if client.endswith("_big")
+            else httpx.Limits()
+        )  # default: 100 / 20
         hc = httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits)
-        body = {"model": "bench-model", "temperature": 0, "max_tokens": 64, "messages": [
-            {"role": "system", "content": C.SYSTEM}, {"role": "user", "content": C.USER}]}
+        body = {
+            "model": "bench-model",
+            "temperature": 0,
+            "max_tokens": 64,
+            "messages": [
+                {"role": "system", "content": C.SYSTEM},
+                {"role": "user", "content": C.USER},
+            ],
+        }
 
         async def raw_call() -> str:
             r = await hc.post("/v1/chat/completions", json=body)
@@ -86,6 +106,7 @@ def build(client: str, url: str, calls: int) -> Any:
         return raw_call, hc.aclose
     try:
         from openarmature_nodes import llm
+
         provider_cls = llm.OpenAIProvider
     except (ImportError, AttributeError) as e:
         raise C.Skip(f"openarmature_nodes.llm.OpenAIProvider not available ({e})") from None
@@ -96,16 +117,23 @@ def build(client: str, url: str, calls: int) -> Any:
         kw["transport"] = HttpxTransport()
     elif client == "ours_httpx_big":
         import httpx
+
         from openarmature_nodes.llm.transport import HttpxTransport
 
-        kw["transport"] = HttpxTransport(client=httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(
-            max_connections=calls, max_keepalive_connections=calls)))
+        kw["transport"] = HttpxTransport(
+            client=httpx.AsyncClient(
+                timeout=60.0,
+                limits=httpx.Limits(max_connections=calls, max_keepalive_connections=calls),
+            )
+        )
     elif client.startswith("ours_fast"):
         try:
             from openarmature_nodes.llm.transport.fast import FastTransport
         except ImportError as e:
             raise C.Skip(f"FastTransport not available yet ({e})") from None
-        kw["transport"] = FastTransport(max_connections=calls) if client.endswith("_big") else FastTransport()
+        kw["transport"] = (
+            FastTransport(max_connections=calls) if client.endswith("_big") else FastTransport()
+        )
     p = provider_cls(url, "bench-model", api_key=C.API_KEY, **kw)
     msgs = [llm.SystemMessage(content=C.SYSTEM), llm.UserMessage(content=C.USER)]
     cfg = llm.RuntimeConfig(temperature=0, max_tokens=64)
@@ -137,7 +165,7 @@ def child(a: argparse.Namespace) -> None:
         try:
             if not (await call()).startswith(C.EXPECT):
                 errors.append("wrong content")
-        except Exception as e:  # noqa: BLE001 - every failure is counted and reported
+        except Exception as e:
             errors.append(f"{type(e).__name__}: {e}")
 
     async def sampler() -> None:
@@ -171,10 +199,16 @@ def child(a: argparse.Namespace) -> None:
         t1, cpu1 = time.perf_counter(), time.process_time()
         stats = server_stats(a.url)
         await close()
-        row.update(rss_before_mb=before / 1024, rss_high_mb=high[0] / 1024,
-                   kb_per_call=(high[0] - before) / a.calls, wall_s=t1 - t0,
-                   cpu_us=(cpu1 - cpu0) / a.calls * 1e6, server_max_in_flight=stats["max_in_flight"],
-                   errors=len(errors), error_sample=errors[:3])
+        row.update(
+            rss_before_mb=before / 1024,
+            rss_high_mb=high[0] / 1024,
+            kb_per_call=(high[0] - before) / a.calls,
+            wall_s=t1 - t0,
+            cpu_us=(cpu1 - cpu0) / a.calls * 1e6,
+            server_max_in_flight=stats["max_in_flight"],
+            errors=len(errors),
+            error_sample=errors[:3],
+        )
 
     C.run_loop(a.backend, main)
     row["rss_mb"] = C.peak_rss_mb()
@@ -182,8 +216,11 @@ def child(a: argparse.Namespace) -> None:
 
 
 def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_delay_server.py"), "--delay", str(delay)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "_delay_server.py"), "--delay", str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline().split()
     if len(line) != 2 or line[0] != "PORT":
@@ -207,29 +244,41 @@ def main() -> None:
     if a.child:
         return child(a)
     sel = [s for s in a.only.split(",") if s]
-    matrix = [(cl, be) for cl, be in MATRIX + EXTRA
-              if (not sel and (cl, be) in MATRIX) or cl in sel or f"{cl}:{be}" in sel]
+    matrix = [
+        (cl, be)
+        for cl, be in MATRIX + EXTRA
+        if (not sel and (cl, be) in MATRIX) or cl in sel or f"{cl}:{be}" in sel
+    ]
     proc, url = start_server(a.delay)
     runs: list[dict[str, Any]] = []
     try:
         for rep in range(a.repeats):
             for cl, be in matrix:
-                r = C.run_child(__file__, ["--child", cl, "--backend", be, "--url", url,
-                                           "--calls", str(a.calls)], a.timeout)
+                r = C.run_child(
+                    __file__,
+                    ["--child", cl, "--backend", be, "--url", url, "--calls", str(a.calls)],
+                    a.timeout,
+                )
                 r.update(client=cl, backend=be, repeat=rep)
                 runs.append(r)
                 msg = r.get("skipped") or r.get("error")
                 if msg:
                     print(f"  [#{rep}] {cl:15s} {be:7s} SKIP: {msg}", file=sys.stderr, flush=True)
                 else:
-                    print(f"  [#{rep}] {cl:15s} {be:7s} {r['kb_per_call']:6.1f} KB/call  peak "
-                          f"{r['rss_mb']:5.1f} MB  server max in flight {r['server_max_in_flight']}  "
-                          f"errors {r['errors']}", file=sys.stderr, flush=True)
+                    print(
+                        f"  [#{rep}] {cl:15s} {be:7s} {r['kb_per_call']:6.1f} KB/call  peak "
+                        f"{r['rss_mb']:5.1f} MB  server max in flight {r['server_max_in_flight']}  "
+                        f"errors {r['errors']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print(f"## Memory: {a.calls:,} concurrent in-flight complete() calls on one provider "
-          f"(server delay {a.delay * 1000:.0f} ms)\n")
+    print(
+        f"## Memory: {a.calls:,} concurrent in-flight complete() calls on one provider "
+        f"(server delay {a.delay * 1000:.0f} ms)\n"
+    )
     body, notes = [], []
     for cl, be in matrix:
         rows = [r for r in runs if (r["client"], r["backend"]) == (cl, be)]
@@ -238,18 +287,54 @@ def main() -> None:
             if rows:
                 notes.append(f"- `{cl}` / {be}: {rows[0].get('skipped') or rows[0].get('error')}")
             continue
-        m = {k: C.median_of(ok, k) for k in ("kb_per_call", "rss_mb", "rss_before_mb", "wall_s", "cpu_us",
-                                             "server_max_in_flight")}
+        m = {
+            k: C.median_of(ok, k)
+            for k in (
+                "kb_per_call",
+                "rss_mb",
+                "rss_before_mb",
+                "wall_s",
+                "cpu_us",
+                "server_max_in_flight",
+            )
+        }
         errs = sum(r["errors"] for r in ok)
-        body.append([cl, be, C.fmt(m["rss_before_mb"], 1), C.fmt(m["rss_mb"], 1), C.fmt(m["kb_per_call"], 1),
-                     C.fmt(m["server_max_in_flight"]), C.fmt(m["wall_s"], 2), C.fmt(m["cpu_us"]),
-                     str(errs) if not errs else f"**{errs}** ({ok[0]['error_sample'][:1]})"])
-    print(C.table(["client", "loop", "RSS before MB", "peak RSS MB", "KB per in-flight call",
-                   "server max in flight", "wall s", "CPU µs/call", "errors"], body))
+        body.append(
+            [
+                cl,
+                be,
+                C.fmt(m["rss_before_mb"], 1),
+                C.fmt(m["rss_mb"], 1),
+                C.fmt(m["kb_per_call"], 1),
+                C.fmt(m["server_max_in_flight"]),
+                C.fmt(m["wall_s"], 2),
+                C.fmt(m["cpu_us"]),
+                str(errs) if not errs else f"**{errs}** ({ok[0]['error_sample'][:1]})",
+            ]
+        )
+    print(
+        C.table(
+            [
+                "client",
+                "loop",
+                "RSS before MB",
+                "peak RSS MB",
+                "KB per in-flight call",
+                "server max in flight",
+                "wall s",
+                "CPU µs/call",
+                "errors",
+            ],
+            body,
+        )
+    )
     if notes:
         print("\nSkipped / failed:\n" + "\n".join(notes))
-    print("\n`ours`, `ours_fast`, `*_httpx`: default pools (calls beyond the pool limit wait for a "
-          "connection, still in flight inside complete()); `*_big`: a pool of one connection per call.")
+    print(
+        "\n`ours`, `ours_fast`, `*_httpx`: default pools (calls beyond the pool limit wait for a "
+        "connection, still in flight inside complete());\n"
+        "`*_big`: a pool of one connection per call."
+    )
     C.save_json(a.json, {"calls": a.calls, "delay": a.delay, "runs": runs})
     if any(r.get("errors") for r in runs):
         sys.exit("memory bench: some calls failed")

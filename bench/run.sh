@@ -5,7 +5,7 @@
 #   QUICK=1 bench/run.sh         # smoke run (1 repeat, small N), ~2 minutes
 #   bench/run.sh client engine   # only some stages: client memory engine onion
 #
-# Knobs: REPEATS=3 N=2000 K=2000 ITEMS=10000 CALLS=1000 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
+# Knobs: REPEATS=3 N=2000 K=500 ITEMS=10000 CALLS=1000 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
 #
 # What it does:
 #   1. creates (once) the peers virtualenv bench/.peers (gitignored) with a Python >= 3.12:
@@ -26,7 +26,7 @@ export STUB_URL="http://127.0.0.1:$STUB_PORT"
 if [[ "${QUICK:-0}" == 1 ]]; then
   REPEATS="${REPEATS:-1}"; N="${N:-300}"; K="${K:-200}"; ITEMS="${ITEMS:-1000}"; ONION_N="${ONION_N:-500}"
 fi
-REPEATS="${REPEATS:-3}"; N="${N:-2000}"; K="${K:-2000}"; ITEMS="${ITEMS:-10000}"
+REPEATS="${REPEATS:-3}"; N="${N:-2000}"; K="${K:-500}"; ITEMS="${ITEMS:-10000}"
 CALLS="${CALLS:-1000}"; ONION_N="${ONION_N:-3000}"
 STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(client memory engine onion)
 
@@ -35,8 +35,8 @@ log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 # ---------------------------------------------------------------- 1. peers virtualenv
 find_python() {
   local c
-  for c in "${PEERS_PYTHON:-}" python3.13 python3.12; do
-    [[ -n "$c" ]] && command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' \
+  for c in "${PEERS_PYTHON:-}" python3.12 python3.13; do
+    [[ -n "$c" ]] && command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null \
       && { command -v "$c"; return 0; }
   done
   for c in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.1[23]*/bin/python; do
@@ -54,7 +54,7 @@ stamp="$(cat "$HERE/requirements-peers.lock.txt" "$REPO/pyproject.toml" | sha256
 if [[ "$(cat "$PEERS/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   log "installing peers + this checkout (editable) into $PEERS"
   "$PEERS/bin/python" -m pip install -q -r "$HERE/requirements-peers.lock.txt"
-  "$PEERS/bin/python" -m pip install -q -e "$REPO"
+  "$PEERS/bin/python" -m pip install -q -e "$REPO[test]"   # [test]: opentelemetry-sdk for onion_bench
   echo "$stamp" >"$PEERS/.stamp"
 fi
 PY="$PEERS/bin/python"
@@ -89,7 +89,7 @@ stage() {  # stage NAME SECONDS CMD...
   if timeout "$secs" "$@" --json "$OUT/$name.json" >"$OUT/$name.md"; then :; else
     echo "stage $name failed (rc=$?)" | tee -a "$OUT/$name.md" >&2
   fi
-  cat "$OUT/$name.md"
+  cat "$OUT/$name.md"; echo
   { cat "$OUT/$name.md"; echo; } >>"$OUT/RESULTS.md"
 }
 

@@ -4,10 +4,11 @@ A node-level middleware does not know which node it wraps or where the
 observers are. While the engine runs a node it knows both; this module asks it,
 through ``openarmature_nodes.graph``'s optional hooks:
 
-- ``current_lineage() -> (namespace, attempt_index, fan_out_index, branch_name)``
-  (or an object with those attributes);
+- ``current_lineage()``: an object with ``invocation_id``, ``namespace``,
+  ``attempt_index``, ``fan_out_index`` and ``branch_name`` (``None`` when the
+  run is not observed);
 - ``emit_framework_event(event)``: put a framework event on the observer queue
-  of the running invocation.
+  of the running invocation (``False`` when nobody listens).
 
 Outside a graph run (a unit test calling the middleware directly), or with an
 engine that offers no hooks, there is nowhere to deliver: the event is dropped
@@ -47,11 +48,10 @@ def current_lineage() -> Lineage:
         return Lineage(attempt_index=attempt_index.get())
     if isinstance(raw, Lineage):
         return raw
-    if isinstance(raw, tuple):
-        namespace, attempt, fan_out_index, branch_name = raw
-    else:
-        namespace = getattr(raw, "namespace", ())
-        attempt = getattr(raw, "attempt_index", attempt_index.get())
-        fan_out_index = getattr(raw, "fan_out_index", None)
-        branch_name = getattr(raw, "branch_name", None)
-    return Lineage(tuple(namespace), int(attempt), fan_out_index, branch_name)
+    return Lineage(
+        tuple(getattr(raw, "namespace", ())),
+        int(getattr(raw, "attempt_index", attempt_index.get())),
+        getattr(raw, "fan_out_index", None),
+        getattr(raw, "branch_name", None),
+        getattr(raw, "invocation_id", None),
+    )

@@ -45,12 +45,14 @@ __all__ = ["FailureIsolationEvent", "FailureIsolationMiddleware", "Lineage"]
 
 @dataclass(frozen=True, slots=True)
 class Lineage:
-    """The wrapped node's identity (graph-engine §6 event-source tuple)."""
+    """The wrapped node's identity (graph-engine §6 event-source tuple), and the
+    invocation it ran in (``None`` outside a graph run)."""
 
     namespace: tuple[str, ...] = ()
     attempt_index: int = 0
     fan_out_index: int | None = None
     branch_name: str | None = None
+    invocation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,27 @@ class FailureIsolationEvent:
     pre_state: Any
     post_state: Mapping[str, Any]
     caught_exception: CauseChain
+
+    # The identity fields every observer event exposes, read from the lineage.
+    @property
+    def invocation_id(self) -> str | None:
+        return self.lineage.invocation_id
+
+    @property
+    def namespace(self) -> tuple[str, ...]:
+        return self.lineage.namespace
+
+    @property
+    def attempt_index(self) -> int:
+        return self.lineage.attempt_index
+
+    @property
+    def fan_out_index(self) -> int | None:
+        return self.lineage.fan_out_index
+
+    @property
+    def branch_name(self) -> str | None:
+        return self.lineage.branch_name
 
 
 Emitter = Callable[[FailureIsolationEvent], Any]

@@ -69,24 +69,30 @@ class SpanMiddleware:
         return f"SpanMiddleware(span_name={self.span_name!r})"
 
     async def __call__(self, request: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
-        attrs = dict(self._static)
-        attrs.update(sampling_attributes(getattr(request, "config", None)))
-        attempt = call_attempt.get()
-        attrs.update(attempt_attributes(attempt.index, attempt.retry_reason))
-        if self.record_payloads:
-            attrs.update(payload_attributes(request))
-        span = self.tracer.start_span(self.span_name, kind=SpanKind.CLIENT, attributes=attrs)
+        span = self.tracer.start_span(self.span_name, kind=SpanKind.CLIENT,
+                                      attributes=self._static)
+        recording = span.is_recording()
+        if not recording and not span.get_span_context().is_valid:
+            return await next(request)  # no tracing configured: nothing to record or propagate
+        if recording:
+            span.set_attributes(sampling_attributes(getattr(request, "config", None)))
+            attempt = call_attempt.get()
+            span.set_attributes(attempt_attributes(attempt.index, attempt.retry_reason))
+            if self.record_payloads:
+                span.set_attributes(payload_attributes(request))
         with trace.use_span(span, end_on_exit=True, record_exception=False,
                             set_status_on_exception=False):
             try:
                 response = await next(request)
             except Exception as exc:
-                failure = error_attributes(exc)
-                span.set_attributes(failure)
-                span.record_exception(exc, escaped=True)
-                span.set_status(Status(StatusCode.ERROR, str(failure["error.type"])))
+                if recording:
+                    failure = error_attributes(exc)
+                    span.set_attributes(failure)
+                    span.record_exception(exc, escaped=True)
+                    span.set_status(Status(StatusCode.ERROR, str(failure["error.type"])))
                 raise
-            span.set_attributes(response_attributes(response))
-            if self.record_payloads:
-                span.set_attributes(payload_attributes(None, response))
+            if recording:
+                span.set_attributes(response_attributes(response))
+                if self.record_payloads:
+                    span.set_attributes(payload_attributes(None, response))
             return response

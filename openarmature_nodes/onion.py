@@ -20,19 +20,19 @@ __all__ = ["Middleware", "Next", "attempt_index", "compose"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-T_contra = TypeVar("T_contra", contravariant=True)
-R_co = TypeVar("R_co", covariant=True)
 
 Next = Callable[[T], Awaitable[R]]
 """The rest of the chain: call it with a value to run the inner layers."""
 
 
-class Middleware(Protocol[T_contra, R_co]):
-    """``async def mw(value, next) -> result``."""
+class Middleware(Protocol[T, R]):
+    """``async def mw(value, next) -> result``.
 
-    def __call__(
-        self, value: T_contra, next: Callable[[T_contra], Awaitable[R_co]], /
-    ) -> Awaitable[R_co]: ...
+    Invariant in both parameters: ``value`` flows in and, through ``next``,
+    back out; the result flows out and, from ``next``, back in.
+    """
+
+    def __call__(self, value: T, next: Callable[[T], Awaitable[R]], /) -> Awaitable[R]: ...
 
 
 def compose(

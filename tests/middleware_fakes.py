@@ -10,6 +10,7 @@ virtual time at which each request went out, with no wall-clock sleeping.
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 
 
 class VirtualTime:
@@ -25,7 +26,7 @@ class VirtualTime:
         wake = self.now + seconds
         if wake > self.now:
             self.now = wake
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
 
 class ManualTime:
@@ -53,7 +54,7 @@ class ManualTime:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         if seconds <= 0:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             return
         entry = (self.now + seconds, anyio.Event())
         self._pending.append(entry)

@@ -183,9 +183,18 @@ async def test_closed_provider_fails_clearly() -> None:
         await p.complete(HI)
 
 
-async def test_retry_argument_not_available_yet() -> None:
-    async with make(Server()) as p:
-        with pytest.raises(NotImplementedError):
+async def test_call_level_retry_goes_through_the_provider() -> None:
+    from openarmature_nodes.retrying import RetryConfig, constant_backoff
+
+    replies = [
+        httpx.Response(503, json={"error": {"message": "busy"}}),
+        httpx.Response(200, json=completion()),
+    ]
+    server = Server(lambda request: replies.pop(0))
+    async with make(server) as p:
+        r = await p.complete(HI, retry=RetryConfig(max_attempts=2, backoff=constant_backoff(0)))
+        assert r.message.content == "ok" and len(server.requests) == 2
+        with pytest.raises(TypeError):
             await p.complete(HI, retry=object())
 
 

@@ -265,7 +265,7 @@ async def test_span_carries_semconv_attributes_and_no_key(
             await call(CompletionRequest(messages=[UserMessage(content="hi there")], config=config))
     spans = {s.name: s for s in exporter.get_finished_spans()}
     span = spans["openarmature.llm.complete"]
-    attrs = dict(span.attributes or {})
+    attrs: dict[str, Any] = dict(span.attributes or {})
     assert attrs["gen_ai.operation.name"] == "chat"
     assert attrs["gen_ai.system"] == attrs["gen_ai.provider.name"] == "vllm"
     assert attrs["gen_ai.request.model"] == MODEL
@@ -317,7 +317,7 @@ async def test_span_payloads_are_opt_in(
                    provider.call)
     await call(CompletionRequest(messages=[UserMessage(content="payload please")]))
     (span,) = exporter.get_finished_spans()
-    attrs = dict(span.attributes or {})
+    attrs: dict[str, Any] = dict(span.attributes or {})
     assert msgspec.json.decode(attrs["openarmature.llm.input.messages"]) == [
         {"content": "payload please", "role": "user"}
     ]
@@ -334,3 +334,22 @@ async def test_exhausted_call_raises_last_error(
             no_wait(max_attempts=3),
         )
     assert len(sent(server)) == 3
+
+
+async def test_provider_complete_retry_runs_the_loop(
+    server: EmbeddedServer, provider: OpenAIProvider
+) -> None:
+    server.fail_5xx(1)
+    server.enqueue(completion_body('{"name":"Kim"}'), completion_body('{"name":"Kim","age":5}'))
+    response = await provider.complete(
+        [UserMessage(content="p")],
+        config={"temperature": 0.0},
+        response_schema=PERSON,
+        retry=no_wait(reask=fix, per_attempt_override=[{"temperature": 0.5}]),
+    )
+    assert response.parsed == {"name": "Kim", "age": 5}
+    bodies = sent(server)
+    assert [b["temperature"] for b in bodies] == [0.0, 0.5, 0.5]
+    assert len(bodies[2]["messages"]) == 3 and bodies[1]["messages"] == bodies[0]["messages"]
+    with pytest.raises(TypeError):
+        await provider.complete([UserMessage(content="p")], retry={"max_attempts": 2})

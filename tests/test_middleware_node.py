@@ -3,10 +3,12 @@ timing (§6.2), failure isolation (§6.3) and the cause-chain primitive (§6.4).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
+import msgspec
 import pytest
 
 from middleware import (
@@ -20,6 +22,7 @@ from middleware import (
     compose,
     derived_category,
 )
+from openarmature_nodes.graph import END, GraphBuilder, NodeEvent, State, append
 from openarmature_nodes.llm.errors import (
     ProviderAuthentication,
     ProviderInvalidResponse,
@@ -40,7 +43,7 @@ class Carrier(Exception):
 
 
 def chained(*excs: BaseException) -> BaseException:
-    for outer, inner in zip(excs, excs[1:], strict=False):
+    for outer, inner in itertools.pairwise(excs):
         outer.__cause__ = inner
     return excs[0]
 
@@ -142,7 +145,7 @@ async def test_timing_success_and_failure_records() -> None:
         records.append(r)
 
     timing = TimingMiddleware("fetch", on_complete, clock=TickClock(0.005))
-    seen, node = failing_node(ProviderRateLimit("slow"))
+    _seen, node = failing_node(ProviderRateLimit("slow"))
     chain = compose([timing], node)
     with pytest.raises(ProviderRateLimit):
         await chain({})
@@ -199,7 +202,9 @@ async def test_timing_callback_errors_propagate() -> None:
 
 
 def test_cause_chain_through_carriers() -> None:
-    exc = chained(Carrier("wrapped"), ProviderInvalidResponse("surface"), ProviderUnavailable("orig"))
+    exc = chained(
+        Carrier("wrapped"), ProviderInvalidResponse("surface"), ProviderUnavailable("orig")
+    )
     chain = classify_causes(exc)
     assert [(link.category, link.carrier) for link in chain.links] == [
         ("node_exception", True),
@@ -331,3 +336,81 @@ def test_isolation_requires_an_event_name() -> None:
         FailureIsolationMiddleware(degraded_update={}, event_name="")
     with pytest.raises(TypeError):
         FailureIsolationMiddleware(degraded_update={}, event_name="x", catch="provider_unavailable")
+
+
+# --- inside a real graph --------------------------------------------------------------------
+
+
+class IsolatedState(State):
+    result: str = ""
+    log: Annotated[list[str], append] = msgspec.field(default_factory=list)
+
+
+class Counter(State):
+    n: int = 0
+
+
+async def test_in_a_graph_isolation_event_reaches_observers_and_retry_pairs_events() -> None:
+    S = IsolatedState
+    calls: list[int] = []
+
+    async def flaky(state: S) -> dict[str, Any]:
+        calls.append(attempt_index.get())
+        raise ProviderUnavailable("provider down")
+
+    async def after(state: S) -> dict[str, Any]:
+        return {"log": ["after"]}
+
+    isolate = FailureIsolationMiddleware(degraded_update={"result": "degraded"},
+                                         event_name="flaky_isolated")
+    graph = (
+        GraphBuilder(S)
+        .add_node("flaky", flaky, middleware=[isolate, quick_retry(max_attempts=2)])
+        .add_node("after", after)
+        .add_edge("flaky", "after")
+        .add_edge("after", END)
+        .set_entry("flaky")
+        .compile()
+    )
+    seen: list[Any] = []
+
+    async def observer(event: Any) -> None:
+        seen.append(event)
+
+    graph.attach(observer)
+    final = await graph.invoke(S())
+    await graph.drain()
+    assert final.result == "degraded" and final.log == ["after"] and calls == [0, 1]
+    (event,) = [e for e in seen if isinstance(e, FailureIsolationEvent)]
+    assert event.event_name == "flaky_isolated"
+    assert event.lineage.namespace == ("flaky",) and event.lineage.invocation_id
+    assert event.caught_exception.category == "provider_unavailable"
+    assert event.post_state == {"result": "degraded"}
+    pairs = [(e.phase, e.attempt_index) for e in seen
+             if isinstance(e, NodeEvent) and e.node_name == "flaky"]
+    assert pairs == [("started", 0), ("completed", 0), ("started", 1), ("completed", 1)]
+
+
+async def test_in_a_graph_per_graph_timing_is_bound_to_each_node() -> None:
+    S = Counter
+    records: list[TimingRecord] = []
+
+    async def on_complete(r: TimingRecord) -> None:
+        records.append(r)
+
+    async def step(state: S) -> dict[str, Any]:
+        return {"n": state.n + 1}
+
+    graph = (
+        GraphBuilder(S)
+        .use(TimingMiddleware.for_graph(on_complete))
+        .add_node("first", step)
+        .add_node("second", step)
+        .add_edge("first", "second")
+        .add_edge("second", END)
+        .set_entry("first")
+        .compile()
+    )
+    assert (await graph.invoke(S())).n == 2
+    assert [r.node_name for r in records] == ["first", "second"]
+    assert all(r.outcome == "success" for r in records)

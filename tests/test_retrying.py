@@ -81,7 +81,7 @@ def test_invalid_configs_rejected() -> None:
     with pytest.raises(TypeError):
         RetryConfig(max_attempts=True)
     with pytest.raises(TypeError):
-        RetryConfig(per_attempt_override={"temperature": 1.0})
+        RetryConfig(per_attempt_override={"temperature": 1.0})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -202,7 +202,8 @@ async def test_also_retry_widens_for_one_run() -> None:
     bad = StructuredOutputInvalid("x", output_content="{}", error_message="e")
     seen, attempt = flaky(bad)
     assert await run_with_retry(config(vt), attempt, also_retry=lambda e: e is bad) == "ok"
-    seen, attempt = flaky(bad)
+    assert seen == [0, 1]
+    _seen, attempt = flaky(bad)
     with pytest.raises(StructuredOutputInvalid):
         await run_with_retry(config(vt), attempt)
 
@@ -258,7 +259,7 @@ async def test_cancellation_during_backoff_sleep_propagates() -> None:
 
 async def test_wait_is_at_least_retry_after_even_when_jitter_is_shorter() -> None:
     vt = VirtualTime()
-    seen, attempt = flaky(ProviderRateLimit("slow down", retry_after=2.0))
+    _seen, attempt = flaky(ProviderRateLimit("slow down", retry_after=2.0))
     cfg = config(vt, backoff=exponential_full_jitter(rng=lambda: 0.1))  # jitter says 0.1 s
     assert await run_with_retry(cfg, attempt) == "ok"
     assert vt.sleeps == [2.0]
@@ -266,18 +267,18 @@ async def test_wait_is_at_least_retry_after_even_when_jitter_is_shorter() -> Non
 
 async def test_longer_backoff_beats_shorter_retry_after() -> None:
     vt = VirtualTime()
-    seen, attempt = flaky(ProviderRateLimit("slow", retry_after=0.5))
+    _seen, attempt = flaky(ProviderRateLimit("slow", retry_after=0.5))
     await run_with_retry(config(vt, backoff=constant_backoff(4.0)), attempt)
     assert vt.sleeps == [4.0]
 
 
 async def test_retry_after_can_be_ignored_and_is_bounded_by_max_delay() -> None:
     vt = VirtualTime()
-    seen, attempt = flaky(ProviderRateLimit("slow", retry_after=2.0))
+    _, attempt = flaky(ProviderRateLimit("slow", retry_after=2.0))
     await run_with_retry(config(vt, honor_retry_after=False), attempt)
     assert vt.sleeps == [0.0]
     vt = VirtualTime()
-    seen, attempt = flaky(ProviderRateLimit("slow", retry_after=3600.0))
+    _seen, attempt = flaky(ProviderRateLimit("slow", retry_after=3600.0))
     await run_with_retry(config(vt, max_delay=10.0), attempt)
     assert vt.sleeps == [10.0]
 

@@ -28,8 +28,16 @@ where delivery runs and how ``drain`` bounds it.
 The engine knows nothing of LLMs: an LLM call is just a node.
 """
 
-from ..onion import Middleware, compose
-from ._run import Level, Step, current_invocation_id
+from openarmature_nodes.onion import Middleware, compose
+
+from ._run import (
+    Level,
+    NodeLineage,
+    Step,
+    current_invocation_id,
+    current_lineage,
+    emit_framework_event,
+)
 from .builder import GraphBuilder
 from .compiled import END, CompiledGraph
 from .errors import (
@@ -42,8 +50,8 @@ from .errors import (
     GraphRuntimeError,
     MappingReferencesUndeclaredField,
     MultipleOutgoingEdges,
-    NodeException,
     NoDeclaredEntry,
+    NodeException,
     ReducerConfigurationInvalid,
     ReducerError,
     RoutingError,
@@ -51,8 +59,25 @@ from .errors import (
     UnreachableNode,
 )
 from .events import FanOutConfig, NodeError, NodeEvent, ObserverEvent, ParallelBranchesConfig
+from .fanout import (
+    FanOut,
+    FanOutCountModeAmbiguous,
+    FanOutDegradedUpdateMissingCollectField,
+    FanOutEmpty,
+    FanOutError,
+    FanOutFieldNotList,
+    FanOutInvalidConcurrency,
+    FanOutInvalidCount,
+)
 from .nodes import FunctionNode, Inner, NodeKind, SubgraphNode
 from .observers import DrainSummary, Observer, ObserverErrorWarning, Subscription, subscribe
+from .parallel import (
+    Branch,
+    ParallelBranches,
+    ParallelBranchesInvalidBranchSpec,
+    ParallelBranchesNoBranches,
+    ParallelBranchFailed,
+)
 from .reducers import (
     Reducer,
     append,
@@ -68,6 +93,19 @@ from .reducers import (
 from .state import FieldSpec, Schema, State, schema_of
 
 __all__ = [
+    "FanOut",
+    "FanOutCountModeAmbiguous",
+    "FanOutDegradedUpdateMissingCollectField",
+    "FanOutEmpty",
+    "FanOutError",
+    "FanOutFieldNotList",
+    "FanOutInvalidConcurrency",
+    "FanOutInvalidCount",
+    "Branch",
+    "ParallelBranches",
+    "ParallelBranchesInvalidBranchSpec",
+    "ParallelBranchesNoBranches",
+    "ParallelBranchFailed",
     "END",
     "CompiledGraph",
     "ConflictingProjectionForms",
@@ -92,6 +130,7 @@ __all__ = [
     "NodeEvent",
     "NodeException",
     "NodeKind",
+    "NodeLineage",
     "Observer",
     "ObserverErrorWarning",
     "ObserverEvent",
@@ -112,7 +151,9 @@ __all__ = [
     "compose",
     "concat_flatten",
     "current_invocation_id",
+    "current_lineage",
     "dedupe_append",
+    "emit_framework_event",
     "last_write_wins",
     "merge",
     "merge_all",

@@ -25,9 +25,11 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from msgspec.structs import replace as _struct_replace
 
-from ..onion import attempt_index
+from openarmature_nodes.onion import attempt_index
+
 from .errors import GraphRuntimeError, NodeException, ReducerError, StateValidationError
 from .events import NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, _type_name
@@ -35,9 +37,13 @@ from .state import FieldSpec, MergePlan, _type_name
 if TYPE_CHECKING:
     from .observers import Invocation, Subscription
 
-__all__ = ["Level", "Run", "Step", "current_invocation_id", "merge", "node_failure"]
+__all__ = [
+    "Level", "NodeLineage", "Run", "Step", "current_invocation_id", "current_lineage",
+    "emit_framework_event", "merge", "node_failure",
+]
 
 _current_run: ContextVar[Run | None] = ContextVar("openarmature_graph_run", default=None)
+_current_step: ContextVar[Step | None] = ContextVar("openarmature_graph_step", default=None)
 
 
 def current_invocation_id() -> str:
@@ -52,10 +58,65 @@ def current_invocation_id() -> str:
     return run.invocation_id
 
 
+class NodeLineage(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the calling code runs: see :func:`current_lineage`."""
+
+    invocation_id: str
+    namespace: tuple[str, ...]
+    attempt_index: int
+    fan_out_index: int | None = None
+    branch_name: str | None = None
+    fan_out_index_chain: tuple[int | None, ...] = ()
+    branch_name_chain: tuple[str | None, ...] = ()
+
+
+def current_lineage() -> NodeLineage | None:
+    """The identity of the node step running the calling code, in an observed run.
+
+    For middleware that emits its own events (e.g. failure isolation). Returns
+    ``None`` outside a graph run and in runs nobody observes (where the engine
+    does not track steps, and an event would have no one to go to).
+    """
+    step = _current_step.get()
+    if step is None:
+        return None
+    level = step.level
+    return NodeLineage(
+        invocation_id=level.run.invocation_id,
+        namespace=(*level.prefix, step.node_name),
+        attempt_index=attempt_index.get(),
+        fan_out_index=level.fan_out_index,
+        branch_name=level.branch_name,
+        fan_out_index_chain=level.fan_out_chain,
+        branch_name_chain=level.branch_chain,
+    )
+
+
+def emit_framework_event(event: object) -> bool:
+    """Queue a non-node event (no ``phase``) for the running invocation's observers.
+
+    It is delivered in order with the node events, to the observers of the
+    graph running the current step (outermost graph first) and the
+    invocation's own. Returns ``False`` (and drops the event) when the
+    invocation is not observed or no graph run is active.
+    """
+    run = _current_run.get()
+    if run is None or run.inv is None:
+        return False
+    step = _current_step.get()
+    targets = step.level.targets if step is not None else run.root_targets
+    if not targets:
+        return False
+    run.inv.emit(event, targets)
+    return True
+
+
 class Run:
     """State shared by every level of one outermost invocation."""
 
-    __slots__ = ("_id", "correlation_id", "inv", "invocation_subs", "snapshot", "step")
+    __slots__ = (
+        "_id", "correlation_id", "inv", "invocation_subs", "root_targets", "snapshot", "step",
+    )
 
     def __init__(
         self,
@@ -70,6 +131,7 @@ class Run:
         self.inv = inv
         self.invocation_subs = invocation_subs
         self.snapshot = snapshot or {}
+        self.root_targets: tuple[Subscription, ...] = invocation_subs
         self.step = 0
 
     @property
@@ -116,7 +178,9 @@ class Level:
 
     @classmethod
     def root(cls, run: Run, graph: Any) -> Level:
-        return cls(run, run.snapshot.get(id(graph), ()))
+        level = cls(run, run.snapshot.get(id(graph), ()))
+        run.root_targets = level.targets
+        return level
 
     def child(
         self,
@@ -135,10 +199,10 @@ class Level:
         return Level(
             self.run,
             self.graph_subs + self.run.snapshot.get(id(graph), ()),
-            self.prefix + (node_name,),
-            self.parent_states + (parent_state,),
-            self.fan_out_chain + (fan_out_index,),
-            self.branch_chain + (branch_name,),
+            (*self.prefix, node_name),
+            (*self.parent_states, parent_state),
+            (*self.fan_out_chain, fan_out_index),
+            (*self.branch_chain, branch_name),
             fan_out_index if fan_out_index is not None else self.fan_out_index,
             branch_name if branch_name is not None else self.branch_name,
         )
@@ -150,7 +214,7 @@ class Level:
             return
         event = NodeEvent(
             invocation_id=self.run.invocation_id,
-            namespace=self.prefix + (node_name,),
+            namespace=(*self.prefix, node_name),
             fan_out_index=self.fan_out_index,
             branch_name=self.branch_name,
             fan_out_index_chain=self.fan_out_chain,
@@ -175,7 +239,9 @@ class Step:
     short-circuit) dispatches nothing.
     """
 
-    __slots__ = ("attempt", "level", "node_name", "number", "open", "pending", "pre", "state")
+    __slots__ = (
+        "attempt", "extra", "level", "node_name", "number", "open", "pending", "pre", "state",
+    )
 
     def __init__(self, level: Level, node_name: str, state: Any) -> None:
         self.level = level
@@ -186,6 +252,7 @@ class Step:
         self.pre: Any = None
         self.open = False
         self.pending: BaseException | None = None
+        self.extra: dict[str, Any] = {}  # begin()'s extra fields, repeated on completed
 
     def begin(self, node_state: Any, **extra: Any) -> None:
         if self.pending is not None:
@@ -197,6 +264,7 @@ class Step:
         self.attempt = attempt_index.get()
         self.pre = node_state
         self.open = True
+        self.extra = extra
         self.level.node_event(
             self.node_name, phase="started", step=self.number, attempt_index=self.attempt,
             pre_state=node_state, **extra,
@@ -219,12 +287,24 @@ class Step:
         self.open = False
         self.level.node_event(
             self.node_name, phase="completed", step=self.number, attempt_index=self.attempt,
-            pre_state=self.pre, **fields,
+            pre_state=self.pre, **{**self.extra, **fields},
         )
 
 
 def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeException:
-    """The ``node_exception`` for ``exc`` escaping node ``node_name``'s dispatch."""
+    """The ``node_exception`` for ``exc`` escaping node ``node_name``'s dispatch.
+
+    A node kind may raise its own ``node_exception`` subtype for its node (e.g.
+    ``parallel_branches_branch_failed``): one with ``raised_for_node = True``,
+    this ``node_name`` and this ``state`` as recoverable state is returned as is.
+    """
+    if (
+        isinstance(exc, NodeException)
+        and getattr(exc, "raised_for_node", False)
+        and exc.node_name == node_name
+        and exc.recoverable_state is state
+    ):
+        return exc
     err = NodeException(
         f"node {node_name!r} raised {type(exc).__name__}: {exc}",
         node_name=node_name,

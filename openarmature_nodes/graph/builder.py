@@ -22,6 +22,9 @@ Middleware (``async (state, next) -> update``): ``middleware=`` on the
 constructor or :meth:`GraphBuilder.use` wraps every node of this graph;
 ``middleware=`` on a node wraps that node only, inside the per-graph layers.
 Neither crosses into a subgraph: a subgraph node is one dispatch to its parent.
+A per-graph middleware object with a ``bind_node(name)`` method is asked, at
+compile time, for the instance to use around node ``name`` (e.g. a timing
+middleware that labels its records with the node).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import warnings
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
-from ..onion import Middleware
+from openarmature_nodes.onion import Middleware
+
 from .compiled import END, CompiledGraph, _Node, is_async_callable
 from .errors import (
     DanglingEdge,
@@ -49,6 +53,16 @@ S = TypeVar("S", bound=State)
 
 NodeFn = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
 RouteFn = Callable[[Any], Any]
+
+
+def _bind_per_node(
+    middleware: tuple[Middleware[Any, Any], ...], node_name: str
+) -> tuple[Middleware[Any, Any], ...]:
+    """Per-graph middleware may specialize per node: ``mw.bind_node(name) -> middleware``."""
+    return tuple(
+        m.bind_node(node_name) if callable(getattr(m, "bind_node", None)) else m  # type: ignore[attr-defined]
+        for m in middleware
+    )
 
 
 class _Edge:
@@ -113,7 +127,11 @@ class GraphBuilder(Generic[S]):
         if not isinstance(graph, CompiledGraph):
             raise TypeError(f"add_subgraph({name!r}): expected a CompiledGraph, got {graph!r}")
         kind = SubgraphNode(
-            graph, inputs=inputs, outputs=outputs, projects_in=projects_in, projects_out=projects_out
+            graph,
+            inputs=inputs,
+            outputs=outputs,
+            projects_in=projects_in,
+            projects_out=projects_out,
         )
         return self.add_node_kind(name, kind, middleware=middleware)
 
@@ -127,6 +145,44 @@ class GraphBuilder(Generic[S]):
             raise GraphCompileError(f"node {name!r} is already declared")
         self._nodes[name] = (kind, tuple(middleware))
         return self
+
+    def add_fan_out_node(
+        self,
+        name: str,
+        subgraph: Any,
+        *,
+        middleware: Iterable[Middleware[Any, Any]] = (),
+        **config: Any,
+    ) -> GraphBuilder[S]:
+        """Add a fan-out node: ``subgraph`` once per item (pipeline-utilities §9).
+
+        ``config`` is :class:`~.fanout.FanOut`'s keywords (``items_field`` /
+        ``item_field`` or ``count``, ``collect_field``, ``target_field``,
+        ``concurrency``, ``error_policy``, ``instance_middleware``, ...).
+        ``middleware`` wraps the whole fan-out as one dispatch.
+        """
+        from .fanout import FanOut
+
+        return self.add_node_kind(name, FanOut(subgraph, **config), middleware=middleware)
+
+    def add_parallel_branches_node(
+        self,
+        name: str,
+        branches: Mapping[str, Any],
+        *,
+        middleware: Iterable[Middleware[Any, Any]] = (),
+        **config: Any,
+    ) -> GraphBuilder[S]:
+        """Add a parallel-branches node (pipeline-utilities §11).
+
+        ``branches`` maps names to :class:`~.parallel.Branch` (or a compiled
+        graph / async callable); ``config`` is ``error_policy``,
+        ``errors_field``, ``error_record``.
+        """
+        from .parallel import ParallelBranches
+
+        kind = ParallelBranches(branches, **config)
+        return self.add_node_kind(name, kind, middleware=middleware)
 
     # --- edges and entry ------------------------------------------------------------
 
@@ -198,11 +254,11 @@ class GraphBuilder(Generic[S]):
         nodes: dict[str, _Node] = {}
         for name, (kind, node_mw) in self._nodes.items():
             found.extend(kind.bind(name, schema))
-            nodes[name] = _Node(name, kind, graph_mw + node_mw)
+            nodes[name] = _Node(name, kind, _bind_per_node(graph_mw, name) + node_mw)
 
         self._check_reachable()
         for name, node in nodes.items():
-            edges = self._edges.get(name)
+            edges = self._edges.get(name, [])
             if not edges:
                 found.append(
                     GraphCompileWarning(

@@ -20,8 +20,9 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from ..onion import Middleware, attempt_index, compose
-from ._run import Level, Run, Step, _current_run, merge, node_failure
+from openarmature_nodes.onion import Middleware, attempt_index, compose
+
+from ._run import Level, Run, Step, _current_run, _current_step, merge, node_failure
 from .errors import EdgeException, GraphRuntimeError, RoutingError
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
@@ -124,7 +125,8 @@ class CompiledGraph(Generic[S]):
     def detach(self, observer: Any) -> None:
         """Remove an observer (by the function or the returned subscription)."""
         self._observers = tuple(
-            s for s in self._observers if s is not observer and s.original is not observer
+            s for s in self._observers
+            if not (s is observer or s.original is observer or s.original == observer)
         )
 
     # --- delivery runner and drains ---------------------------------------------------
@@ -138,10 +140,10 @@ class CompiledGraph(Generic[S]):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        return await self._delivery.close((exc_type, exc, tb))
+    ) -> None:
+        await self._delivery.close((exc_type, exc, tb))
 
-    async def drain(self, *, timeout: float | None = None) -> DrainSummary:
+    async def drain(self, *, timeout: float | None = None) -> DrainSummary:  # noqa: ASYNC109
         """Wait until events of invocations live at call time are delivered.
 
         With ``timeout`` (seconds), give up after it: the summary counts the
@@ -152,7 +154,7 @@ class CompiledGraph(Generic[S]):
         return await self._delivery.drain(timeout)
 
     async def drain_events_for(
-        self, invocation_id: str, *, timeout: float | None = None
+        self, invocation_id: str, *, timeout: float | None = None  # noqa: ASYNC109
     ) -> DrainSummary:
         """Wait until the events ``invocation_id`` has emitted *so far* are delivered.
 
@@ -189,10 +191,7 @@ class CompiledGraph(Generic[S]):
         return await self._invoke_observed(state, subs, invocation_id, correlation_id)
 
     def _observed(self) -> bool:
-        for g in self._graphs:
-            if g._observers:
-                return True
-        return False
+        return any(g._observers for g in self._graphs)
 
     async def _invoke_observed(
         self,
@@ -236,7 +235,7 @@ class CompiledGraph(Generic[S]):
             try:
                 update = await node.call(state)
             except Exception as exc:
-                raise node_failure(node.name, exc, state) from exc
+                raise node_failure(node.name, exc, state)  # noqa: B904 (cause set by node_failure)
             if update:
                 state = merge(fields, state, update, node.name)
             if node.route is None:
@@ -251,13 +250,15 @@ class CompiledGraph(Generic[S]):
         node: _Node | None = self._entry
         while node is not None:
             step = Step(level, node.name, state)
+            step_token = _current_step.set(step)
             try:
                 update = await node.observed_call(step)(state)
             except Exception as exc:
                 err = node_failure(node.name, exc, state)
                 step.finish_error(err)
-                raise err from exc
+                raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
             finally:
+                _current_step.reset(step_token)
                 if attempt_index.get() != base_attempt:
                     attempt_index.set(base_attempt)
             try:

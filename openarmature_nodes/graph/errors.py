@@ -132,6 +132,8 @@ class NodeException(GraphRuntimeError):
     """
 
     category = "node_exception"
+    carrier = True
+    """Marks an engine wrapper: classifiers look through it to ``__cause__``."""
 
 
 class EdgeException(GraphRuntimeError):

@@ -158,7 +158,8 @@ class SubgraphNode:
                 )
 
         if declared:
-            for what, names in (("projects_in", self.projects_in), ("projects_out", self.projects_out)):
+            sets = (("projects_in", self.projects_in), ("projects_out", self.projects_out))
+            for what, names in sets:
                 for f in names or ():
                     need(f, parent, "parent", what)
                     need(f, sub, "subgraph", what)

@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .events import PHASES, ObserverEvent
+from .events import PHASES
 
 __all__ = [
     "DrainSummary",
@@ -122,7 +122,7 @@ class Invocation:
 
     def __init__(self, invocation_id: str) -> None:
         self.invocation_id = invocation_id
-        self._queue: deque[tuple[ObserverEvent, tuple[Subscription, ...]]] = deque()
+        self._queue: deque[tuple[Any, tuple[Subscription, ...]]] = deque()
         self._wakeup: anyio.Event | None = None
         self._waiters: list[tuple[int, anyio.Event]] = []
         self.emitted = 0
@@ -134,7 +134,7 @@ class Invocation:
 
     # --- producer side (the graph run; synchronous, never blocks) -------------
 
-    def emit(self, event: ObserverEvent, targets: tuple[Subscription, ...]) -> None:
+    def emit(self, event: Any, targets: tuple[Subscription, ...]) -> None:
         if self.dead:
             return
         self._queue.append((event, targets))
@@ -188,7 +188,7 @@ class Invocation:
                 keep.append((target, waiter))
         self._waiters = keep
 
-    async def wait_delivered(self, timeout: float | None) -> DrainSummary:
+    async def wait_delivered(self, timeout: float | None) -> DrainSummary:  # noqa: ASYNC109
         """Wait until every event emitted so far is delivered (snapshot semantics)."""
         target = self.emitted
         if self.delivered >= target or self.dead:
@@ -202,7 +202,7 @@ class Invocation:
         return DrainSummary(max(0, target - self.delivered) if self.dead else 0, False)
 
 
-async def _deliver(event: ObserverEvent, targets: tuple[Subscription, ...]) -> None:
+async def _deliver(event: Any, targets: tuple[Subscription, ...]) -> None:
     phase = getattr(event, "phase", None)
     for sub in targets:
         if phase is not None and phase not in sub.phases:
@@ -238,18 +238,23 @@ class Delivery:
         await tg.__aenter__()
         self._tg = tg
 
-    async def close(self, exc_info: tuple[Any, Any, Any]) -> bool | None:
+    async def close(self, exc_info: tuple[Any, Any, Any]) -> None:
+        """Leave the runner: wait for delivery (clean exit) or cancel it (error exit).
+
+        The block's own exception is never passed into the task group, so it
+        propagates unchanged (not wrapped in an exception group).
+        """
         tg, self._tg = self._tg, None
         try:
             if exc_info[0] is None:
                 await self.drain(None)
-            else:
+        finally:
+            if self._active:
                 for inv in list(self._active.values()):
                     inv.dead = True
                     inv.scope.cancel()
-        finally:
-            result: bool | None = await tg.__aexit__(*exc_info)
-        return result
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
 
     def register(self, inv: Invocation) -> None:
         self._active[id(inv)] = inv
@@ -265,7 +270,7 @@ class Delivery:
         self.register(inv)
         (tg or self._tg).start_soon(inv.run, self._forget)
 
-    async def drain(self, timeout: float | None) -> DrainSummary:
+    async def drain(self, timeout: float | None) -> DrainSummary:  # noqa: ASYNC109
         check_timeout(timeout)
         snapshot = list(self._active.values())
         if not snapshot:
@@ -285,7 +290,9 @@ class Delivery:
                 await inv.finished.wait()
         return DrainSummary(undelivered, True)
 
-    async def drain_events_for(self, invocation_id: str, timeout: float | None) -> DrainSummary:
+    async def drain_events_for(
+        self, invocation_id: str, timeout: float | None  # noqa: ASYNC109
+    ) -> DrainSummary:
         check_timeout(timeout)
         inv = self._by_id.get(invocation_id)
         if inv is None:

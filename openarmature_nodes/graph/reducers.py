@@ -88,9 +88,8 @@ def reducer(
     """
     if not callable(fn):
         raise ReducerConfigurationInvalid(f"reducer must be callable, got {fn!r}")
-    return Reducer(
-        fn, name or getattr(fn, "__name__", repr(fn)), round_trip_idempotent=round_trip_idempotent
-    )
+    label = name or str(getattr(fn, "__name__", None) or repr(fn))
+    return Reducer(fn, label, round_trip_idempotent=round_trip_idempotent)
 
 
 def _kind(value: Any) -> str:

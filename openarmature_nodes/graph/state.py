@@ -129,7 +129,13 @@ def schema_of(cls: type[State]) -> Schema:
 def _build(cls: type[State]) -> Schema:
     if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
         raise TypeError(f"state schema must be a State (msgspec.Struct) subclass, got {cls!r}")
-    hints = typing.get_type_hints(cls, include_extras=True)
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except NameError as exc:
+        raise TypeError(
+            f"cannot resolve the annotations of {cls.__name__} ({exc}); names used in a "
+            "State's annotations (types, reducers) must be importable from its module"
+        ) from exc
     out: dict[str, FieldSpec] = {}
     for f in msgspec.structs.fields(cls):
         annotated = hints.get(f.name, f.type)
@@ -140,7 +146,9 @@ def _build(cls: type[State]) -> Schema:
                 f"{cls.__name__}.{f.name}: more than one reducer declared ({names})"
             )
         red = reducers[0] if reducers else last_write_wins
-        has_default = f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
+        has_default = (
+            f.default is not msgspec.NODEFAULT or f.default_factory is not msgspec.NODEFAULT
+        )
         out[f.name] = FieldSpec(f.name, base, red, make_checker(base), has_default)
     plan = {
         name: (None if spec.is_replace else spec.reducer.fn, spec.check, spec.reducer.delta, spec)

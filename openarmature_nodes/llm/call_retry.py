@@ -93,6 +93,8 @@ async def complete_with_retry(
     handler with that shape (a composed middleware chain). The classifier sees
     the caller's original ``request`` as its ``state``.
     """
+    if not isinstance(retry, RetryConfig):
+        raise TypeError(f"retry must be a RetryConfig, not {type(retry).__name__}")
     schedule = retry.per_attempt_override
     builder = retry.reask
     if not schedule and builder is None:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .call_retry import complete_with_retry
 from .config import RuntimeConfig
 from .errors import ProviderInvalidRequest, ProviderUnavailable
 from .messages import Message, Tool, ToolChoice
@@ -201,20 +202,21 @@ class OpenAIProvider:
 
         ``config`` may also be a plain mapping (declared names fill the declared
         fields, other keys become extras). ``tool_choice`` may be
-        ``{"type": "tool", "name": ...}``. ``retry`` (call-level retry, §7.1)
-        and ``stream`` are not available yet.
+        ``{"type": "tool", "name": ...}``. ``retry``: a
+        :class:`~openarmature_nodes.retrying.RetryConfig` runs the call-level
+        retry loop of §7.1 (see :mod:`.call_retry`); without it nothing is
+        retried. ``stream`` is not available yet.
         """
-        if retry is not None:
-            raise NotImplementedError("call-level retry lands with the middleware work")
         if stream:
             raise ProviderInvalidRequest(
                 "this provider does not support streaming yet (stream=True)"
             )
         if config is not None and not isinstance(config, RuntimeConfig):
             config = RuntimeConfig.from_mapping(config)
-        if tool_choice is not None:
-            tool_choice = normalize_tool_choice(tool_choice)
-        request = CompletionRequest(messages, tools, config, response_schema, tool_choice)  # type: ignore[arg-type]
+        choice: ToolChoice | None = normalize_tool_choice(tool_choice)
+        request = CompletionRequest(messages, tools, config, response_schema, choice)
+        if retry is not None:
+            return await complete_with_retry(self.call, request, retry)
         return await self.call(request)
 
     async def call(self, request: CompletionRequest) -> Response:

@@ -230,7 +230,8 @@ def _validate_tools(tools: Any) -> dict[str, Tool]:
 
 
 def normalize_tool_choice(choice: Any) -> Any:
-    """Accept ``{"type": "tool", "name": X}`` as well as :class:`ToolChoiceForce`."""
+    """Turn ``{"type": "tool", "name": X}`` into :class:`ToolChoiceForce`; other
+    values pass through (and are checked by :func:`validate_request`)."""
     if (
         isinstance(choice, Mapping)
         and choice.get("type") == "tool"
@@ -267,9 +268,16 @@ _NUMBER_FIELDS = ("temperature", "top_p", "frequency_penalty", "presence_penalty
 _INT_FIELDS = ("max_tokens", "seed")
 
 
+_CHECKED_CONFIGS: dict[int, RuntimeConfig] = {}
+
+
 def _validate_config(config: Any) -> None:
     if not isinstance(config, RuntimeConfig):
         raise _bad(f"config must be a RuntimeConfig, got {type(config).__name__}")
+    if not isinstance(config.extras, Mapping) or not all(isinstance(k, str) for k in config.extras):
+        raise _bad("config.extras must be a mapping with string keys")
+    if _CHECKED_CONFIGS.get(id(config)) is config:
+        return  # frozen: its declared fields were checked when first seen
     for name in _NUMBER_FIELDS:
         v = getattr(config, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
@@ -285,5 +293,6 @@ def _validate_config(config: Any) -> None:
         or not all(isinstance(s, str) for s in stops)
     ):
         raise _bad("config.stop_sequences must be a list of strings")
-    if not isinstance(config.extras, Mapping) or not all(isinstance(k, str) for k in config.extras):
-        raise _bad("config.extras must be a mapping with string keys")
+    if len(_CHECKED_CONFIGS) >= 256:
+        _CHECKED_CONFIGS.clear()
+    _CHECKED_CONFIGS[id(config)] = config

@@ -1,28 +1,30 @@
+"""Prints a conformance summary: fixture cases passed / failed / deferred per capability and backend."""
+
 from __future__ import annotations
+
+import re
 
 import pytest
 
-from .fixtures import deferral_reason, load_deferrals
+_ID = re.compile(r"test_fixture\[(asyncio|trio)-([a-z-]+)/")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    deferred = [
-        r for r in terminalreporter.stats.get("skipped", [])
-        if "deferred:" in str(getattr(r, "longrepr", ""))
-    ]
-    passed = [
-        r for r in terminalreporter.stats.get("passed", [])
-        if "test_conformance.py::test_fixture" in r.nodeid
-    ]
-    if deferred or passed:
-        by_backend: dict[str, int] = {}
-        for r in passed:
-            backend = "trio" if r.nodeid.endswith("-trio]") else "asyncio"
-            by_backend[backend] = by_backend.get(backend, 0) + 1
-        terminalreporter.write_sep("=", "conformance")
-        terminalreporter.write_line(
-            f"fixture cases passed: {by_backend}; deferred (per backend run): {len(deferred)}"
-        )
-
-
-__all__ = ["deferral_reason", "load_deferrals"]
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            match = _ID.search(getattr(report, "nodeid", ""))
+            if match is None or getattr(report, "when", "call") == "teardown":
+                continue
+            kind = outcome
+            if outcome == "skipped":
+                kind = "deferred" if "deferred:" in str(report.longrepr) else "skipped"
+            key = (match.group(2), match.group(1))
+            bucket = counts.setdefault(key, {})
+            bucket[kind] = bucket.get(kind, 0) + 1
+    if not counts:
+        return
+    terminalreporter.write_sep("=", "conformance fixture cases")
+    for (capability, backend), bucket in sorted(counts.items()):
+        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(bucket.items()))
+        terminalreporter.write_line(f"{capability:<20} {backend:<8} {parts}")

@@ -19,33 +19,39 @@ The connection decides two things the pool needs to know afterwards:
   That failure is raised as :class:`StaleConnection` so the caller can retry
   once on a fresh connection. Any other failure is final.
 
-Timeouts use one cancel scope per request. Its deadline is ``write`` seconds
-while sending, then ``read`` seconds from the end of the send, pushed forward
-each time bytes arrive (``read`` bounds the wait for the *next* bytes, not the
-whole response). Bytes that were only partially exchanged leave the
-connection in an unknown state, so every failure, timeout or cancellation
-means the caller must close it.
+Timeouts are enforced by the process-wide watchdog thread (``_watchdog.py``,
+which explains why there is no cancel scope per request): the connection's
+deadline is ``write`` seconds while sending, then ``read`` seconds from the
+end of the send, pushed forward each time bytes arrive (``read`` bounds the
+wait for the *next* bytes, not the whole response). Bytes that were only
+partially exchanged leave the connection in an unknown state, so every
+failure, timeout or cancellation means the caller must close it.
 """
 
 from __future__ import annotations
 
+import socket
+import time
+
 import anyio
 import httptools
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute
 
 from ._base import RawResponse, Timeouts, TransportProtocolError, TransportTimeout
+from ._watchdog import WATCHDOG, shutdown
 
 __all__ = ["Connection", "StaleConnection"]
 
 #: Requests up to this size are written without waiting (they fit in the
 #: socket buffers; anyio on asyncio buffers up to 64 KiB before it waits), so
-#: they need no separate write deadline.
+#: they get the read deadline at once and no separate write deadline.
 SMALL_REQUEST = 64 * 1024
 
 #: Response heads (status line + headers) larger than this are rejected.
 MAX_HEAD_BYTES = 256 * 1024
 
 _INF = float("inf")
+_monotonic = time.monotonic
 
 # Failures of the stream itself: the peer reset or closed the socket.
 _BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
@@ -93,6 +99,7 @@ class Connection:
     """
 
     __slots__ = (
+        "__weakref__",
         "_body",
         "_complete",
         "_head_done",
@@ -104,13 +111,16 @@ class Connection:
         "_parser",
         "_sent",
         "_size",
+        "_sock",
         "_status",
         "_too_big",
+        "deadline",
         "expires_at",
         "requests",
         "reusable",
         "server_idle",
         "stream",
+        "timed_out",
     )
 
     def __init__(self, stream: ByteStream, max_body: int) -> None:
@@ -119,6 +129,10 @@ class Connection:
         self.reusable = False
         self.expires_at = _INF
         self.server_idle: float | None = None
+        self.deadline = _INF
+        self.timed_out = False
+        self._sock: socket.socket | None = stream.extra(SocketAttribute.raw_socket, None)
+        WATCHDOG.watch(self)
         self._max_body = max_body
         self._parser = httptools.HttpResponseParser(self)
         self._reset(False)
@@ -201,6 +215,10 @@ class Connection:
         self._keep = False
         return True
 
+    def _timeout(self, write: float | None, read: float | None) -> TransportTimeout:
+        phase, limit = ("read", read) if self._sent else ("write", write)
+        return TransportTimeout(f"{phase} timeout: no progress within {limit} s")
+
     async def roundtrip(self, data: bytes, head_only: bool, timeouts: Timeouts) -> RawResponse:
         """Send ``data`` (a whole request) and read the response.
 
@@ -213,52 +231,51 @@ class Connection:
         self.reusable = False
         self._reset(head_only)
         write, read = timeouts.write, timeouts.read
-        if write is None and read is None:
-            return await self._exchange(data, reused, None, False, None)
-        now = anyio.current_time()
-        if len(data) <= SMALL_REQUEST or write is None:
-            # Writing a small request never waits (it fits in the socket
-            # buffers of an idle connection), so one deadline covers both
-            # phases; this saves a timer update per request.
-            deadline = _INF if read is None else now + read
-            split = False
-        else:
-            deadline = now + write
+        # A small request is written without waiting (it fits in the socket
+        # buffers of an idle connection), so the read deadline can be armed
+        # before sending: one clock read per request.
+        split = False
+        if write is not None and len(data) > SMALL_REQUEST:
             split = True
-        with anyio.CancelScope(deadline=deadline) as scope:
-            return await self._exchange(data, reused, scope, split, read)
-        phase, limit = ("read", read) if self._sent else ("write", write)
-        raise TransportTimeout(f"{phase} timeout: no progress within {limit} s")
+            WATCHDOG.arm(self, _monotonic() + write)
+        elif read is not None:
+            WATCHDOG.arm(self, _monotonic() + read)
+        try:
+            return await self._exchange(data, reused, split, read, write)
+        finally:
+            self.deadline = _INF
 
     async def _exchange(
         self,
         data: bytes,
         reused: bool,
-        scope: anyio.CancelScope | None,
         split: bool,
         read: float | None,
+        write: float | None,
     ) -> RawResponse:
-        """The I/O of :meth:`roundtrip`, inside its cancel scope (if any).
-
-        ``split``: the scope's deadline is the write deadline, to be replaced
-        by the read deadline once the request is sent.
-        """
         stream = self.stream
         parser = self._parser
         try:
             await stream.send(data)
         except _BROKEN as exc:
+            if self.timed_out:
+                raise self._timeout(write, read) from None
             if reused:
                 raise StaleConnection from exc
             raise TransportProtocolError("connection lost while sending the request") from exc
         self._sent = True
-        if split and scope is not None:
-            scope.deadline = _INF if read is None else anyio.current_time() + read
+        if split:
+            if read is None:
+                self.deadline = _INF
+            else:
+                WATCHDOG.arm(self, _monotonic() + read)
         received = 0
         while True:
             try:
                 chunk = await stream.receive()
             except anyio.EndOfStream:
+                if self.timed_out:
+                    raise self._timeout(write, read) from None
                 if self._complete_at_eof():
                     break
                 if received == 0:
@@ -271,6 +288,8 @@ class Connection:
                     "server closed the connection before the response was complete"
                 ) from None
             except _BROKEN as exc:
+                if self.timed_out:
+                    raise self._timeout(write, read) from None
                 if received == 0 and reused:
                     raise StaleConnection from exc
                 raise TransportProtocolError("connection lost while reading the response") from exc
@@ -291,15 +310,20 @@ class Connection:
                 break
             if not self._head_done and received > MAX_HEAD_BYTES:
                 raise TransportProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
-            if scope is not None and read is not None:
-                # ``read`` bounds the wait for the next bytes: push it forward.
-                scope.deadline = anyio.current_time() + read
+            if read is not None:
+                # ``read`` bounds the wait for the next bytes: push it forward
+                # (later than before, so the watchdog needs no poke).
+                self.deadline = _monotonic() + read
         return self._finish()
+
+    def shutdown_socket(self) -> None:
+        """End both directions of the socket (called by the watchdog thread)."""
+        shutdown(self._sock)
 
     def _finish(self) -> RawResponse:
         body = self._body
         headers = self._headers
-        self.reusable = self._keep and not self._head_only
+        self.reusable = self._keep and not self._head_only and not self.timed_out
         hint = headers.get("keep-alive")
         if hint is not None:
             self.server_idle = _keepalive_hint(hint)
@@ -311,5 +335,6 @@ class Connection:
         Shielded: the socket is released even if the caller is being
         cancelled (which is exactly when connections get closed mid-request).
         """
+        WATCHDOG.forget(self)
         with anyio.CancelScope(shield=True):
             await anyio.aclose_forcefully(self.stream)

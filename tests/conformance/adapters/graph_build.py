@@ -48,8 +48,7 @@ from openarmature_nodes.graph import (
     merge_by_key,
 )
 from openarmature_nodes.graph.nodes import NodeKind
-
-from ..fixtures import Case, check_directives
+from tests.conformance.fixtures import Case, check_directives
 
 Action = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
 Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
@@ -95,7 +94,7 @@ class BuildContext:
         self.compiled: dict[str, CompiledGraph[Any]] = {}
         self.outer: CompiledGraph[Any] | None = None
         self.observers: dict[str, Any] = {}  # name -> Recorder
-        self.delivery_log: list[dict[str, Any]] = []
+        self.delivery_log: list[tuple[int, dict[str, Any]]] = []  # (invocation index, entry)
         self.invocations: list[InvocationRecord] = []
         self.index_by_id: dict[str, int] = {}
         self.drain_timings: list[tuple[float, float | None]] = []  # (elapsed, timeout)
@@ -259,7 +258,8 @@ def _default(value: Any) -> Any:
 # --- graphs -------------------------------------------------------------------------------
 
 GRAPH_KEYS: set[str] = {
-    "name", "description", "state", "entry", "nodes", "edges", "middleware", "subgraph", "subgraphs",
+    "name", "description", "state", "entry", "nodes", "edges", "middleware",
+    "subgraph", "subgraphs",
 }
 
 
@@ -279,11 +279,13 @@ def build_graph(ctx: BuildContext, gdef: Mapping[str, Any], *, name: str) -> Gra
         for directive, value in nb.spec.items():
             handler = NODE_DIRECTIVES.get(directive)
             if handler is None:
-                check_directives({directive: value}, set(NODE_DIRECTIVES), f"{name}.nodes.{node_name}")
+                where = f"{name}.nodes.{node_name}"
+                check_directives({directive: value}, set(NODE_DIRECTIVES), where)
             else:
                 handler(ctx, nb, value)
         for cfg in per_node.get(node_name) or ():
-            nb.middleware.append(make_middleware(ctx, cfg, f"{name}.middleware.per_node.{node_name}"))
+            where = f"{name}.middleware.per_node.{node_name}"
+            nb.middleware.append(make_middleware(ctx, cfg, where))
         if name == "outer":
             nb.middleware.append(_make_execution_recorder_inner(ctx, nb.name))
         _add_node(ctx, builder, nb)
@@ -343,7 +345,8 @@ def _add_edge(ctx: BuildContext, builder: GraphBuilder[Any], edge: Any, where: s
     def route(state: Any) -> Any:
         return then if getattr(state, fname, None) == value else other
 
-    builder.add_conditional_edge(source, route, destinations=[then, other])
+    # Destinations stay undeclared: a bad one is a runtime routing_error (§4), not a compile error.
+    builder.add_conditional_edge(source, route)
 
 
 def _state_field_read(ctx: BuildContext, cond: Mapping[str, Any]) -> Callable[[Any], Any]:
@@ -375,13 +378,17 @@ _CTX: ContextVar[BuildContext | None] = ContextVar("fixture_ctx", default=None)
 
 
 async def _execution_recorder_outer(state: Any, nxt: Callable[[Any], Awaitable[Any]]) -> Any:
+    ctx = _CTX.get()
+    if ctx is not None and ctx.invocations and not ctx.current.invocation_id:
+        inv_id = current_invocation_id()
+        ctx.current.invocation_id = inv_id
+        ctx.index_by_id[inv_id] = ctx.current.index
     ran: list[str] = []
     token = _ran.set(ran)
     try:
         return await nxt(state)
     finally:
         _ran.reset(token)
-        ctx = _CTX.get()
         if ran and ctx is not None and ctx.invocations:
             ctx.current.execution_order.append(ran[0])
 
@@ -440,7 +447,8 @@ def _subgraph_option(key: str) -> NodeDirective:
 
 
 def _invoke_drain_events_for(ctx: BuildContext, nb: NodeBuild, value: Any) -> None:
-    check_directives(value, {"timeout_seconds", "snapshot_observer"}, f"{nb.name}.invoke_drain_events_for")
+    where = f"{nb.name}.invoke_drain_events_for"
+    check_directives(value, {"timeout_seconds", "snapshot_observer"}, where)
     timeout = value.get("timeout_seconds")
     observer = value.get("snapshot_observer")
 
@@ -462,10 +470,12 @@ def _invoke_drain_events_for(ctx: BuildContext, nb: NodeBuild, value: Any) -> No
 def _wrap_with_middleware(ctx: BuildContext, nb: NodeBuild, value: Any) -> None:
     for cfg in value or ():
         check_directives(cfg, {"name", "pre_log", "post_log"}, f"{nb.name}.wrap_with_middleware")
-        log = ctx.scratch.setdefault("middleware_log", [])
+        log: list[Any] = ctx.scratch.setdefault("middleware_log", [])
         pre, post = cfg.get("pre_log"), cfg.get("post_log")
 
-        async def mw(state: Any, nxt: Any, pre: Any = pre, post: Any = post) -> Any:
+        async def mw(
+            state: Any, nxt: Any, pre: Any = pre, post: Any = post, log: list[Any] = log
+        ) -> Any:
             if pre is not None:
                 log.append(pre)
             result = await nxt(state)
@@ -588,9 +598,10 @@ class Recorder:
         ms = self._sleep_ms(event)
         if ms:
             await anyio.sleep(ms / 1000)
+        index = self.ctx.index_by_id.get(getattr(event, "invocation_id", ""), -1)
         self.ctx.delivery_log.append(
-            {"observer": self.name, "step": getattr(event, "step", None),
-             "phase": getattr(event, "phase", None)}
+            (index, {"observer": self.name, "step": getattr(event, "step", None),
+                     "phase": getattr(event, "phase", None)})
         )
         await OBSERVER_BEHAVIORS[self.behavior](self, event)
 

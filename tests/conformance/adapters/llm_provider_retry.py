@@ -40,8 +40,7 @@ from openarmature_nodes.llm import (
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.transport import RawResponse, Transport
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
-
-from ..fixtures import UnknownDirective, check_directives
+from tests.conformance.fixtures import UnknownDirective, check_directives
 
 RETRY_KEYS = frozenset({"max_attempts", "backoff", "per_attempt_override", "reask", "classifier"})
 WIRE_KEYS = frozenset({"sampling", "appended_messages"})
@@ -208,7 +207,8 @@ def _check_wire(run: RetryRun, entries: list[dict[str, Any]], where: str) -> Non
     for i, (entry, body) in enumerate(zip(entries, wire, strict=True)):
         check_directives(entry, WIRE_KEYS, f"{where}[{i}]")
         for key, want in (entry.get("sampling") or {}).items():
-            assert body.get(key) == want, f"{where}[{i}].sampling.{key}: {body.get(key)!r} != {want!r}"
+            got = body.get(key)
+            assert got == want, f"{where}[{i}].sampling.{key}: {got!r} != {want!r}"
         if "appended_messages" in entry:
             appended = body["messages"][base:]
             want_list = entry["appended_messages"]

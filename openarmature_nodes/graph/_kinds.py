@@ -1,0 +1,181 @@
+"""What fan-out and parallel branches share: field checks, fan-in merging, lineage.
+
+Kept apart from :mod:`.fanout` and :mod:`.parallel` so each of those reads as
+its own feature. Nothing here is public.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, get_origin
+
+from ._run import Level, Step, _current_step
+from .errors import (
+    GraphCompileError,
+    GraphCompileWarning,
+    MappingReferencesUndeclaredField,
+    NodeException,
+    StateValidationError,
+)
+from .reducers import Reducer, concat_flatten, last_write_wins, merge_all
+from .state import Schema, _type_name
+
+__all__ = [
+    "ConcurrentConfigInvalid",
+    "check_values",
+    "choice",
+    "combine_contributions",
+    "error_category",
+    "is_list_type",
+    "need_field",
+    "resolve_maybe_async",
+    "round_trip_warning",
+    "run_with_lineage",
+    "validate_errors_field",
+    "view_step",
+    "wrap_call_failure",
+]
+
+POLICIES: frozenset[str] = frozenset(("fail_fast", "collect"))
+
+
+class ConcurrentConfigInvalid(GraphCompileError):
+    """A fan-out / parallel-branches option has a value outside its allowed set."""
+
+    category = "concurrent_node_config_invalid"
+
+
+def need_field(schema: Schema, field: str, side: str, node: str, what: str) -> None:
+    """Raise ``mapping_references_undeclared_field`` unless ``schema`` declares ``field``."""
+    if field not in schema.fields:
+        raise MappingReferencesUndeclaredField(
+            f"node {node!r}: {what} names {side} field {field!r}, which the {side} schema "
+            f"{schema.cls.__name__} does not declare"
+        )
+
+
+def is_list_type(tp: Any) -> bool:
+    return tp is list or get_origin(tp) is list
+
+
+def validate_errors_field(
+    schema: Schema, field: str, node: str, not_list: type[GraphCompileError]
+) -> None:
+    """``errors_field`` must be a declared list field with an extending reducer (§9.5)."""
+    need_field(schema, field, "parent", node, "errors_field")
+    spec = schema.fields[field]
+    if not is_list_type(spec.type):
+        raise not_list(
+            f"node {node!r}: errors_field {field!r} is declared {_type_name(spec.type)}; "
+            "it must be a list field"
+        )
+    if spec.reducer is last_write_wins:
+        raise ConcurrentConfigInvalid(
+            f"node {node!r}: errors_field {field!r} has no reducer; give it an extending "
+            "reducer (e.g. append) so recorded errors accumulate"
+        )
+
+
+def round_trip_warning(
+    node: str, parent_field: str, reducer: Reducer, how: str
+) -> GraphCompileWarning:
+    return GraphCompileWarning(
+        "projection_reducer_round_trip",
+        f"node {node!r} carries parent field {parent_field!r} into its instances and back out "
+        f"({how}) through reducer {reducer.name}, which is not round-trip-idempotent: the "
+        "value would be merged again",
+    )
+
+
+def check_values(schema: Schema, values: Mapping[str, Any], where: str) -> None:
+    """Type-check projected values against ``schema`` (only the fields given)."""
+    fields = schema.fields
+    for name, value in values.items():
+        check = fields[name].check
+        if check is not None and not check(value):
+            raise StateValidationError(
+                f"{where}: field {name!r} got {value!r:.60}, which is not a "
+                f"{_type_name(fields[name].type)}",
+                fields=(name,),
+            )
+
+
+async def resolve_maybe_async(fn: Callable[[Any], Any], state: Any) -> Any:
+    value = fn(state)
+    if isinstance(value, Awaitable):
+        value = await value
+    return value
+
+
+def error_category(exc: BaseException) -> str:
+    """The category recorded for a failed instance / branch (its surface category)."""
+    category = getattr(exc, "category", None)
+    return category if isinstance(category, str) and category else "node_exception"
+
+
+def wrap_call_failure(name: str, exc: Exception, state: Any) -> NodeException:
+    """A raw failure of an inline callable, carried like a node's (§6.3 cause fidelity)."""
+    err = NodeException(
+        f"{name!r} raised {type(exc).__name__}: {exc}", node_name=name, recoverable_state=state
+    )
+    err.__cause__ = exc
+    return err
+
+
+def view_step(step: Step, state: Any, *, fan_out_index: int | None = None,
+              branch_name: str | None = None) -> Step:
+    """A step standing for one instance / branch of ``step``'s node.
+
+    Installed as the current step while that unit's middleware runs, so
+    :func:`~._run.current_lineage` (failure isolation's event lineage) names
+    the instance's ``fan_out_index`` / the branch's ``branch_name`` rather than
+    only the wrapping node.
+    """
+    lv = step.level
+    level = Level(
+        lv.run, lv.graph_subs, lv.prefix, lv.parent_states, lv.fan_out_chain, lv.branch_chain,
+        fan_out_index if fan_out_index is not None else lv.fan_out_index,
+        branch_name if branch_name is not None else lv.branch_name,
+    )
+    return Step(level, step.node_name, state)
+
+
+async def run_with_lineage(view: Step, call: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
+    token = _current_step.set(view)
+    try:
+        return await call(value)
+    finally:
+        _current_step.reset(token)
+
+
+_LIST_OF_PARTS = (concat_flatten, merge_all)
+
+
+def combine_contributions(reducer: Reducer, parts: list[Any]) -> Any:
+    """One update equivalent to merging ``parts`` one after another through ``reducer``.
+
+    The engine merges a node's update once per field, but several branches
+    may contribute to the same field, in insertion order (§11.4). For the
+    canonical reducers this folding is exact: list-of-parts reducers
+    (``concat_flatten``, ``merge_all``) concatenate the parts; the others fold
+    the parts with the reducer itself (``append``: ``a + b``; ``merge``:
+    ``{**a, **b}``; ``last_write_wins``: the last part). A custom reducer is
+    folded with itself too, which is exact when its updates have the field's
+    own shape.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    if reducer in _LIST_OF_PARTS and all(isinstance(p, list) for p in parts):
+        return [x for p in parts for x in p]
+    acc = parts[0]
+    for p in parts[1:]:
+        acc = reducer.fn(acc, p)
+    return acc
+
+
+def choice(value: Any, allowed: Collection[str], node: str, what: str) -> str:
+    if value not in allowed:
+        raise ConcurrentConfigInvalid(
+            f"node {node!r}: {what} must be one of {sorted(allowed)}, got {value!r}"
+        )
+    return str(value)

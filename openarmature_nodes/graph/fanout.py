@@ -1,0 +1,510 @@
+"""Fan-out: run one subgraph per item, concurrently, and collect the results.
+
+A fan-out node (pipeline-utilities §9) runs a compiled subgraph (or an async
+callable) once per element of a list field of the parent state, or a given
+number of times, with at most ``concurrency`` instances in flight; then it
+merges every instance's result into the parent in instance order::
+
+    builder.add_fan_out_node(
+        "enrich", enrich_one,            # a compiled graph over EnrichOne
+        items_field="records",           # parent list: one instance per element
+        item_field="record",             # ... assigned to this subgraph field
+        collect_field="summary",         # each instance's final value of this field
+        target_field="summaries",        # ... collected here, in input order
+        concurrency=32,
+        instance_middleware=[RetryMiddleware(max_attempts=4)],
+    )
+
+Instances start in index order and finish in whatever order they finish;
+the collected list is always in index order. Nothing is merged into the
+parent until every instance is done, so a failure leaves the parent exactly
+as it was at fan-out entry (``recoverable_state``).
+
+Error policy: ``"fail_fast"`` (default) cancels the running siblings on the
+first failure and raises it (the engine wraps it as the fan-out node's
+``node_exception``); ``"collect"`` runs every instance, leaves failed ones out
+of the collection and records ``{"fan_out_index": "<i>", "category": ...}``
+per failure in ``errors_field`` (pass ``error_record=`` for another shape).
+
+Middleware layering, outside in: the parent graph's and the node's own
+middleware see the whole fan-out as one dispatch; ``instance_middleware``
+wraps each instance's whole subgraph run (a retry there re-runs only that
+instance, from a fresh state); the subgraph's own middleware wraps its nodes.
+An instance middleware returns the instance's *contribution*: a mapping in
+subgraph field names holding ``collect_field`` (and any ``extra_outputs``
+fields). A failure-isolation middleware degrading an instance therefore
+returns e.g. ``{"summary": ""}``; a missing ``collect_field`` leaves a
+``None`` in that instance's slot rather than dropping it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from openarmature_nodes.onion import Middleware, compose
+
+from ._kinds import (
+    POLICIES,
+    check_values,
+    choice,
+    error_category,
+    is_list_type,
+    need_field,
+    resolve_maybe_async,
+    round_trip_warning,
+    run_with_lineage,
+    validate_errors_field,
+    view_step,
+    wrap_call_failure,
+)
+from ._pool import run_indexed
+from .errors import GraphCompileError, GraphCompileWarning, MappingReferencesUndeclaredField
+from .events import FanOutConfig
+from .nodes import Inner
+from .reducers import last_write_wins
+from .state import Schema, _type_name
+
+if TYPE_CHECKING:
+    from ._run import Step
+    from .compiled import CompiledGraph
+
+__all__ = [
+    "FanOut",
+    "FanOutCountModeAmbiguous",
+    "FanOutDegradedUpdateMissingCollectField",
+    "FanOutEmpty",
+    "FanOutError",
+    "FanOutFieldNotList",
+    "FanOutInvalidConcurrency",
+    "FanOutInvalidCount",
+    "default_error_record",
+]
+
+IntOrFn = int | Callable[[Any], int]
+ErrorRecord = Callable[[int, Exception], Any]
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class FanOutCountModeAmbiguous(GraphCompileError):
+    """Not exactly one of ``items_field`` / ``count`` (or ``item_field`` in the wrong mode)."""
+
+    category = "fan_out_count_mode_ambiguous"
+
+
+class FanOutFieldNotList(GraphCompileError):
+    """``items_field`` (or ``errors_field``) is not declared as a list."""
+
+    category = "fan_out_field_not_list"
+
+
+class FanOutDegradedUpdateMissingCollectField(GraphCompileError):
+    """A static degraded update in ``instance_middleware`` omits ``collect_field`` (§9.8)."""
+
+    category = "fan_out_degraded_update_missing_collect_field"
+
+
+class _CompileInvalidCount(GraphCompileError):
+    category = "fan_out_invalid_count"
+
+
+class _CompileInvalidConcurrency(GraphCompileError):
+    category = "fan_out_invalid_concurrency"
+
+
+class FanOutError(Exception):
+    """A fan-out that cannot run as configured; the engine reports it as the node's
+    ``node_exception`` (this error is its ``__cause__``). Never transient."""
+
+    category = "fan_out_error"
+
+
+class FanOutEmpty(FanOutError):
+    """The resolved instance count is zero and ``on_empty="raise"`` (the default)."""
+
+    category = "fan_out_empty"
+
+
+class FanOutInvalidCount(FanOutError, ValueError):
+    """``count`` resolved to something other than a non-negative int."""
+
+    category = "fan_out_invalid_count"
+
+
+class FanOutInvalidConcurrency(FanOutError, ValueError):
+    """``concurrency`` resolved to something other than a positive int or ``None``."""
+
+    category = "fan_out_invalid_concurrency"
+
+
+class _ItemsNotList(FanOutError, TypeError):
+    category = "fan_out_field_not_list"
+
+
+def default_error_record(index: int, exc: Exception) -> dict[str, str]:
+    """``{"fan_out_index": "<i>", "category": ...}``: strings only, so the record
+    fits a ``list[dict[str, str]]`` field."""
+    return {"fan_out_index": str(index), "category": error_category(exc)}
+
+
+# --- the node kind ------------------------------------------------------------------------
+
+
+class FanOut:
+    """A fan-out node (see the module documentation). Add it with
+    ``GraphBuilder.add_fan_out_node(name, subgraph, ...)`` (same keywords)."""
+
+    def __init__(
+        self,
+        subgraph: CompiledGraph[Any] | Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]],
+        *,
+        collect_field: str,
+        target_field: str,
+        items_field: str | None = None,
+        item_field: str | None = None,
+        count: IntOrFn | None = None,
+        concurrency: int | Callable[[Any], int | None] | None = 10,
+        error_policy: Literal["fail_fast", "collect"] = "fail_fast",
+        errors_field: str | None = None,
+        on_empty: Literal["raise", "noop"] = "raise",
+        count_field: str | None = None,
+        inputs: Mapping[str, str] | None = None,
+        extra_outputs: Mapping[str, str] | None = None,
+        instance_middleware: Sequence[Middleware[Any, Any]] = (),
+        error_record: ErrorRecord = default_error_record,
+    ) -> None:
+        from .compiled import CompiledGraph
+
+        if isinstance(subgraph, CompiledGraph):
+            self.graph: CompiledGraph[Any] | None = subgraph
+            self.fn: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
+        elif callable(subgraph):
+            self.graph, self.fn = None, subgraph
+        else:
+            raise TypeError(
+                f"fan-out subgraph must be a CompiledGraph or an async callable, got {subgraph!r}"
+            )
+        self.collect_field = collect_field
+        self.target_field = target_field
+        self.items_field = items_field
+        self.item_field = item_field
+        self.count = count
+        self.concurrency = concurrency
+        self.error_policy = error_policy
+        self.errors_field = errors_field
+        self.on_empty = on_empty
+        self.count_field = count_field
+        self.inputs = dict(inputs or {})
+        self.extra_outputs = dict(extra_outputs or {})
+        self.instance_middleware = tuple(instance_middleware)
+        self.error_record = error_record
+        self.name = ""
+        self._keys: tuple[str, ...] = ()
+        self._lww_extra: frozenset[str] = frozenset()
+        self._plain_chain: Inner | None = None
+
+    # --- compile time ---------------------------------------------------------------------
+
+    def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        self.name = name
+        self._check_mode(name)
+        choice(self.error_policy, POLICIES, name, "error_policy")
+        choice(self.on_empty, ("raise", "noop"), name, "on_empty")
+        self._check_bounds(name)
+        sub = self.graph.schema if self.graph is not None else None
+        parent_refs = [("target_field", self.target_field)]
+        parent_refs += [("inputs", p) for p in self.inputs.values()]
+        parent_refs += [("extra_outputs", p) for p in self.extra_outputs]
+        for what, field in parent_refs:
+            need_field(schema, field, "parent", name, what)
+        if self.items_field is not None:
+            need_field(schema, self.items_field, "parent", name, "items_field")
+            spec = schema.fields[self.items_field]
+            if not is_list_type(spec.type):
+                raise FanOutFieldNotList(
+                    f"node {name!r}: items_field {self.items_field!r} is declared "
+                    f"{_type_name(spec.type)}; it must be a list field"
+                )
+        if self.count_field is not None:
+            need_field(schema, self.count_field, "parent", name, "count_field")
+            if schema.fields[self.count_field].type is not int:
+                raise MappingReferencesUndeclaredField(
+                    f"node {name!r}: count_field {self.count_field!r} must be declared int, "
+                    f"not {_type_name(schema.fields[self.count_field].type)}"
+                )
+        if self.errors_field is not None:
+            validate_errors_field(schema, self.errors_field, name, FanOutFieldNotList)
+        if sub is not None:
+            sub_refs = [("collect_field", self.collect_field)]
+            sub_refs += [("item_field", self.item_field)] if self.item_field else []
+            sub_refs += [("inputs", s) for s in self.inputs]
+            sub_refs += [("extra_outputs", s) for s in self.extra_outputs.values()]
+            for what, field in sub_refs:
+                need_field(sub, field, "subgraph", name, what)
+        written = [self.target_field, *self.extra_outputs, self.errors_field, self.count_field]
+        written = [w for w in written if w is not None]
+        if len(set(written)) != len(written):
+            from ._kinds import ConcurrentConfigInvalid
+
+            raise ConcurrentConfigInvalid(
+                f"node {name!r}: target_field, extra_outputs, errors_field and count_field "
+                f"must name distinct parent fields, got {written}"
+            )
+        self._check_degrade_coverage(name)
+        self._keys = (self.collect_field, *dict.fromkeys(self.extra_outputs.values()))
+        self._lww_extra = frozenset(
+            p for p in self.extra_outputs if schema.fields[p].reducer is last_write_wins
+        )
+        self._plain_chain = compose(self.instance_middleware, self._plain_instance)
+        return self._warnings(name, schema)
+
+    def _check_mode(self, name: str) -> None:
+        if (self.items_field is None) == (self.count is None):
+            raise FanOutCountModeAmbiguous(
+                f"node {name!r}: give exactly one of items_field and count "
+                f"(got items_field={self.items_field!r}, count={self.count!r})"
+            )
+        if self.items_field is not None and not self.item_field:
+            raise FanOutCountModeAmbiguous(
+                f"node {name!r}: items_field {self.items_field!r} needs item_field (the "
+                "subgraph field each item is assigned to)"
+            )
+        if self.count is not None and self.item_field is not None:
+            raise FanOutCountModeAmbiguous(
+                f"node {name!r}: item_field {self.item_field!r} is only for items_field mode; "
+                "count mode has no per-item value"
+            )
+
+    def _check_bounds(self, name: str) -> None:
+        count, conc = self.count, self.concurrency
+        if count is not None and not callable(count) and (not _is_int(count) or count < 0):
+            raise _CompileInvalidCount(
+                f"node {name!r}: count must be a non-negative int or a callable, got {count!r}"
+            )
+        if callable(count):
+            hints = _return_hint(count)
+            if hints is not None and hints is not int:
+                raise _CompileInvalidCount(
+                    f"node {name!r}: the count callable is annotated to return {hints!r}, not int"
+                )
+        if conc is not None and not callable(conc) and (not _is_int(conc) or conc < 1):
+            raise _CompileInvalidConcurrency(
+                f"node {name!r}: concurrency must be a positive int, a callable or None, "
+                f"got {conc!r}"
+            )
+
+    def _check_degrade_coverage(self, name: str) -> None:
+        for mw in self.instance_middleware:
+            degraded = getattr(mw, "degraded_update", None)
+            if isinstance(degraded, Mapping) and self.collect_field not in degraded:
+                raise FanOutDegradedUpdateMissingCollectField(
+                    f"node {name!r}: instance middleware {mw!r} degrades to "
+                    f"{dict(degraded)!r}, which has no collect_field {self.collect_field!r}; a "
+                    "degraded instance would leave a null in target_field"
+                )
+
+    def _warnings(self, name: str, schema: Schema) -> list[GraphCompileWarning]:
+        out: list[GraphCompileWarning] = []
+        for sub_field, parent in self.inputs.items():
+            red = schema.fields[parent].reducer
+            if self.extra_outputs.get(parent) == sub_field and not red.round_trip_idempotent:
+                how = f"inputs/extra_outputs via {sub_field!r}"
+                out.append(round_trip_warning(name, parent, red, how))
+        target_red = schema.fields[self.target_field].reducer
+        seeded = self.inputs.get(self.collect_field) == self.target_field or (
+            self.item_field == self.collect_field and self.items_field == self.target_field
+        )
+        if seeded and not target_red.round_trip_idempotent:
+            out.append(
+                round_trip_warning(name, self.target_field, target_red,
+                                   f"seeding and collecting {self.collect_field!r}")
+            )
+        return out
+
+    # --- run time ---------------------------------------------------------------------------
+
+    def plain(self) -> Inner:
+        async def inner(state: Any) -> Any:
+            return await self._dispatch(state, None)
+
+        return inner
+
+    def observed(self, step: Step) -> Inner:
+        async def inner(state: Any) -> Any:
+            return await self._dispatch(state, step)
+
+        return inner
+
+    def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        return (self.graph,) if self.graph is not None else ()
+
+    async def _resolve(self, state: Any) -> tuple[int, list[Any] | None, int | None]:
+        items: list[Any] | None = None
+        if self.items_field is not None:
+            value = getattr(state, self.items_field)
+            if not isinstance(value, list):
+                raise _ItemsNotList(
+                    f"fan-out {self.name!r}: items_field {self.items_field!r} holds "
+                    f"{type(value).__name__}, not a list"
+                )
+            items, count = value, len(value)
+        else:
+            raw = self.count
+            resolved: Any = await resolve_maybe_async(raw, state) if callable(raw) else raw
+            if not _is_int(resolved) or resolved < 0:
+                raise FanOutInvalidCount(
+                    f"fan-out {self.name!r}: count resolved to {resolved!r}; it must be an "
+                    "int >= 0"
+                )
+            count = int(resolved)
+        conc = self.concurrency
+        limit = await resolve_maybe_async(conc, state) if callable(conc) else conc
+        if limit is not None and (not _is_int(limit) or limit < 1):
+            raise FanOutInvalidConcurrency(
+                f"fan-out {self.name!r}: concurrency resolved to {limit!r}; it must be an "
+                "int >= 1 or None (unbounded)"
+            )
+        return count, items, limit
+
+    async def _dispatch(self, state: Any, step: Step | None) -> dict[str, Any]:
+        try:
+            count, items, limit = await self._resolve(state)
+        except Exception:
+            if step is not None:
+                step.begin(state)
+            raise
+        if step is not None:
+            step.begin(state, fan_out_config=FanOutConfig(
+                item_count=count, concurrency=limit, error_policy=self.error_policy,
+                parent_node_name=self.name,
+            ))
+        if count == 0:
+            if self.on_empty == "raise":
+                raise FanOutEmpty(
+                    f"fan-out {self.name!r} has no instances to run (set on_empty='noop' if "
+                    "an empty input is expected)"
+                )
+            return self._fan_in([], {}, 0)
+        shared = {s: getattr(state, p) for s, p in self.inputs.items()}
+        sub = self.graph.schema if self.graph is not None else None
+        if sub is not None and shared:
+            check_values(sub, shared, f"fan-out {self.name!r} inputs")
+        item_field = self.item_field
+
+        def enter(i: int) -> Any:
+            values = dict(shared)
+            if items is not None and item_field is not None:
+                values[item_field] = items[i]
+                if sub is not None:
+                    check_values(sub, {item_field: items[i]}, f"fan-out {self.name!r} item {i}")
+            return sub.cls(**values) if sub is not None else values
+
+        if step is None:
+            chain = self._plain_chain
+            assert chain is not None
+
+            async def job(i: int) -> Any:
+                return await chain(enter(i))
+        else:
+
+            async def job(i: int) -> Any:
+                inst = enter(i)
+                run = compose(self.instance_middleware, self._observed_instance(step, i))
+                return await run_with_lineage(view_step(step, inst, fan_out_index=i), run, inst)
+
+        outcome = await run_indexed(
+            count, job, limit=limit, fail_fast=self.error_policy == "fail_fast"
+        )
+        if outcome.failures and self.error_policy == "fail_fast":
+            raise next(iter(outcome.failures.values()))
+        return self._fan_in(outcome.results, outcome.failures, count)
+
+    def _project(self, final: Any) -> dict[str, Any]:
+        if isinstance(final, Mapping):
+            return {k: final.get(k) for k in self._keys}
+        return {k: getattr(final, k) for k in self._keys}
+
+    async def _plain_instance(self, inst: Any) -> dict[str, Any]:
+        if self.graph is not None:
+            return self._project(await self.graph._run_plain(inst))
+        assert self.fn is not None
+        try:
+            result = await self.fn(inst)
+        except Exception as exc:
+            raise wrap_call_failure(self.name, exc, inst) from exc
+        return self._project(_mapping(result, self.name))
+
+    def _observed_instance(self, step: Step, i: int) -> Inner:
+        graph, fn, name = self.graph, self.fn, self.name
+        level = step.level.child(name, step.state, graph, fan_out_index=i)
+        if graph is not None:
+
+            async def run_graph(inst: Any) -> Any:
+                return self._project(await graph._run_observed(inst, level))
+
+            return run_graph
+        assert fn is not None
+        from ._run import Step as _Step
+
+        async def run_fn(inst: Any) -> Any:
+            own = _Step(level, name, inst)
+            own.begin(inst)
+            try:
+                result = _mapping(await fn(inst), name)
+            except Exception as exc:
+                err = wrap_call_failure(name, exc, inst)
+                own.finish_error(err)
+                raise err from exc
+            own.finish_ok(result)
+            return self._project(result)
+
+        return run_fn
+
+    def _fan_in(
+        self, results: list[Any], failures: Mapping[int, Exception], count: int
+    ) -> dict[str, Any]:
+        ok = [r for i, r in enumerate(results) if i not in failures]
+        update: dict[str, Any] = {self.target_field: [_slot(r, self.collect_field) for r in ok]}
+        for parent, sub_field in self.extra_outputs.items():
+            values = [_slot(r, sub_field) for r in ok]
+            if parent in self._lww_extra:
+                if values:
+                    update[parent] = values[-1]
+            else:
+                update[parent] = values
+        if self.errors_field is not None:
+            update[self.errors_field] = [self.error_record(i, exc) for i, exc in failures.items()]
+        if self.count_field is not None:
+            update[self.count_field] = count
+        return update
+
+
+def _slot(result: Any, key: str) -> Any:
+    """An instance's value for ``key``: ``None`` when its contribution lacks it (§9.3)."""
+    return result.get(key) if isinstance(result, Mapping) else None
+
+
+def _mapping(result: Any, name: str) -> Mapping[str, Any]:
+    if not isinstance(result, Mapping):
+        raise TypeError(
+            f"fan-out {name!r}: the instance callable returned {type(result).__name__}; it "
+            "must return a mapping of field names to values"
+        )
+    return result
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _return_hint(fn: Callable[..., Any]) -> Any:
+    """The callable's declared return type, if it declares one we can resolve."""
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", None)  # noqa: B004
+    try:
+        return typing.get_type_hints(target).get("return") if target is not None else None
+    except Exception:
+        return None

@@ -1,0 +1,260 @@
+"""Sans-IO decoding of OpenAI Chat Completions replies (spec llm-provider §8.1.2, §8.1.3).
+
+``(status, headers, body)`` in, a :class:`Response` (or a categorized error)
+out. The body is decoded once into plain data, kept verbatim as
+``Response.raw``, and converted to small typed Structs whose fields are typed
+loosely (``Any``) where real servers differ; those fields are then checked by
+hand, so a surprising reply gives a clear ``ProviderInvalidResponse`` rather
+than a ``KeyError``.
+
+Also here: the ``GET /v1/models`` check behind ``ready()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from .errors import ProviderInvalidModel, ProviderInvalidResponse, ProviderModelNotLoaded
+from .jsonschema import validator_for
+from .messages import AssistantMessage, Tool, ToolCall
+from .openai_errors import error_from_reply
+from .response import FinishReason, Response, Usage
+from .structured import validate_structured
+
+__all__ = ["ModelEntry", "check_models_response", "decode_chat_response", "decode_models_response"]
+
+_decode_any = msgspec.json.Decoder()
+
+# --- inbound wire shapes ---------------------------------------------------------------
+
+
+class _InFunction(msgspec.Struct):
+    name: Any = None
+    arguments: Any = None
+
+
+class _InToolCall(msgspec.Struct):
+    id: Any = None
+    function: _InFunction | None = None
+
+
+class _InMessage(msgspec.Struct):
+    content: Any = None
+    tool_calls: list[_InToolCall] | None = None
+
+
+class _InChoice(msgspec.Struct):
+    message: _InMessage | None = None
+    finish_reason: Any = None
+
+
+class _InChat(msgspec.Struct):
+    choices: list[_InChoice] | None = None
+
+
+_FINISH: dict[Any, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+    "function_call": "tool_calls",
+    "error": "error",
+}
+
+
+def _invalid(reason: str, cause: BaseException | None = None) -> ProviderInvalidResponse:
+    err = ProviderInvalidResponse(f"unusable chat completion reply: {reason}")
+    if cause is not None:
+        err.__cause__ = cause
+    return err
+
+
+def decode_chat_response(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tools: Mapping[str, Tool] | None = None,
+    response_schema: Any = None,
+    url: str = "",
+) -> Response:
+    """Map one reply of ``POST /v1/chat/completions`` to a :class:`Response`.
+
+    Raises the categorized error for a non-2xx status, and
+    :class:`ProviderInvalidResponse` for a 2xx body that is not a usable
+    completion. Tool calls are checked against ``tools`` (names, JSON
+    arguments matching the parameters schema) unless ``finish_reason`` is
+    ``error``, where partial tool calls are surfaced as they are (§3).
+    With ``response_schema``, content is validated into ``parsed``.
+    """
+    if not 200 <= status < 300:
+        raise error_from_reply(status, headers, body, url=url)
+    try:
+        raw = _decode_any.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _invalid(f"body is not JSON ({exc})", exc) from exc
+    if not isinstance(raw, dict):
+        raise _invalid("body is not a JSON object")
+    try:
+        typed = msgspec.convert(raw, _InChat)
+    except msgspec.ValidationError as exc:
+        raise _invalid(str(exc), exc) from exc
+    if not typed.choices or typed.choices[0].message is None:
+        raise _invalid("no choices[0].message")
+    choice = typed.choices[0]
+    msg = choice.message
+    assert msg is not None
+    finish: FinishReason = _FINISH.get(choice.finish_reason, "error")
+    content = _content(msg.content)
+    calls = None
+    if msg.tool_calls:
+        calls = [
+            _tool_call(c, i, tools or {}, lenient=finish == "error")
+            for i, c in enumerate(msg.tool_calls)
+        ]
+    usage = _usage(raw.get("usage"))
+    parsed = None
+    if response_schema is not None and not calls and finish != "tool_calls":
+        parsed = validate_structured(content, response_schema, finish_reason=finish, usage=usage)
+    return Response(AssistantMessage(content, calls), finish, usage, raw, parsed)
+
+
+def _content(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):  # some servers answer with text parts
+        texts = [p.get("text") for p in value if isinstance(p, dict) and p.get("type") == "text"]
+        if all(isinstance(t, str) for t in texts):
+            return "".join(t for t in texts if isinstance(t, str))
+    raise _invalid(f"message.content has an unexpected shape ({type(value).__name__})")
+
+
+def _tool_call(call: _InToolCall, i: int, tools: Mapping[str, Tool], *, lenient: bool) -> ToolCall:
+    fn = call.function or _InFunction()
+    name, cid, args = fn.name, call.id, fn.arguments
+    if isinstance(args, str):
+        try:
+            args = _decode_any.decode(args)
+        except msgspec.DecodeError as exc:
+            if not lenient:
+                raise _invalid(
+                    f"tool_calls[{i}] arguments are not valid JSON ({exc})", exc
+                ) from exc
+            args = None
+    if lenient:
+        return ToolCall(
+            cid if isinstance(cid, str) else "",
+            name if isinstance(name, str) else "",
+            args if isinstance(args, dict) else None,
+        )
+    if not isinstance(cid, str) or not cid:
+        raise _invalid(f"tool_calls[{i}] has no id")
+    if not isinstance(name, str) or name not in tools:
+        raise _invalid(f"tool_calls[{i}] names {name!r}, which is not among the tools sent")
+    if not isinstance(args, dict):
+        raise _invalid(f"tool_calls[{i}] ({name}) arguments are not a JSON object")
+    error = validator_for(tools[name].parameters).error(args)
+    if error is not None:
+        raise _invalid(f"tool_calls[{i}] ({name}) arguments do not match its parameters: {error}")
+    return ToolCall(cid, name, args)
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+_NO_USAGE = Usage()
+
+
+def _usage(value: Any) -> Usage:
+    if not isinstance(value, dict):
+        return _NO_USAGE
+    details = value.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
+    return Usage(
+        _count(value.get("prompt_tokens")),
+        _count(value.get("completion_tokens")),
+        _count(value.get("total_tokens")),
+        cached,
+    )
+
+
+# --- GET /v1/models ------------------------------------------------------------------------
+
+
+class _InModel(msgspec.Struct):
+    id: Any = None
+    status: Any = None
+    state: Any = None
+
+
+class _InModels(msgspec.Struct):
+    data: list[_InModel]
+
+
+_NOT_LOADED = frozenset(
+    {
+        "loading",
+        "not_loaded",
+        "not-loaded",
+        "unloaded",
+        "not loaded",
+        "downloading",
+        "pending",
+        "starting",
+    }
+)
+
+
+class ModelEntry(msgspec.Struct, frozen=True):
+    """One ``/v1/models`` entry: its ``id`` and load ``status`` when the server
+    reports one (``None`` for OpenAI, vLLM and llama.cpp, which do not)."""
+
+    id: str
+    status: str | None = None
+
+
+def decode_models_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, url: str = ""
+) -> list[ModelEntry]:
+    """The entries of a ``GET /v1/models`` reply; a non-2xx status raises its
+    categorized error, an unusable body ``ProviderInvalidResponse``."""
+    if not 200 <= status < 300:
+        raise error_from_reply(status, headers, body, url=url)
+    try:
+        listing = msgspec.json.decode(body, type=_InModels)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProviderInvalidResponse(f"unusable /v1/models reply: {exc}") from exc
+    out = []
+    for entry in listing.data:
+        state = entry.status if entry.status is not None else entry.state
+        if isinstance(state, dict):  # llama.cpp router mode: {"value": "loaded", ...}
+            state = state.get("value", state.get("status"))
+        out.append(ModelEntry(str(entry.id), state if isinstance(state, str) else None))
+    return out
+
+
+def check_models_response(
+    status: int, headers: Mapping[str, str], body: bytes, model: str, *, url: str = ""
+) -> None:
+    """Check a ``GET /v1/models`` reply for ``ready()``: the bound ``model``
+    must be listed (else :class:`ProviderInvalidModel`) and must not report a
+    loading state (else :class:`ProviderModelNotLoaded`). Entries without a
+    ``status`` (OpenAI, vLLM, llama.cpp) count as loaded."""
+    entries = decode_models_response(status, headers, body, url=url)
+    for entry in entries:
+        if entry.id != model:
+            continue
+        if entry.status is not None and entry.status.strip().lower() in _NOT_LOADED:
+            raise ProviderModelNotLoaded(
+                f"model {model!r} is listed but not loaded (status {entry.status!r})"
+            )
+        return
+    ids = [e.id for e in entries]
+    shown = ", ".join(repr(i) for i in ids[:20]) + (" ..." if len(ids) > 20 else "")
+    raise ProviderInvalidModel(
+        f"model {model!r} is not served here; the server lists: {shown or '(nothing)'}"
+    )
