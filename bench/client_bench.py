@@ -135,6 +135,9 @@ def make_openarmature(backend: str) -> Any:
     return call, p.aclose
 
 
+INFO: dict[str, str] = {}  # what the child learned about its row (e.g. the transport in use)
+
+
 def our_transport(kind: str) -> Any:
     """None for the provider's default, else an explicitly constructed transport."""
     if kind == "ours":
@@ -160,6 +163,7 @@ def make_ours(kind: str) -> Any:
     transport = our_transport(kind)
     kw = {} if transport is None else {"transport": transport}
     p = llm.OpenAIProvider(C.STUB_URL, "bench-model", api_key=C.API_KEY, **kw)
+    INFO["transport"] = type(getattr(p, "transport", None)).__name__
     msgs = [llm.SystemMessage(content=C.SYSTEM), llm.UserMessage(content=C.USER)]
     cfg = llm.RuntimeConfig(temperature=0, max_tokens=64)
 
@@ -194,6 +198,7 @@ def child(a: argparse.Namespace) -> None:
         C.emit({**row, "skipped": str(e)})
         return
     row["import_s"] = time.perf_counter() - t0
+    row.update(INFO)
 
     async def drive(n: int) -> None:
         left = [n]
@@ -313,6 +318,11 @@ def report(runs: list[dict[str, Any]], conc: int, matrix: list[tuple[str, str]],
             for cl, be in ours
         ]
         out.append(C.table(["ours"] + [f"{p[0]} / {p[1]}" for p in peers], rows))
+    used = sorted(
+        {r["transport"] for r in runs if r.get("client") == "ours" and r.get("transport")}
+    )
+    if used:
+        out.append(f"\n`ours` = the provider's default transport here: {', '.join(used)}.")
     if notes:
         out.append("\nSkipped / failed:\n" + "\n".join(notes))
     return "\n".join(out)

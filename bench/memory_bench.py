@@ -51,6 +51,9 @@ def current_rss_kb() -> int:
         return int(f.read().split()[1]) * PAGE_KB
 
 
+INFO: dict[str, str] = {}  # what the child learned about its row (the transport in use)
+
+
 def build(client: str, url: str, calls: int) -> Any:
     """Return (call, close) for one row."""
     if client == "raw_aiohttp_big":
@@ -135,6 +138,7 @@ def build(client: str, url: str, calls: int) -> Any:
             FastTransport(max_connections=calls) if client.endswith("_big") else FastTransport()
         )
     p = provider_cls(url, "bench-model", api_key=C.API_KEY, **kw)
+    INFO["transport"] = type(getattr(p, "transport", None)).__name__
     msgs = [llm.SystemMessage(content=C.SYSTEM), llm.UserMessage(content=C.USER)]
     cfg = llm.RuntimeConfig(temperature=0, max_tokens=64)
 
@@ -211,6 +215,7 @@ def child(a: argparse.Namespace) -> None:
         )
 
     C.run_loop(a.backend, main)
+    row.update(INFO)
     row["rss_mb"] = C.peak_rss_mb()
     C.emit(row)
 
@@ -328,6 +333,11 @@ def main() -> None:
             body,
         )
     )
+    used = sorted(
+        {r["transport"] for r in runs if r.get("client") == "ours" and r.get("transport")}
+    )
+    if used:
+        print(f"\n`ours` = the provider's default transport here: {', '.join(used)}.")
     if notes:
         print("\nSkipped / failed:\n" + "\n".join(notes))
     print(

@@ -15,7 +15,8 @@
 #   2. installs nginx with apt-get if it is missing (needs root), starts the stub (bench/stub.sh)
 #      on 127.0.0.1:$STUB_PORT, and stops it again at the end if this script started it.
 #   3. runs client_bench.py, memory_bench.py, engine_bench.py and onion_bench.py, each in
-#      fresh child processes, and prints their Markdown tables.
+#      fresh child processes, prints their Markdown tables, then summary.py checks the
+#      issue targets against this run's figures.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
@@ -102,4 +103,6 @@ for s in "${STAGES[@]}"; do
     *) echo "unknown stage $s (client memory engine onion)" >&2; exit 2 ;;
   esac
 done
+log "targets"
+"$PY" "$HERE/summary.py" "$OUT" | tee -a "$OUT/RESULTS.md"
 log "tables written to $OUT/RESULTS.md"

@@ -55,7 +55,8 @@ Body = Callable[[Item], Awaitable[dict[str, Any]]]
 
 
 def leaf(body: Body) -> CompiledGraph[Item]:
-    return GraphBuilder(Item).add_node("work", body).add_edge("work", END).set_entry("work").compile()
+    builder = GraphBuilder(Item).add_node("work", body).add_edge("work", END)
+    return builder.set_entry("work").compile()
 
 
 def fan_out(body: Body, **config: Any) -> CompiledGraph[Parent]:
@@ -99,17 +100,22 @@ async def double(s: Item) -> dict[str, Any]:
 @pytest.mark.parametrize("bound", [1, 7, 64])
 async def test_bound_holds_with_1000_instances(observed: bool, bound: int) -> None:
     gauge = {"now": 0, "max": 0}
+    full = anyio.Event()  # set once `bound` instances are in flight at the same time
 
     async def body(s: Item) -> dict[str, Any]:
         gauge["now"] += 1
         gauge["max"] = max(gauge["max"], gauge["now"])
-        await anyio.lowlevel.checkpoint()  # let every other runnable instance start
+        if gauge["now"] == bound:
+            full.set()
+        await full.wait()  # the first `bound` instances wait for each other
+        await anyio.lowlevel.checkpoint()  # then give any excess instance the chance to start
         await anyio.lowlevel.checkpoint()
         gauge["now"] -= 1
         return {"result": s.x}
 
     graph = fan_out(body, concurrency=bound)
-    final, _ = await run(graph, Parent(items=list(range(1000))), observed)
+    with anyio.fail_after(10):
+        final, _ = await run(graph, Parent(items=list(range(1000))), observed)
     assert final.results == list(range(1000))
     assert gauge["max"] == bound  # reached, never exceeded
 
@@ -128,7 +134,8 @@ async def test_concurrency_none_runs_all_at_once(observed: bool) -> None:
         return {"result": s.x}
 
     with anyio.fail_after(10):
-        final, _ = await run(fan_out(body, concurrency=None), Parent(items=list(range(n))), observed)
+        graph = fan_out(body, concurrency=None)
+        final, _ = await run(graph, Parent(items=list(range(n))), observed)
     assert final.results == list(range(n))
 
 
@@ -174,7 +181,8 @@ async def test_fan_in_is_in_index_order_not_completion_order(observed: bool) -> 
         return {"result": s.x * 10}
 
     with anyio.fail_after(10):
-        final, _ = await run(fan_out(body, concurrency=None), Parent(items=list(range(n))), observed)
+        graph = fan_out(body, concurrency=None)
+        final, _ = await run(graph, Parent(items=list(range(n))), observed)
     assert finished == list(reversed(range(n)))
     assert final.results == [i * 10 for i in range(n)]
 
@@ -313,7 +321,7 @@ async def test_empty_raises_fan_out_empty_by_default(observed: bool) -> None:
     assert isinstance(info.value.__cause__, FanOutEmpty)
     assert info.value.__cause__.category == "fan_out_empty"
     if observed:
-        started, completed = rec.nodes("fan")
+        _, completed = rec.nodes("fan")
         assert completed.error is not None and completed.fan_out_config is not None
         assert completed.fan_out_config.item_count == 0
 

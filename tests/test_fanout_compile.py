@@ -159,7 +159,8 @@ async def call(state: Parent) -> dict[str, Any]:
     [
         ({}, {}, "parallel_branches_no_branches", "pb"),
         ({"b": Branch()}, {}, "parallel_branches_invalid_branch_spec", "'b'"),
-        ({"b": Branch(subgraph=LEAF, call=call)}, {}, "parallel_branches_invalid_branch_spec", "'b'"),
+        ({"b": Branch(subgraph=LEAF, call=call)}, {}, "parallel_branches_invalid_branch_spec",
+         "'b'"),
         ({"b": Branch(call=call, outputs={"n": "x"})}, {}, "parallel_branches_invalid_branch_spec",
          "outputs"),
         ({"b": Branch(subgraph=LEAF, inputs={"x": "nope"})}, {},

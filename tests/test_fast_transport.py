@@ -599,6 +599,26 @@ async def test_read_timeout_mid_body_and_recovery() -> None:
         await transport.aclose()
 
 
+async def test_read_timeout_bounds_each_wait_not_the_whole_response() -> None:
+    # Paced by the server (not a wait for an event): eight pieces 0.05 s apart,
+    # 0.4 s in all, under a 0.3 s read timeout that no single gap comes near.
+    async def handler(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            await anyio.sleep(0.05)
+            await peer.send(b"1\r\n.\r\n")
+        await peer.send(b"0\r\n\r\n")
+        await keepalive(peer)
+
+    async with serving(handler) as server:
+        transport = FastTransport(timeouts=Timeouts(read=0.3))
+        response = await transport.request("GET", server.url, [], None)
+        assert response.body == b"." * 8
+        assert transport.idle_count == 1
+        await transport.aclose()
+
+
 async def test_write_timeout_when_the_server_does_not_read() -> None:
     async def handler(peer: Peer) -> None:
         await anyio.sleep_forever()  # accepts, never reads
@@ -692,7 +712,9 @@ async def test_aclose_closes_idle_and_refuses_new_requests() -> None:
         assert transport.connection_count == 0
         with pytest.raises(TransportClosed):
             await transport.request("POST", server.url, JSON, b"{}")
-        with pytest.raises(TransportClosed):
+        # Same family as the httpx transport's "closed" error: the provider
+        # maps it to ProviderUnavailable.
+        with pytest.raises(TransportConnectError, match="closed"):
             await transport.request("POST", server.url + "/other", JSON, b"{}")
 
 

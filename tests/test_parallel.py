@@ -47,7 +47,9 @@ def sub(body: Callable[[Sub], Awaitable[dict[str, Any]]]) -> CompiledGraph[Sub]:
     return GraphBuilder(Sub).add_node("s", body).add_edge("s", END).set_entry("s").compile()
 
 
-def graph(branches: dict[str, Any], *, middleware: Any = (), **config: Any) -> CompiledGraph[Parent]:
+def graph(
+    branches: dict[str, Any], *, middleware: Any = (), **config: Any
+) -> CompiledGraph[Parent]:
     builder = GraphBuilder(Parent).add_parallel_branches_node("pb", branches, middleware=middleware,
                                                          **config)
     return builder.add_edge("pb", END).set_entry("pb").compile()

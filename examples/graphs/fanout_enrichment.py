@@ -99,7 +99,9 @@ async def note_retry(exc: Exception, attempt: int) -> None:
         waits.append((time.monotonic(), getattr(exc, "retry_after", None)))
 
 
-async def report_waits(request: CompletionRequest, nxt: Next[CompletionRequest, Response]) -> Response:
+async def report_waits(
+    request: CompletionRequest, nxt: Next[CompletionRequest, Response]
+) -> Response:
     """Outermost call layer: print each Retry-After this call met and how long it waited."""
     waits: list[tuple[float, float | None]] = []
     token = _waits.set(waits)
@@ -148,24 +150,26 @@ def build(provider: OpenAIProvider, onion: list[Any], concurrency: int) -> Any:
 
 
 async def main(args: argparse.Namespace) -> int:
-    async with endpoint(args, script=scripted_model) as ep:
-        async with OpenAIProvider(ep.base_url, ep.model, api_key=ep.api_key) as provider:
-            retry = RetryMiddleware(RetryConfig(max_attempts=args.attempts, on_retry=note_retry))
-            onion = [report_waits, *default_onion(provider, retry=retry)]
-            for layer in onion:  # warm the model up before the batch (and before any 429)
-                if isinstance(layer, WarmupGate):
-                    await layer.open()
-            if ep.embedded is not None and args.rate_limited:
-                ep.embedded.rate_limit(args.rate_limited, retry_after=1.0)
-                print(f"[embedded endpoint] the next {args.rate_limited} chat requests get 429 "
-                      "with Retry-After: 1")
-            graph = build(provider, onion, args.concurrency)
-            records = RECORDS[: args.records]
-            print(f"enriching {len(records)} records, at most {args.concurrency} calls at once, "
-                  f"on {args.backend}")
-            began = time.monotonic()
-            final = await graph.invoke(Catalogue(records=records))
-            elapsed = time.monotonic() - began
+    async with (
+        endpoint(args, script=scripted_model) as ep,
+        OpenAIProvider(ep.base_url, ep.model, api_key=ep.api_key) as provider,
+    ):
+        retry = RetryMiddleware(RetryConfig(max_attempts=args.attempts, on_retry=note_retry))
+        onion = [report_waits, *default_onion(provider, retry=retry)]
+        for layer in onion:  # warm the model up before the batch (and before any 429)
+            if isinstance(layer, WarmupGate):
+                await layer.open()
+        if ep.embedded is not None and args.rate_limited:
+            ep.embedded.rate_limit(args.rate_limited, retry_after=1.0)
+            print(f"[embedded endpoint] the next {args.rate_limited} chat requests get 429 "
+                  "with Retry-After: 1")
+        graph = build(provider, onion, args.concurrency)
+        records = RECORDS[: args.records]
+        print(f"enriching {len(records)} records, at most {args.concurrency} calls at once, "
+              f"on {args.backend}")
+        began = time.monotonic()
+        final = await graph.invoke(Catalogue(records=records))
+        elapsed = time.monotonic() - began
     for record, line in zip(final.records, final.taglines, strict=True):
         print(f"  {show(record, 48):48} -> {line}")
     print(f"done in {elapsed:.2f} s")

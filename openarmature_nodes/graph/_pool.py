@@ -6,7 +6,11 @@ for three reasons:
 
 - **The bound holds by construction.** There are never more than ``limit``
   workers, so there are never more than ``limit`` jobs in flight; no
-  semaphore to get wrong, and 10,000 jobs cost ``limit`` tasks, not 10,000.
+  semaphore to get wrong. Workers are started on demand: before a worker
+  runs a job it leaves one spare worker ready, which gets to run only if the
+  job suspends. Jobs that never wait are all run by one task; jobs that wait
+  (an LLM call) get up to ``limit`` tasks. 10,000 trivial jobs cost a couple
+  of tasks, not 10,000.
 - **Jobs start in index order on every event loop.** A worker takes the next
   index and calls the job without awaiting anything in between, so job ``i``
   has started (reached its first real suspension point) before any worker can
@@ -77,14 +81,23 @@ async def run_indexed(
 
     cursor = 0
     stopped = False
+    spawned = 1  # workers started so far (bounded by ``workers``)
+    pending = 1  # of which not yet running their first job
 
     async with anyio.create_task_group() as tg:
 
         async def worker() -> None:
-            nonlocal cursor, stopped
+            nonlocal cursor, stopped, spawned, pending
+            pending -= 1
             while cursor < count and not stopped:
                 i = cursor
                 cursor = i + 1
+                if pending == 0 and spawned < workers and cursor < count:
+                    # A spare worker, which runs only if this job suspends: the pool
+                    # grows with the jobs that actually wait, up to ``workers``.
+                    spawned += 1
+                    pending += 1
+                    tg.start_soon(worker)
                 try:
                     results[i] = await job(i)
                 except Exception as exc:
@@ -96,6 +109,5 @@ async def run_indexed(
                         tg.cancel_scope.cancel()
                         return
 
-        for _ in range(workers):
-            tg.start_soon(worker)
+        tg.start_soon(worker)
     return Outcome(results, dict(sorted(failures.items())))

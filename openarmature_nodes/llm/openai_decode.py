@@ -19,12 +19,18 @@ import msgspec
 
 from .errors import ProviderInvalidModel, ProviderInvalidResponse, ProviderModelNotLoaded
 from .jsonschema import validator_for
-from .messages import AssistantMessage, Tool, ToolCall
+from .messages import AssistantBlock, AssistantMessage, TextBlock, ThinkingBlock, Tool, ToolCall
 from .openai_errors import error_from_reply
 from .response import FinishReason, Response, Usage
 from .structured import validate_structured
 
-__all__ = ["ModelEntry", "check_models_response", "decode_chat_response", "decode_models_response"]
+__all__ = [
+    "ModelEntry",
+    "check_models_response",
+    "decode_chat_response",
+    "decode_models_response",
+    "response_from_raw",
+]
 
 _decode_any = msgspec.json.Decoder()
 
@@ -44,6 +50,8 @@ class _InToolCall(msgspec.Struct):
 class _InMessage(msgspec.Struct):
     content: Any = None
     tool_calls: list[_InToolCall] | None = None
+    reasoning_content: Any = None  # DeepSeek, earlier vLLM
+    reasoning: Any = None  # current vLLM
 
 
 class _InChoice(msgspec.Struct):
@@ -98,6 +106,28 @@ def decode_chat_response(
         raise _invalid(f"body is not JSON ({exc})", exc) from exc
     if not isinstance(raw, dict):
         raise _invalid("body is not a JSON object")
+    return response_from_raw(raw, tools=tools, response_schema=response_schema)
+
+
+def response_from_raw(
+    raw: dict[str, Any],
+    *,
+    tools: Mapping[str, Tool] | None = None,
+    response_schema: Any = None,
+) -> Response:
+    """The :class:`Response` for a chat completion already parsed to ``raw``.
+
+    Shared by the atomic path (:func:`decode_chat_response`) and the
+    streaming assembler (:mod:`.openai_stream`), which builds the equivalent
+    ``raw`` from the chunks: one mapping, so both paths give structurally
+    identical responses.
+
+    Reasoning text a server returns beside the answer (``reasoning_content``
+    on DeepSeek and earlier vLLM, ``reasoning`` on current vLLM) makes
+    ``message.content`` a block sequence: a :class:`ThinkingBlock`, then the
+    answer as a :class:`TextBlock` when there is one. Structured output is
+    validated against the answer text only.
+    """
     try:
         typed = msgspec.convert(raw, _InChat)
     except msgspec.ValidationError as exc:
@@ -108,7 +138,13 @@ def decode_chat_response(
     msg = choice.message
     assert msg is not None
     finish: FinishReason = _FINISH.get(choice.finish_reason, "error")
-    content = _content(msg.content)
+    text = _content(msg.content)
+    reasoning = _reasoning(msg)
+    content: str | list[AssistantBlock] | None = text
+    if reasoning is not None:
+        content = [ThinkingBlock(reasoning)]
+        if text:
+            content.append(TextBlock(text))
     calls = None
     if msg.tool_calls:
         calls = [
@@ -118,8 +154,15 @@ def decode_chat_response(
     usage = _usage(raw.get("usage"))
     parsed = None
     if response_schema is not None and not calls and finish != "tool_calls":
-        parsed = validate_structured(content, response_schema, finish_reason=finish, usage=usage)
+        parsed = validate_structured(text, response_schema, finish_reason=finish, usage=usage)
     return Response(AssistantMessage(content, calls), finish, usage, raw, parsed)
+
+
+def _reasoning(msg: _InMessage) -> str | None:
+    for value in (msg.reasoning_content, msg.reasoning):
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _content(value: Any) -> str | None:

@@ -151,8 +151,11 @@ def build_chat_body(
 
     ``fallback`` selects the prompt-augmentation path for ``response_schema``
     (§8.1.5.1): no ``response_format``; the schema goes into a system
-    directive. Extras are merged last under the managed-field rules (§6):
-    raises :class:`ProviderInvalidRequest` for a conflicting extras value.
+    directive. ``stream`` adds ``stream: true`` and ``stream_options:
+    {include_usage: true}`` (§8.1.6). Extras are merged last under the
+    managed-field rules (§6): raises :class:`ProviderInvalidRequest` for a
+    conflicting extras value (``stream`` is managed on every call,
+    ``stream_options`` only while streaming).
     """
     messages: Sequence[Message] = request.messages
     schema = request.response_schema
@@ -182,8 +185,9 @@ def build_chat_body(
             "type": "json_schema",
             "json_schema": {"name": info.name, "schema": info.wire_schema, "strict": info.strict},
         }
-    if stream:
+    if stream:  # §8.1.6; both keys are managed (see _merge_extras)
         body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
     if config is not None and config.extras:
         _merge_extras(body, config, stream=stream)
     return body

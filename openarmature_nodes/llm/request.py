@@ -27,6 +27,12 @@ class CompletionRequest(msgspec.Struct, frozen=True):
 
     ``response_schema`` is a JSON Schema ``dict`` (root ``type: object``) or a
     ``msgspec.Struct`` type; ``None`` asks for free-form text.
+
+    ``stream``: read the reply as a stream of Server-Sent Events and report
+    its text to the token sinks in scope as it arrives
+    (:mod:`~openarmature_nodes.llm.tokens`); the result is the same whole
+    ``Response`` either way. It is part of the request so that every layer
+    of a call-level onion sees, and passes on, the mode the caller chose.
     """
 
     messages: Sequence[Message]
@@ -34,3 +40,4 @@ class CompletionRequest(msgspec.Struct, frozen=True):
     config: RuntimeConfig | None = None
     response_schema: Any = None
     tool_choice: ToolChoice | None = None
+    stream: bool = False

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.anyio
 ADAPTERS: dict[str, str] = {
     "llm-provider": "llm_provider",
     "graph-engine": "graph_engine",
+    "pipeline-utilities": "pipeline_utilities",
 }
 
 _SPEC_PRESENT = (spec_dir() / "spec").is_dir()

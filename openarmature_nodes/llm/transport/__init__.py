@@ -5,6 +5,8 @@ See :mod:`openarmature_nodes.llm.transport._base` for the contract.
 
 from ._base import (
     RawResponse,
+    StreamingResponse,
+    StreamingTransport,
     Timeouts,
     Transport,
     TransportConnectError,
@@ -17,6 +19,8 @@ from .httpx_transport import HttpxTransport
 __all__ = [
     "HttpxTransport",
     "RawResponse",
+    "StreamingResponse",
+    "StreamingTransport",
     "Timeouts",
     "Transport",
     "TransportConnectError",

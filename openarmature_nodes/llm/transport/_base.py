@@ -10,17 +10,26 @@ the small :class:`TransportError` family below, which the provider maps to
 Two implementations ship: :class:`~openarmature_nodes.llm.transport.HttpxTransport`
 (general purpose: TLS, proxies, anything httpx supports) and the fast HTTP/1.1
 keep-alive pool on anyio streams with the httptools parser.
+
+Streaming (``complete(stream=True)``) needs one more method, ``stream()``,
+described by :class:`StreamingTransport`. It is a separate protocol so that a
+custom transport written for whole responses stays a valid :class:`Transport`;
+the provider checks for ``stream()`` before sending a streaming request and
+says so clearly when it is missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
 __all__ = [
     "RawResponse",
+    "StreamingResponse",
+    "StreamingTransport",
     "Timeouts",
     "Transport",
     "TransportConnectError",
@@ -96,3 +105,51 @@ class Transport(Protocol):
     ) -> RawResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+class StreamingResponse(Protocol):
+    """A response whose body is still arriving.
+
+    ``status`` and ``headers`` (names lower-cased) are known when the context
+    of :meth:`StreamingTransport.stream` is entered. The body is read either
+    piece by piece with :meth:`aiter_bytes` (pieces as they come off the
+    wire, transfer-decoded, never empty) or all at once with :meth:`aread`.
+    Read failures raise the :class:`TransportError` family.
+    """
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    async def aread(self) -> bytes: ...
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A :class:`Transport` that can also hand out a response while its body
+    is still arriving (Server-Sent Events for ``complete(stream=True)``)::
+
+        async with transport.stream("POST", url, headers, body) as response:
+            if response.status != 200:
+                error_body = await response.aread()
+            async for piece in response.aiter_bytes():
+                ...
+
+    Entering the context sends the request and waits for the status line and
+    headers. Leaving it releases the connection *whatever happened*: a body
+    read to its end lets the connection be reused; a body left unread
+    (``break``, an exception, cancellation) closes the connection, because
+    it is still carrying the rest of the response.
+    """
+
+    def stream(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> AbstractAsyncContextManager[StreamingResponse]: ...

@@ -36,8 +36,13 @@ __all__ = ["Pool", "TransportClosed"]
 _monotonic = time.monotonic
 
 
-class TransportClosed(RuntimeError):
-    """The transport was closed: it sends no more requests."""
+class TransportClosed(TransportConnectError, RuntimeError):
+    """The transport was closed: it sends no more requests.
+
+    A :class:`TransportConnectError` (as the httpx transport raises after
+    ``aclose()``), so the provider reports it like any other unusable
+    transport; also a ``RuntimeError``, as using a closed client is.
+    """
 
 
 class _Waiter:

@@ -26,7 +26,12 @@ Reliability rules (see ``_pool.py`` and ``_conn.py`` for the details):
 * if a *reused* connection turns out to be closed by the server before any
   byte of the response arrived, the request is sent again, once, on a new
   connection. Nothing else is ever retried;
-* on any error or cancellation the connection is closed, never pooled.
+* on any error or cancellation the connection is closed, never pooled;
+* read and write timeouts are enforced by one watchdog thread per process
+  (``_watchdog.py``), not by a cancel scope per request, which would cost
+  more than the rest of the request's own Python; connect and pool timeouts
+  use ordinary anyio timeouts (they are rare: once per connection, or only
+  when the pool is full).
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ class FastTransport:
     rare; it is handled anyway.
 
     Use one instance for many requests and close it with :meth:`aclose`;
-    later requests raise :class:`TransportClosed` (a ``RuntimeError``).
+    later requests raise :class:`TransportClosed` (a ``TransportConnectError``).
     """
 
     __slots__ = (

@@ -14,11 +14,17 @@ transport (``httpx.MockTransport`` in tests)::
 
 A client you pass in stays yours: ``aclose()`` closes it only when this
 object created it (override with ``owns_client``).
+
+``stream()`` (for ``complete(stream=True)``) is ``httpx.AsyncClient.send(...,
+stream=True)`` behind the same exception translation; leaving its context
+closes the response, which hands a fully read connection back to httpx's pool
+and closes one whose body was not read to the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
 
 import httpx
 
@@ -26,6 +32,7 @@ from ._base import (
     RawResponse,
     Timeouts,
     TransportConnectError,
+    TransportError,
     TransportProtocolError,
     TransportTimeout,
 )
@@ -43,6 +50,17 @@ DEFAULT_LIMITS = httpx.Limits(
 
 def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
     return httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
+
+
+def _translate(exc: Exception) -> TransportError | None:
+    """The :class:`TransportError` for an httpx failure (``None``: not one)."""
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportTimeout(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, httpx.ConnectError):
+        return TransportConnectError(f"cannot connect: {exc}")
+    if isinstance(exc, httpx.HTTPError | httpx.StreamError):
+        return TransportProtocolError(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 class HttpxTransport:
@@ -105,6 +123,17 @@ class HttpxTransport:
             raise
         return RawResponse(response.status_code, dict(response.headers.items()), response.content)
 
+    def stream(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> _HttpxStream:
+        """Send a request and read its body as it arrives (see
+        :class:`~openarmature_nodes.llm.transport.StreamingTransport`)."""
+        return _HttpxStream(self, method, url, headers, body)
+
     async def aclose(self) -> None:
         self._closed = True
         if self._owns:
@@ -112,3 +141,119 @@ class HttpxTransport:
 
     def __repr__(self) -> str:
         return f"HttpxTransport(closed={self._closed})"
+
+
+class _HttpxStream:
+    """The ``async with`` of :meth:`HttpxTransport.stream`."""
+
+    __slots__ = ("_args", "_owner", "_response")
+
+    def __init__(
+        self,
+        owner: HttpxTransport,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> None:
+        self._owner = owner
+        self._args = (method, url, headers, body)
+        self._response: _HttpxStreamingResponse | None = None
+
+    async def __aenter__(self) -> _HttpxStreamingResponse:
+        owner = self._owner
+        if owner._closed:
+            raise TransportConnectError("the transport is closed")
+        method, url, headers, body = self._args
+        client = owner.client
+        try:
+            request = client.build_request(method, url, headers=headers, content=body)
+            response = await client.send(request, stream=True)
+        except Exception as exc:
+            translated = _translate(exc)
+            if translated is not None:
+                raise translated from exc
+            if isinstance(exc, RuntimeError) and client.is_closed:
+                raise TransportConnectError("the HTTP client is closed") from exc
+            raise
+        self._response = _HttpxStreamingResponse(response)
+        return self._response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            await response.aclose()
+
+
+class _HttpxStreamingResponse:
+    """A :class:`~openarmature_nodes.llm.transport.StreamingResponse` over an
+    ``httpx.Response`` opened with ``stream=True``."""
+
+    __slots__ = ("_iterator", "_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status: int = response.status_code
+        self.headers: Mapping[str, str] = dict(response.headers.items())
+        self._iterator: _HttpxBody | None = None
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        if self._iterator is not None:
+            raise RuntimeError("the response body can only be iterated once")
+        self._iterator = _HttpxBody(self._response.aiter_bytes())
+        return self._iterator
+
+    async def aread(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except Exception as exc:
+            translated = _translate(exc)
+            if translated is not None:
+                raise translated from exc
+            raise
+
+    async def aclose(self) -> None:
+        if self._iterator is not None:
+            await self._iterator.aclose()
+        await self._response.aclose()
+
+    def __repr__(self) -> str:
+        return f"<streaming response {self.status}>"
+
+
+class _HttpxBody:
+    """httpx's body iterator with its exceptions translated. A class rather
+    than an async generator, so that leaving a loop early leaves nothing for
+    the garbage collector to finalize."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: AsyncIterator[bytes]) -> None:
+        self._inner = inner
+
+    def __aiter__(self) -> _HttpxBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            try:
+                piece = await self._inner.__anext__()
+            except StopAsyncIteration:
+                raise
+            except Exception as exc:
+                translated = _translate(exc)
+                if translated is not None:
+                    raise translated from exc
+                raise
+            if piece:
+                return piece
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -23,7 +23,8 @@ asserts every run).
 
 Failure-isolation events are read where the spec puts them: on the observer
 delivery queue (an observer attached to the outer graph collects them).
-Fan-out and parallel-branches fixtures are deferred (``deferred.toml``).
+Fan-out and parallel-branches cases are run by :mod:`.composition` (wrapping
+:func:`run_case` at the end of this module).
 """
 
 from __future__ import annotations

@@ -1,0 +1,128 @@
+"""A sans-IO Server-Sent Events parser: bytes in, events out.
+
+Feed it the body of a ``text/event-stream`` response in whatever pieces the
+network delivers; it returns every event that the pieces complete::
+
+    parser = SSEParser()
+    for piece in pieces:                  # any split, even mid-line
+        for event in parser.feed(piece):
+            handle(event.event, event.data)
+    for event in parser.close():          # end of body
+        handle(event.event, event.data)
+
+It follows the WHATWG event-stream grammar, as far as a client of an LLM
+server needs it: lines end in ``\\n``, ``\\r\\n`` or a lone ``\\r``; a blank line
+ends an event; ``data:`` lines accumulate (joined with ``\\n``); one space
+after the colon is dropped; lines starting with ``:`` are comments (the
+keep-alive pings of sse-starlette and friends); ``event:`` names the event;
+``id:``, ``retry:`` and unknown fields are ignored; an event without data is
+not dispatched. A leading UTF-8 byte-order mark is skipped.
+
+Two liberties, both for servers seen in the wild: at :meth:`SSEParser.close`
+an event whose final blank line never came is still dispatched (a server that
+ends with ``data: [DONE]`` and no blank line), and a single event or line
+larger than ``max_event_bytes`` raises :class:`ProviderInvalidResponse`
+instead of growing the buffer without bound.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .errors import ProviderInvalidResponse
+
+__all__ = ["SSEEvent", "SSEParser"]
+
+_BOM = b"\xef\xbb\xbf"
+_LF = 0x0A
+_COLON = 0x3A
+_DATA = b"data"
+_EVENT = b"event"
+
+
+class SSEEvent(msgspec.Struct, frozen=True):
+    """One dispatched event: its ``event`` name (``None`` when the stream
+    named none, which means ``message``) and its ``data`` (the ``data:``
+    lines joined with ``\\n``)."""
+
+    event: str | None
+    data: bytes
+
+
+class SSEParser:
+    """Incremental event-stream parser; see the module docs."""
+
+    __slots__ = ("_buf", "_data", "_data_size", "_event", "_started", "max_event_bytes")
+
+    def __init__(self, *, max_event_bytes: int = 16 * 1024 * 1024) -> None:
+        self.max_event_bytes = max_event_bytes
+        self._buf = b""
+        self._data: list[bytes] = []
+        self._data_size = 0
+        self._event: str | None = None
+        self._started = False
+
+    def feed(self, data: bytes) -> list[SSEEvent]:
+        """Parse ``data``; return the events it completes (often none)."""
+        buf = self._buf + data if self._buf else data
+        if not self._started:
+            if len(buf) < len(_BOM) and _BOM.startswith(buf):
+                self._buf = buf  # too short to tell whether it is a BOM
+                return []
+            self._started = True
+            if buf.startswith(_BOM):
+                buf = buf[len(_BOM) :]
+        events: list[SSEEvent] = []
+        pos, n = 0, len(buf)
+        while pos < n:
+            nl = buf.find(b"\n", pos)
+            cr = buf.find(b"\r", pos, nl if nl >= 0 else n)
+            if cr >= 0:
+                if cr == n - 1:
+                    break  # maybe the first half of \r\n: wait for the next byte
+                end, pos_next = cr, cr + 2 if buf[cr + 1] == _LF else cr + 1
+            elif nl >= 0:
+                end, pos_next = nl, nl + 1
+            else:
+                break
+            self._line(buf[pos:end], events)
+            pos = pos_next
+        self._buf = buf[pos:] if pos < n else b""
+        if len(self._buf) + self._data_size > self.max_event_bytes:
+            raise ProviderInvalidResponse(
+                f"a server-sent event exceeds {self.max_event_bytes} bytes"
+            )
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """End of the body: dispatch what is left (leniently; see the module docs)."""
+        events: list[SSEEvent] = []
+        rest, self._buf = self._buf, b""
+        if rest:
+            self._line(rest.rstrip(b"\r"), events)
+        self._line(b"", events)
+        return events
+
+    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
+        if not line:
+            if self._data:
+                data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                events.append(SSEEvent(self._event, data))
+                self._data = []
+                self._data_size = 0
+            self._event = None
+            return
+        if line[0] == _COLON:
+            return  # a comment: keep-alive ping
+        colon = line.find(b":")
+        if colon < 0:
+            field, value = line, b""
+        else:
+            field, value = line[:colon], line[colon + 1 :]
+            if value[:1] == b" ":
+                value = value[1:]
+        if field == _DATA:
+            self._data.append(value)
+            self._data_size += len(value) + 1
+        elif field == _EVENT:
+            self._event = value.decode("utf-8", "replace")
