@@ -12,6 +12,8 @@ decode the JSON reply and take ``choices[0].message.content``.
 - ``fast``: ``FastTransport.request`` + msgspec encode/decode (what the
   provider does with this transport);
 - ``httpx``: a default ``httpx.AsyncClient`` ``post(json=...)`` + ``.json()``.
+Optional (``--clients``): ``provider-fast`` / ``provider-httpx``, our
+``OpenAIProvider.complete()`` on each transport.
 
 The stub: the nginx stub of ``/work/shared/bench/`` (``stub-server.sh``, port
 18080) if nginx exists; started here and stopped at the end only if it was not
@@ -93,7 +95,36 @@ def make_httpx():
     return call, client.aclose
 
 
-CLIENTS = {"fast": make_fast, "httpx": make_httpx}
+def make_provider(transport: str):
+    sys.path.insert(0, str(ROOT))
+    from openarmature_nodes.llm import OpenAIProvider, RuntimeConfig, SystemMessage, UserMessage
+
+    kwargs = {}
+    if transport == "fast":
+        from openarmature_nodes.llm.transport.fast import FastTransport
+
+        kwargs["transport"] = FastTransport()
+    base = URL.removesuffix("/v1/chat/completions")
+    provider = OpenAIProvider(base, "bench-model", api_key="sk-bench", **kwargs)
+    messages = [
+        SystemMessage(m["content"]) if m["role"] == "system" else UserMessage(m["content"])
+        for m in BODY["messages"]
+    ]
+    config = RuntimeConfig(temperature=0, max_tokens=64)
+
+    async def call() -> str:
+        return (await provider.complete(messages, config=config)).message.content
+
+    return call, provider.aclose
+
+
+CLIENTS = {
+    "fast": make_fast,
+    "httpx": make_httpx,
+    # Our whole provider (request encoding, response decoding) on each transport.
+    "provider-fast": lambda: make_provider("fast"),
+    "provider-httpx": lambda: make_provider("httpx"),
+}
 
 
 def child(client: str, backend: str, n: int, c: int, warmup: int) -> None:
@@ -213,8 +244,20 @@ def main() -> None:
                 for client in a.clients.split(","):
                     runs = []
                     for _ in range(a.repeats):
-                        cmd = [sys.executable, __file__, "--child", client, "--backend", backend,
-                               "--c", str(c), "--n", str(a.n), "--warmup", str(a.warmup)]
+                        cmd = [
+                            sys.executable,
+                            __file__,
+                            "--child",
+                            client,
+                            "--backend",
+                            backend,
+                            "--c",
+                            str(c),
+                            "--n",
+                            str(a.n),
+                            "--warmup",
+                            str(a.warmup),
+                        ]
                         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
                         if out.returncode != 0:
                             raise SystemExit(f"{client}/{backend}/c={c} failed:\n{out.stderr}")
@@ -224,8 +267,11 @@ def main() -> None:
                     cpus = [r["cpu_us"] for r in runs]
                     spread = f"{min(cpus):.0f}-{max(cpus):.0f}"
                     rows.append((c, backend, client, cpu, spread, rate))
-                    print(f"c={c:<3} {backend:8s} {client:6s} {cpu:8.1f} CPU us/call "
-                          f"[{spread}]  {rate:8.0f} calls/s", flush=True)
+                    print(
+                        f"c={c:<3} {backend:8s} {client:6s} {cpu:8.1f} CPU us/call "
+                        f"[{spread}]  {rate:8.0f} calls/s",
+                        flush=True,
+                    )
     finally:
         if how == "nginx":
             subprocess.run(["bash", str(SHARED_STUB), "stop"], check=False)

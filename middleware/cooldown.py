@@ -19,6 +19,7 @@ first attempts and retries pass through it. A hold only ever extends (a shorter
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
@@ -33,7 +34,10 @@ class Cooldown:
     """The hold shared by all calls through one endpoint.
 
     ``clock``/``sleep`` are the monotonic clock and the sleep the hold uses
-    (defaults: the event loop's, via anyio); ``max_hold`` caps any single
+    (defaults: ``time.monotonic`` and ``anyio.sleep``; the clock is the
+    process's, not the event loop's, because one cooldown per endpoint is
+    shared process-wide and may outlive a loop: trio's loop clock starts at a
+    random offset on every run); ``max_hold`` caps any single
     ``retry_after`` (default 60 s).
     """
 
@@ -44,7 +48,7 @@ class Cooldown:
     def __init__(
         self,
         *,
-        clock: Callable[[], float] = anyio.current_time,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         max_hold: float = 60.0,
     ) -> None:

@@ -22,6 +22,7 @@ from openarmature_nodes.graph import (
     FanOutEmpty,
     FanOutInvalidConcurrency,
     FanOutInvalidCount,
+    FanOutNullSlotWarning,
     GraphBuilder,
     NodeEvent,
     NodeException,
@@ -429,8 +430,9 @@ async def test_callable_degrade_without_collect_field_is_a_null_slot() -> None:
 
     isolate = FailureIsolationMiddleware(degraded_update=lambda s: {"note": f"x{s.x}"},
                                          event_name="degraded")
-    final = await fan_out(body, instance_middleware=[isolate],
-                          extra_outputs={"notes": "note"}).invoke(Parent(items=[5]))
+    graph = fan_out(body, instance_middleware=[isolate], extra_outputs={"notes": "note"})
+    with pytest.warns(FanOutNullSlotWarning, match="instance"):
+        final = await graph.invoke(Parent(items=[5]))
     assert final.results == [None] and final.notes == ["x5"]
 
 
@@ -500,3 +502,28 @@ async def test_nested_fan_out_chains() -> None:
     assert final.all == [[2, 4], [6]]
     chains = {e.fan_out_index_chain for e in rec.nodes("work")}
     assert chains == {(0, 0), (0, 1), (1, 0)}
+
+
+async def test_retry_around_the_fan_out_node_reruns_every_instance() -> None:
+    runs: dict[int, int] = {}
+
+    async def body(s: Item) -> dict[str, Any]:
+        runs[s.x] = runs.get(s.x, 0) + 1
+        if s.x == 1 and runs[s.x] == 1:
+            raise ConnectionError("first pass fails")
+        return {"result": s.x}
+
+    retry = RetryMiddleware(max_attempts=2, backoff=constant_backoff(0),
+                            classifier=lambda exc: True)
+    builder = GraphBuilder(Parent).add_fan_out_node(
+        "fan", leaf(body), middleware=[retry], items_field="items", item_field="x",
+        collect_field="result", target_field="results", concurrency=1,
+    )
+    graph = builder.add_edge("fan", END).set_entry("fan").compile()
+    rec = Events()
+    final = await graph.invoke(Parent(items=[0, 1, 2]), observers=[rec])
+    assert final.results == [0, 1, 2] and runs == {0: 2, 1: 2, 2: 1}
+    own = [(e.phase, e.attempt_index, e.error is None, e.fan_out_config is not None)
+           for e in rec.nodes("fan")]
+    assert own == [("started", 0, True, True), ("completed", 0, False, True),
+                   ("started", 1, True, True), ("completed", 1, True, True)]

@@ -143,6 +143,12 @@ def test_round_trip_warnings() -> None:
     assert categories(items_field="results", item_field="x") == []
 
 
+def test_configuration_warnings() -> None:
+    assert categories(errors_field="errs") == ["fan_out_errors_field_unused"]
+    assert categories(errors_field="errs", error_policy="collect") == []
+    assert categories(extra_outputs={"n": "x"}) == ["fan_out_extra_output_last_write_wins"]
+
+
 def compile_branches(branches: Any, **config: Any) -> CompiledGraph[Parent]:
     return (
         GraphBuilder(Parent).add_parallel_branches_node("pb", branches, **config)

@@ -619,6 +619,20 @@ async def test_read_timeout_bounds_each_wait_not_the_whole_response() -> None:
         await transport.aclose()
 
 
+async def test_late_watchdog_shutdown_of_a_pooled_connection_is_a_stale_retry() -> None:
+    # The watchdog fired just as a response completed and the connection went
+    # back to the pool: the next request must not report a timeout.
+    async with serving(keepalive) as server:
+        transport = FastTransport(timeouts=Timeouts(read=5))
+        await transport.request("GET", server.url, [], None)
+        (conn,) = next(iter(transport._pools.values())).idle
+        conn.timed_out = True
+        conn.shutdown_socket()
+        assert (await transport.request("POST", server.url, JSON, b"ok")).body == b"echo:ok"
+        assert server.accepted == 2 and transport.connection_count == 1
+        await transport.aclose()
+
+
 async def test_write_timeout_when_the_server_does_not_read() -> None:
     async def handler(peer: Peer) -> None:
         await anyio.sleep_forever()  # accepts, never reads

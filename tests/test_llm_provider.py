@@ -287,14 +287,6 @@ async def test_invalid_requests_rejected_before_sending(kwargs: dict[str, Any]) 
     assert server.requests == []
 
 
-async def test_streaming_not_available_yet_is_rejected_pre_send() -> None:
-    server = Server()
-    async with make(server) as p:
-        with pytest.raises(ProviderInvalidRequest, match="stream"):
-            await p.complete(HI, stream=True)
-    assert server.requests == []
-
-
 # --- request mapping ---------------------------------------------------------------------
 
 

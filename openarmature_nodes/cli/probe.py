@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
 import anyio
 import msgspec
 
-from openarmature_nodes.llm import OpenAIProvider, ProviderError, RuntimeConfig, UserMessage
+from openarmature_nodes.llm import (
+    OpenAIProvider,
+    ProviderError,
+    RuntimeConfig,
+    Timeouts,
+    UserMessage,
+)
 
 __all__ = ["ProbeReport", "ProbeStep", "add_probe_arguments", "probe", "run_probe_command"]
 
@@ -56,11 +63,25 @@ class ProbeReport:
 
 
 async def probe(
-    base_url: str, model: str, *, api_key: str | None = None, warm_up: bool = False
+    base_url: str,
+    model: str,
+    *,
+    api_key: str | None = None,
+    warm_up: bool = False,
+    timeout: float = 10.0,
 ) -> ProbeReport:
-    """Run the probe and return its report; never raises a provider error."""
+    """Run the probe and return its report; never raises a provider error.
+
+    ``timeout`` bounds every phase of each request (connect, write, each wait
+    for response bytes, waiting for a pooled connection): a server that
+    accepts the connection and then says nothing fails the step as
+    ``provider_unavailable`` instead of hanging.
+    """
     report = ProbeReport(base_url=base_url, model=model)
-    async with OpenAIProvider(base_url=base_url, model=model, api_key=api_key) as provider:
+    limits = Timeouts(connect=timeout, read=timeout, write=timeout, pool=timeout)
+    async with OpenAIProvider(
+        base_url=base_url, model=model, api_key=api_key, timeouts=limits
+    ) as provider:
         t0 = time.perf_counter()
         try:
             await provider.ready()
@@ -77,7 +98,8 @@ async def probe(
         took = time.perf_counter() - t0
         for name in _READY_STEPS:
             report.steps.append(ProbeStep(name, True, took if name == "reachable" else None))
-        report.steps[-1].detail = "per /v1/models (vLLM reports no load state: use --warm-up)"
+        if not warm_up:
+            report.steps[-1].detail = "per /v1/models (vLLM reports no load state: use --warm-up)"
         if warm_up:
             t1 = time.perf_counter()
             try:
@@ -114,6 +136,12 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
         help="bearer token (env OPENARMATURE_API_KEY or OPENAI_API_KEY); never printed",
     )
     parser.add_argument("--warm-up", action="store_true", help="also time a one-token completion")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds allowed for each phase of each request (default 10)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
 
@@ -121,11 +149,17 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 def run_probe_command(args: argparse.Namespace) -> int:
     try:
         report = anyio.run(
-            lambda: probe(args.base_url, args.model, api_key=args.api_key, warm_up=args.warm_up),
+            lambda: probe(
+                args.base_url,
+                args.model,
+                api_key=args.api_key,
+                warm_up=args.warm_up,
+                timeout=args.timeout,
+            ),
             backend=args.backend,
         )
     except ValueError as exc:  # a base_url the provider refuses, e.g. one ending in /v1
-        print(f"probe: {exc}")
+        print(f"probe: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(msgspec.json.encode(report).decode())

@@ -68,6 +68,7 @@ from .fanout import (
     FanOutFieldNotList,
     FanOutInvalidConcurrency,
     FanOutInvalidCount,
+    FanOutNullSlotWarning,
 )
 from .nodes import FunctionNode, Inner, NodeKind, SubgraphNode
 from .observers import DrainSummary, Observer, ObserverErrorWarning, Subscription, subscribe
@@ -101,6 +102,7 @@ __all__ = [
     "FanOutFieldNotList",
     "FanOutInvalidConcurrency",
     "FanOutInvalidCount",
+    "FanOutNullSlotWarning",
     "Branch",
     "ParallelBranches",
     "ParallelBranchesInvalidBranchSpec",

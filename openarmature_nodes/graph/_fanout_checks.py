@@ -23,10 +23,11 @@ from ._kinds import (
     validate_errors_field,
 )
 from .errors import GraphCompileError, GraphCompileWarning, MappingReferencesUndeclaredField
+from .reducers import last_write_wins
 from .state import Schema, _type_name
 
 if TYPE_CHECKING:
-    from .fanout import FanOut as FanOutConfigLike
+    from .fanout import FanOut
 
 __all__ = [
     "FanOutCountModeAmbiguous",
@@ -66,74 +67,74 @@ class _CompileInvalidConcurrency(GraphCompileError):
     category = "fan_out_invalid_concurrency"
 
 
-
 # --- the checks ----------------------------------------------------------------------
 
 
-def check(self: FanOutConfigLike, name: str, schema: Schema) -> list[GraphCompileWarning]:
-    _check_mode(self, name)
-    choice(self.error_policy, POLICIES, name, "error_policy")
-    choice(self.on_empty, ("raise", "noop"), name, "on_empty")
-    _check_bounds(self, name)
-    sub = self.graph.schema if self.graph is not None else None
-    parent_refs = [("target_field", self.target_field)]
-    parent_refs += [("inputs", p) for p in self.inputs.values()]
-    parent_refs += [("extra_outputs", p) for p in self.extra_outputs]
+def check(fo: FanOut, name: str, schema: Schema) -> list[GraphCompileWarning]:
+    """Check fan-out ``fo`` (node ``name``) against the parent ``schema``; return warnings."""
+    _check_mode(fo, name)
+    choice(fo.error_policy, POLICIES, name, "error_policy")
+    choice(fo.on_empty, ("raise", "noop"), name, "on_empty")
+    _check_bounds(fo, name)
+    sub = fo.graph.schema if fo.graph is not None else None
+    parent_refs = [("target_field", fo.target_field)]
+    parent_refs += [("inputs", p) for p in fo.inputs.values()]
+    parent_refs += [("extra_outputs", p) for p in fo.extra_outputs]
     for what, field in parent_refs:
         need_field(schema, field, "parent", name, what)
-    if self.items_field is not None:
-        need_field(schema, self.items_field, "parent", name, "items_field")
-        spec = schema.fields[self.items_field]
+    if fo.items_field is not None:
+        need_field(schema, fo.items_field, "parent", name, "items_field")
+        spec = schema.fields[fo.items_field]
         if not is_list_type(spec.type):
             raise FanOutFieldNotList(
-                f"node {name!r}: items_field {self.items_field!r} is declared "
+                f"node {name!r}: items_field {fo.items_field!r} is declared "
                 f"{_type_name(spec.type)}; it must be a list field"
             )
-    if self.count_field is not None:
-        need_field(schema, self.count_field, "parent", name, "count_field")
-        if schema.fields[self.count_field].type is not int:
+    if fo.count_field is not None:
+        need_field(schema, fo.count_field, "parent", name, "count_field")
+        if schema.fields[fo.count_field].type is not int:
             raise MappingReferencesUndeclaredField(
-                f"node {name!r}: count_field {self.count_field!r} must be declared int, "
-                f"not {_type_name(schema.fields[self.count_field].type)}"
+                f"node {name!r}: count_field {fo.count_field!r} must be declared int, "
+                f"not {_type_name(schema.fields[fo.count_field].type)}"
             )
-    if self.errors_field is not None:
-        validate_errors_field(schema, self.errors_field, name, FanOutFieldNotList)
+    if fo.errors_field is not None:
+        validate_errors_field(schema, fo.errors_field, name, FanOutFieldNotList)
     if sub is not None:
-        sub_refs = [("collect_field", self.collect_field)]
-        sub_refs += [("item_field", self.item_field)] if self.item_field else []
-        sub_refs += [("inputs", s) for s in self.inputs]
-        sub_refs += [("extra_outputs", s) for s in self.extra_outputs.values()]
+        sub_refs = [("collect_field", fo.collect_field)]
+        sub_refs += [("item_field", fo.item_field)] if fo.item_field else []
+        sub_refs += [("inputs", s) for s in fo.inputs]
+        sub_refs += [("extra_outputs", s) for s in fo.extra_outputs.values()]
         for what, field in sub_refs:
             need_field(sub, field, "subgraph", name, what)
-    written = [self.target_field, *self.extra_outputs, self.errors_field, self.count_field]
+    written = [fo.target_field, *fo.extra_outputs, fo.errors_field, fo.count_field]
     written = [w for w in written if w is not None]
     if len(set(written)) != len(written):
         raise ConcurrentConfigInvalid(
             f"node {name!r}: target_field, extra_outputs, errors_field and count_field "
             f"must name distinct parent fields, got {written}"
         )
-    _check_degrade_coverage(self, name)
-    return _warnings(self, name, schema)
+    _check_degrade_coverage(fo, name)
+    return _warnings(fo, name, schema)
 
-def _check_mode(self: FanOutConfigLike, name: str) -> None:
-    if (self.items_field is None) == (self.count is None):
+def _check_mode(fo: FanOut, name: str) -> None:
+    if (fo.items_field is None) == (fo.count is None):
         raise FanOutCountModeAmbiguous(
             f"node {name!r}: give exactly one of items_field and count "
-            f"(got items_field={self.items_field!r}, count={self.count!r})"
+            f"(got items_field={fo.items_field!r}, count={fo.count!r})"
         )
-    if self.items_field is not None and not self.item_field:
+    if fo.items_field is not None and not fo.item_field:
         raise FanOutCountModeAmbiguous(
-            f"node {name!r}: items_field {self.items_field!r} needs item_field (the "
+            f"node {name!r}: items_field {fo.items_field!r} needs item_field (the "
             "subgraph field each item is assigned to)"
         )
-    if self.count is not None and self.item_field is not None:
+    if fo.count is not None and fo.item_field is not None:
         raise FanOutCountModeAmbiguous(
-            f"node {name!r}: item_field {self.item_field!r} is only for items_field mode; "
+            f"node {name!r}: item_field {fo.item_field!r} is only for items_field mode; "
             "count mode has no per-item value"
         )
 
-def _check_bounds(self: FanOutConfigLike, name: str) -> None:
-    count, conc = self.count, self.concurrency
+def _check_bounds(fo: FanOut, name: str) -> None:
+    count, conc = fo.count, fo.concurrency
     if count is not None and not callable(count) and (not is_int(count) or count < 0):
         raise _CompileInvalidCount(
             f"node {name!r}: count must be a non-negative int or a callable, got {count!r}"
@@ -150,32 +151,46 @@ def _check_bounds(self: FanOutConfigLike, name: str) -> None:
             f"got {conc!r}"
         )
 
-def _check_degrade_coverage(self: FanOutConfigLike, name: str) -> None:
-    for mw in self.instance_middleware:
+def _check_degrade_coverage(fo: FanOut, name: str) -> None:
+    for mw in fo.instance_middleware:
         degraded = getattr(mw, "degraded_update", None)
-        if isinstance(degraded, Mapping) and self.collect_field not in degraded:
+        if isinstance(degraded, Mapping) and fo.collect_field not in degraded:
             raise FanOutDegradedUpdateMissingCollectField(
                 f"node {name!r}: instance middleware {mw!r} degrades to "
-                f"{dict(degraded)!r}, which has no collect_field {self.collect_field!r}; a "
+                f"{dict(degraded)!r}, which has no collect_field {fo.collect_field!r}; a "
                 "degraded instance would leave a null in target_field"
             )
 
-def _warnings(self: FanOutConfigLike, name: str, schema: Schema) -> list[GraphCompileWarning]:
+def _warnings(fo: FanOut, name: str, schema: Schema) -> list[GraphCompileWarning]:
     out: list[GraphCompileWarning] = []
-    for sub_field, parent in self.inputs.items():
+    for sub_field, parent in fo.inputs.items():
         red = schema.fields[parent].reducer
-        if self.extra_outputs.get(parent) == sub_field and not red.round_trip_idempotent:
+        if fo.extra_outputs.get(parent) == sub_field and not red.round_trip_idempotent:
             how = f"inputs/extra_outputs via {sub_field!r}"
             out.append(round_trip_warning(name, parent, red, how))
-    target_red = schema.fields[self.target_field].reducer
-    seeded = self.inputs.get(self.collect_field) == self.target_field or (
-        self.item_field == self.collect_field and self.items_field == self.target_field
+    target_red = schema.fields[fo.target_field].reducer
+    seeded = fo.inputs.get(fo.collect_field) == fo.target_field or (
+        fo.item_field == fo.collect_field and fo.items_field == fo.target_field
     )
     if seeded and not target_red.round_trip_idempotent:
         out.append(
-            round_trip_warning(name, self.target_field, target_red,
-                               f"seeding and collecting {self.collect_field!r}")
+            round_trip_warning(name, fo.target_field, target_red,
+                               f"seeding and collecting {fo.collect_field!r}")
         )
+    if fo.errors_field is not None and fo.error_policy == "fail_fast":
+        out.append(GraphCompileWarning(
+            "fan_out_errors_field_unused",
+            f"node {name!r}: errors_field {fo.errors_field!r} is only written under "
+            "error_policy='collect'; with 'fail_fast' the first failure raises instead",
+        ))
+    for parent in fo.extra_outputs:
+        if schema.fields[parent].reducer is last_write_wins:
+            out.append(GraphCompileWarning(
+                "fan_out_extra_output_last_write_wins",
+                f"node {name!r}: extra_outputs field {parent!r} has no reducer, so only the "
+                "last instance's value is kept; give it an extending reducer (e.g. append) "
+                "to keep every instance's",
+            ))
     return out
 
 

@@ -39,6 +39,7 @@ returns e.g. ``{"summary": ""}``; a missing ``collect_field`` leaves a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -117,6 +118,14 @@ class FanOutInvalidConcurrency(FanOutError, ValueError):
 
 class _ItemsNotList(FanOutError, TypeError):
     category = "fan_out_field_not_list"
+
+
+class FanOutNullSlotWarning(UserWarning):
+    """Instances contributed no ``collect_field``: their slots in ``target_field`` are ``None``.
+
+    Legal (a callable degraded update may leave the field out, §9.3) but usually
+    a mistake: a degrade SHOULD supply ``collect_field``.
+    """
 
 
 def default_error_record(index: int, exc: Exception) -> dict[str, str]:
@@ -203,7 +212,11 @@ class FanOut:
 
     def observed(self, step: Step) -> Inner:
         async def inner(state: Any) -> Any:
-            return await self._dispatch(state, step)
+            try:
+                return await self._dispatch(state, step)
+            except Exception as exc:
+                step.fail(exc)  # a retry around this node reports the failed attempt
+                raise
 
         return inner
 
@@ -336,6 +349,14 @@ class FanOut:
         self, results: list[Any], failures: Mapping[int, Exception], count: int
     ) -> dict[str, Any]:
         ok = [r for i, r in enumerate(results) if i not in failures]
+        key = self.collect_field
+        empty = [i for i, r in enumerate(results)
+                 if i not in failures and not (isinstance(r, Mapping) and key in r)]
+        if empty:
+            warnings.warn(FanOutNullSlotWarning(
+                f"fan-out {self.name!r}: instance(s) {empty[:10]} contributed no {key!r}; "
+                "their slots are None"
+            ), stacklevel=2)
         update: dict[str, Any] = {self.target_field: [_slot(r, self.collect_field) for r in ok]}
         for parent, sub_field in self.extra_outputs.items():
             values = [_slot(r, sub_field) for r in ok]

@@ -204,7 +204,11 @@ class ParallelBranches:
 
     def observed(self, step: Step) -> Inner:
         async def inner(state: Any) -> Any:
-            return await self._dispatch(state, step)
+            try:
+                return await self._dispatch(state, step)
+            except Exception as exc:
+                step.fail(exc)  # a retry around this node reports the failed attempt
+                raise
 
         return inner
 

@@ -11,6 +11,8 @@ The layer knows nothing of graphs. Its pieces, bottom up:
 - :mod:`.errors`: the nine error categories;
 - :mod:`.validation`, :mod:`.jsonschema`, :mod:`.structured`: checks;
 - :mod:`.openai_wire`, :mod:`.openai_errors`: the sans-IO wire mapping;
+  :mod:`.sse` and :mod:`.openai_stream`: its streaming half;
+- :mod:`.tokens`: token deltas of streamed calls and the sinks that get them;
 - :mod:`.transport`: the seam to the network;
 - :mod:`.provider`: :class:`OpenAIProvider`, which ties them together.
 """
@@ -56,9 +58,12 @@ from .provider import OpenAIProvider
 from .request import CompletionRequest
 from .response import FinishReason, Response, Usage
 from .structured import validate_structured
+from .tokens import DeltaKind, TokenCallback, TokenDelta, token_sink
 from .transport import (
     HttpxTransport,
     RawResponse,
+    StreamingResponse,
+    StreamingTransport,
     Timeouts,
     Transport,
     TransportConnectError,
@@ -73,6 +78,7 @@ __all__ = [
     "AssistantMessage",
     "CompletionRequest",
     "ContentBlock",
+    "DeltaKind",
     "FinishReason",
     "HTTPErrorReply",
     "HttpxTransport",
@@ -95,11 +101,15 @@ __all__ = [
     "RedactedThinkingBlock",
     "Response",
     "RuntimeConfig",
+    "StreamingResponse",
+    "StreamingTransport",
     "StructuredOutputInvalid",
     "SystemMessage",
     "TextBlock",
     "ThinkingBlock",
     "Timeouts",
+    "TokenCallback",
+    "TokenDelta",
     "Tool",
     "ToolCall",
     "ToolChoice",
@@ -114,5 +124,6 @@ __all__ = [
     "Usage",
     "UserBlock",
     "UserMessage",
+    "token_sink",
     "validate_structured",
 ]

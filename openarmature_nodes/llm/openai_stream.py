@@ -242,9 +242,10 @@ class ChatStreamAssembler:
         except msgspec.ValidationError as exc:
             raise _invalid(str(exc), exc) from exc
         meta = self._meta
-        for key, value in raw.items():
-            if key != "choices" and key != "usage" and key not in meta:
-                meta[key] = value
+        if not raw.keys() <= meta.keys():  # a key not seen before (the first chunk)
+            for key, value in raw.items():
+                if key not in meta:
+                    meta[key] = value
         usage = raw.get("usage")
         if usage is not None:
             self._usage = usage
@@ -344,8 +345,9 @@ class ChatStreamAssembler:
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": self._finish}
         if self._logprobs is not None:
             choice["logprobs"] = {"content": self._logprobs}
-        raw = dict(self._meta)
+        raw = dict(self._meta)  # holds the first "choices" and "usage" too: replaced
         raw["choices"] = [choice]
+        raw.pop("usage", None)
         if self._usage is not None:
             raw["usage"] = self._usage
         if self.error is not None:

@@ -15,29 +15,51 @@ The work per call is: validate (§3-§5, before anything is sent), encode
 (:mod:`~openarmature_nodes.llm.openai_wire`), one transport round trip,
 decode. Everything that does not depend on the call (URLs, the header list)
 is computed once here.
+
+Streaming (``stream=True``, §8.1.6) reads the reply as Server-Sent Events
+through the transport's ``stream()``, hands each text delta to the token
+sinks in scope (:mod:`~openarmature_nodes.llm.tokens`) as its chunk arrives,
+and returns the same whole ``Response`` as the atomic path
+(:mod:`~openarmature_nodes.llm.openai_stream`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
 from .errors import ProviderInvalidRequest, ProviderUnavailable
-from .messages import Message, Tool, ToolChoice
+from .messages import Message, TextBlock, ThinkingBlock, Tool, ToolChoice
+from .openai_errors import error_from_reply
+from .openai_stream import ChatStreamAssembler
 from .openai_wire import check_models_response, decode_chat_response, encode_chat_request
 from .request import CompletionRequest
 from .response import Response
-from .transport import HttpxTransport, RawResponse, Timeouts, Transport, TransportError
+from .tokens import TokenCallback, TokenSink, current_token_sinks, emit_delta, token_sink
+from .transport import (
+    HttpxTransport,
+    RawResponse,
+    StreamingResponse,
+    StreamingTransport,
+    Timeouts,
+    Transport,
+    TransportError,
+)
 from .validation import normalize_tool_choice, validate_request
 
 __all__ = ["OpenAIProvider"]
 
 _USER_AGENT = "openarmature-nodes/0.1"
+# After ``data: [DONE]`` the rest of the body (normally just the end of the
+# chunked encoding) is read so the connection can be reused, within these bounds.
+_DRAIN_SECONDS = 1.0
+_DRAIN_BYTES = 64 * 1024
 
 
 def _split_base_url(base_url: str) -> tuple[str, str, int]:
@@ -88,15 +110,25 @@ class OpenAIProvider:
     Networking: pass ``transport`` (any :class:`Transport`), or
     ``http_client`` (your own ``httpx.AsyncClient``, which stays yours to
     close), or neither (an httpx client with ``timeouts`` is created).
+    Streaming needs a transport with ``stream()``
+    (:class:`~openarmature_nodes.llm.transport.StreamingTransport`); both
+    shipped transports have it.
     """
 
+    supports_streaming: ClassVar[bool] = True
+    """Whether this wire mapping implements ``stream=True`` (§5 *Provider
+    streaming support*). A subclass for a server without streaming sets it to
+    ``False``; its ``stream=True`` calls are then refused before sending."""
+
     __slots__ = (
+        "_can_stream",
         "_chat_url",
         "_closed",
         "_fallback",
         "_headers",
         "_models_url",
         "_probe_headers",
+        "_stream_headers",
         "_transport",
         "base_url",
         "genai_system",
@@ -134,6 +166,11 @@ class OpenAIProvider:
             common.append(("authorization", f"Bearer {api_key}"))
         self._probe_headers = (("accept", "application/json"), *common)
         self._headers = (("content-type", "application/json"), *self._probe_headers)
+        self._stream_headers = (
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+            *common,
+        )
         if transport is not None and (http_client is not None or timeouts is not None):
             raise ValueError(
                 "pass transport= alone; http_client= and timeouts= configure the default transport"
@@ -145,6 +182,7 @@ class OpenAIProvider:
                 else HttpxTransport(timeouts=timeouts)
             )
         self._transport: Transport = transport
+        self._can_stream = isinstance(transport, StreamingTransport)
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -197,6 +235,7 @@ class OpenAIProvider:
         retry: Any = None,
         *,
         stream: bool = False,
+        on_token: TokenCallback | None = None,
     ) -> Response:
         """One chat completion; see the module docs and spec llm-provider §5.
 
@@ -205,16 +244,25 @@ class OpenAIProvider:
         ``{"type": "tool", "name": ...}``. ``retry``: a
         :class:`~openarmature_nodes.retrying.RetryConfig` runs the call-level
         retry loop of §7.1 (see :mod:`.call_retry`); without it nothing is
-        retried. ``stream`` is not available yet.
+        retried.
+
+        ``stream=True`` reads the reply as it is generated and reports each
+        piece of text, as a :class:`~openarmature_nodes.llm.tokens.TokenDelta`,
+        to ``on_token`` and to every token sink in scope
+        (:func:`~openarmature_nodes.llm.tokens.token_sink`); the return value
+        is the same whole ``Response``. ``on_token``'s deltas are numbered
+        from 0 for this call, across retry attempts. Without ``stream=True``
+        no deltas are reported.
         """
-        if stream:
-            raise ProviderInvalidRequest(
-                "this provider does not support streaming yet (stream=True)"
-            )
         if config is not None and not isinstance(config, RuntimeConfig):
             config = RuntimeConfig.from_mapping(config)
         choice: ToolChoice | None = normalize_tool_choice(tool_choice)
-        request = CompletionRequest(messages, tools, config, response_schema, choice)
+        request = CompletionRequest(messages, tools, config, response_schema, choice, bool(stream))
+        if on_token is not None:
+            with token_sink(on_token):
+                if retry is not None:
+                    return await complete_with_retry(self.call, request, retry)
+                return await self.call(request)
         if retry is not None:
             return await complete_with_retry(self.call, request, retry)
         return await self.call(request)
@@ -222,6 +270,8 @@ class OpenAIProvider:
     async def call(self, request: CompletionRequest) -> Response:
         """Send ``request``: the innermost handler for call-level middleware."""
         tools = validate_request(request)
+        if request.stream:
+            return await self._call_streaming(request, tools)
         body = encode_chat_request(self.model, request, fallback=self._fallback)
         raw = await self._send("POST", self._chat_url, self._headers, body)
         return decode_chat_response(
@@ -240,3 +290,102 @@ class OpenAIProvider:
             return await self._transport.request(method, url, headers, body)
         except TransportError as exc:
             raise ProviderUnavailable(f"{method} {url} failed: {exc}") from exc
+
+    async def _call_streaming(self, request: CompletionRequest, tools: dict[str, Tool]) -> Response:
+        transport = cast(StreamingTransport, self._transport)
+        if not self.supports_streaming:
+            raise ProviderInvalidRequest(
+                f"{type(self).__name__}'s wire mapping does not support streaming; "
+                f"call complete() without stream=True"
+            )
+        if not self._can_stream:
+            raise ProviderInvalidRequest(
+                f"stream=True needs a transport with a stream() method; "
+                f"{type(self._transport).__name__} has none (use HttpxTransport, or add stream() "
+                f"to it: see openarmature_nodes.llm.transport.StreamingTransport)"
+            )
+        body = encode_chat_request(self.model, request, fallback=self._fallback, stream=True)
+        sinks = current_token_sinks()
+        url = self._chat_url
+        asm = ChatStreamAssembler(tools=tools, response_schema=request.response_schema, url=url)
+        try:
+            async with transport.stream("POST", url, self._stream_headers, body) as reply:
+                if not 200 <= reply.status < 300:
+                    raise error_from_reply(
+                        reply.status, reply.headers, await reply.aread(), url=url
+                    )
+                content_type = reply.headers.get("content-type", "")
+                if content_type.startswith("application/json"):
+                    return await self._not_streamed(reply, request, tools, sinks)
+                await _consume(reply, asm, sinks)
+        except TransportError as exc:
+            raise ProviderUnavailable(f"POST {url} failed: {exc}") from exc
+        return asm.response()
+
+    async def _not_streamed(
+        self,
+        reply: StreamingResponse,
+        request: CompletionRequest,
+        tools: dict[str, Tool],
+        sinks: tuple[TokenSink, ...],
+    ) -> Response:
+        """A server that ignored ``stream: true`` and sent one JSON body: its
+        answer is decoded as usual and reported as one delta per kind."""
+        response = decode_chat_response(
+            reply.status,
+            reply.headers,
+            await reply.aread(),
+            tools=tools,
+            response_schema=request.response_schema,
+            url=self._chat_url,
+        )
+        content = response.message.content
+        if sinks and content:
+            for block in [TextBlock(content)] if isinstance(content, str) else content:
+                if isinstance(block, ThinkingBlock) and block.text:
+                    emit_delta(sinks, "reasoning", block.text)
+                elif isinstance(block, TextBlock) and block.text:
+                    emit_delta(sinks, "content", block.text)
+        return response
+
+
+async def _consume(
+    reply: StreamingResponse, asm: ChatStreamAssembler, sinks: tuple[TokenSink, ...]
+) -> None:
+    """Feed the body to ``asm`` as it arrives, reporting deltas to ``sinks``."""
+    pieces = reply.aiter_bytes()
+    try:
+        async for piece in pieces:
+            deltas = asm.feed(piece)
+            if sinks:
+                for kind, text in deltas:
+                    emit_delta(sinks, kind, text)
+            if asm.done:
+                break
+        else:
+            deltas = asm.feed_eof()
+            if sinks:
+                for kind, text in deltas:
+                    emit_delta(sinks, kind, text)
+            return
+        await _drain(pieces)
+    finally:
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _drain(pieces: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (normally only the end of the chunked
+    body) so the transport can reuse the connection. Bounded in time and
+    size; a failure here is ignored: the reply is already complete, and an
+    unread body only means the connection is closed instead of reused."""
+    left = _DRAIN_BYTES
+    with anyio.move_on_after(_DRAIN_SECONDS):
+        try:
+            async for piece in pieces:
+                left -= len(piece)
+                if left < 0:
+                    return
+        except TransportError:
+            return

@@ -64,6 +64,18 @@ class SSEParser:
 
     def feed(self, data: bytes) -> list[SSEEvent]:
         """Parse ``data``; return the events it completes (often none)."""
+        if (
+            # The common piece, ``data: {...}\n\n`` on its own: one event.
+            not self._buf
+            and not self._data
+            and self._event is None
+            and self._started
+            and data.startswith(b"data: ")
+            and data.endswith(b"\n\n")
+            and data.count(b"\n") == 2
+            and b"\r" not in data
+        ):
+            return [SSEEvent(None, data[6:-2])]
         buf = self._buf + data if self._buf else data
         if not self._started:
             if len(buf) < len(_BOM) and _BOM.startswith(buf):

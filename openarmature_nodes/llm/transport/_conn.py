@@ -19,6 +19,11 @@ The connection decides two things the pool needs to know afterwards:
   That failure is raised as :class:`StaleConnection` so the caller can retry
   once on a fresh connection. Any other failure is final.
 
+A connection can also hand a response out while its body is still arriving
+(:meth:`Connection.open_stream`, then :meth:`Connection.receive_body` until it
+returns ``b""``; the transport's ``stream()``). The body pieces are then not
+kept: ``max_body`` bounds only what has been read but not yet taken.
+
 Timeouts are enforced by the process-wide watchdog thread (``_watchdog.py``,
 which explains why there is no cancel scope per request): the connection's
 deadline is ``write`` seconds while sending, then ``read`` seconds from the
@@ -109,6 +114,7 @@ class Connection:
         "_keep",
         "_max_body",
         "_parser",
+        "_received",
         "_sent",
         "_size",
         "_sock",
@@ -149,6 +155,10 @@ class Connection:
         self._informational = False
         self._head_only = head_only
         self._sent = False
+        self._received = 0
+        # A watchdog shutdown that landed after the previous response was
+        # complete is not this request's timeout: its EOF is a stale socket.
+        self.timed_out = False
 
     # -- httptools callbacks -------------------------------------------------
 
@@ -315,6 +325,113 @@ class Connection:
                 # (later than before, so the watchdog needs no poke).
                 self.deadline = _monotonic() + read
         return self._finish()
+
+    # -- streaming -----------------------------------------------------------
+
+    async def open_stream(self, data: bytes, timeouts: Timeouts) -> None:
+        """Send ``data`` (a whole request) and read until the response head is
+        complete: :attr:`status` and :attr:`headers` are then set, and body
+        bytes read with the head wait for :meth:`receive_body`.
+
+        Raises like :meth:`roundtrip` (:class:`StaleConnection` included); on
+        any exception, including cancellation, the connection must be closed.
+        """
+        reused = self.requests != 0
+        self.requests += 1
+        self.reusable = False
+        self._reset(False)
+        write, read = timeouts.write, timeouts.read
+        if write is not None:
+            WATCHDOG.arm(self, _monotonic() + write)
+        try:
+            await self.stream.send(data)
+        except _BROKEN as exc:
+            if self.timed_out:
+                raise self._timeout(write, read) from None
+            if reused:
+                raise StaleConnection from exc
+            raise TransportProtocolError("connection lost while sending the request") from exc
+        finally:
+            self.deadline = _INF
+        self._sent = True
+        while not self._head_done:
+            await self._receive_some(read, reused)
+
+    @property
+    def status(self) -> int:
+        """The status code of the response being streamed."""
+        return self._status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers (lower-cased names) of the response being streamed."""
+        return self._headers
+
+    def end_stream(self) -> bool:
+        """After a streamed response: may the connection serve another request?
+        Only if the body was read to its end (and keep-alive allows it)."""
+        if self._complete and not self._body:
+            self._finish()  # sets reusable and the keep-alive hint
+            return self.reusable
+        return False
+
+    async def receive_body(self, timeouts: Timeouts) -> bytes:
+        """The next piece of a streamed body (never empty), or ``b""`` once the
+        body is complete (then see :meth:`end_stream`)."""
+        while not self._body:
+            if self._complete:
+                return b""
+            await self._receive_some(timeouts.read, False)
+        pieces = self._body
+        self._body = []
+        self._size = 0  # the cap bounds what is buffered, not the whole stream
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def _receive_some(self, read: float | None, reused: bool) -> None:
+        """One ``receive()`` fed to the parser, for the streaming path: the
+        read deadline runs only while waiting here, not while the caller
+        works on what it got."""
+        if read is not None:
+            WATCHDOG.arm(self, _monotonic() + read)
+        try:
+            chunk = await self.stream.receive()
+        except anyio.EndOfStream:
+            if self.timed_out:
+                raise self._timeout(None, read) from None
+            if self._complete_at_eof():
+                return
+            if self._received == 0:
+                if reused:
+                    raise StaleConnection from None
+                raise TransportProtocolError(
+                    "server closed the connection without sending a response"
+                ) from None
+            raise TransportProtocolError(
+                "server closed the connection before the response was complete"
+            ) from None
+        except _BROKEN as exc:
+            if self.timed_out:
+                raise self._timeout(None, read) from None
+            if self._received == 0 and reused:
+                raise StaleConnection from exc
+            raise TransportProtocolError("connection lost while reading the response") from exc
+        finally:
+            self.deadline = _INF
+        self._received += len(chunk)
+        try:
+            self._parser.feed_data(chunk)
+        except httptools.HttpParserUpgrade:
+            raise TransportProtocolError("server switched protocols unexpectedly") from None
+        except httptools.HttpParserError as exc:
+            if not self._complete:
+                raise TransportProtocolError(f"malformed HTTP response: {exc}") from None
+            self._keep = False  # junk after a complete response
+        if self._too_big:
+            raise TransportProtocolError(
+                f"response body larger than max_response_bytes ({self._max_body})"
+            )
+        if not self._head_done and self._received > MAX_HEAD_BYTES:
+            raise TransportProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
 
     def shutdown_socket(self) -> None:
         """End both directions of the socket (called by the watchdog thread)."""

@@ -25,6 +25,11 @@ same under asyncio and trio. Correctness points:
   socket down; the connection is then not reused (``timed_out``), or, if it
   was already back in the pool, its next request sees end-of-stream before
   any byte and is retried on a fresh connection: the stale keep-alive path;
+* the thread re-reads the deadline just before acting. Without a lock on
+  the hot path, one race remains: if a request ends within microseconds of
+  its deadline and the next request on the same connection starts in that
+  same instant, the next one may be reported as a timeout (a transient
+  error; it cannot return wrong data);
 * :meth:`Watchdog.forget` takes the lock, so once it returns the thread will
   not touch that socket again, and its file descriptor can be closed and
   reused safely;
@@ -109,7 +114,7 @@ class Watchdog:
                 earliest = _INF
                 for conn in self._watched:
                     deadline = conn.deadline
-                    if deadline <= now:
+                    if deadline <= now and conn.deadline == deadline:
                         conn.deadline = _INF
                         conn.timed_out = True
                         conn.shutdown_socket()

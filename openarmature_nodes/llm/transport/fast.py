@@ -27,6 +27,10 @@ Reliability rules (see ``_pool.py`` and ``_conn.py`` for the details):
   byte of the response arrived, the request is sent again, once, on a new
   connection. Nothing else is ever retried;
 * on any error or cancellation the connection is closed, never pooled;
+* ``stream()`` hands the response out once its head has arrived; its body
+  is read as the caller asks for it. A body read to its end gives the
+  connection back to the pool; one left unread (an early exit, an error,
+  cancellation) closes the connection;
 * read and write timeouts are enforced by one watchdog thread per process
   (``_watchdog.py``), not by a cancel scope per request, which would cost
   more than the rest of the request's own Python; connect and pool timeouts
@@ -38,10 +42,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from types import TracebackType
 from urllib.parse import urlsplit
 
-from ._base import RawResponse, Timeouts
+from ._base import RawResponse, Timeouts, TransportProtocolError
 from ._conn import Connection, StaleConnection
 from ._pool import Pool, TransportClosed
 
@@ -224,6 +229,66 @@ class FastTransport:
         :meth:`aclose`, and the ``TransportError`` family for network or
         protocol failures.
         """
+        pool, data, head_only = self._encode(method, url, headers, body)
+        timeouts = self._timeouts
+
+        conn = pool.take()
+        if conn is None:
+            conn = await pool.acquire(timeouts)
+            if conn is None:
+                conn = await pool.connect(timeouts)
+        try:
+            response = await conn.roundtrip(data, head_only, timeouts)
+        except StaleConnection:
+            # The server closed this idle connection as we reused it; nothing
+            # of a response was read, so sending again is safe. Once.
+            conn = await self._replace(pool, conn)
+            try:
+                response = await conn.roundtrip(data, head_only, timeouts)
+            except BaseException:
+                await self._drop(pool, conn)
+                raise
+        except BaseException:
+            await self._drop(pool, conn)
+            raise
+        if not (conn.reusable and pool.release(conn)):
+            await self._drop(pool, conn)
+        return response
+
+    def stream(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> _FastStream:
+        """Send one request; hand out the response while its body arrives.
+
+        ``async with transport.stream(...) as response:`` (see
+        :class:`~openarmature_nodes.llm.transport.StreamingTransport`). Bad
+        requests raise ``ValueError`` when the context is entered, before
+        anything is sent.
+        """
+        return _FastStream(self, method, url, headers, body)
+
+    async def _replace(self, pool: Pool, conn: Connection) -> Connection:
+        """A fresh connection in the slot of ``conn``, which went stale."""
+        pool.conns.discard(conn)  # its slot is kept for the replacement
+        try:
+            await conn.aclose()
+        except BaseException:
+            pool.free_slot()
+            raise
+        return await pool.connect(self._timeouts)
+
+    def _encode(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> tuple[Pool, bytes, bool]:
+        """-> (the origin's pool, the request bytes, whether it is a HEAD)."""
         route = self._routes.get(url)
         pool, prefix = route if route is not None else self._route(url)
         verb = self._methods.get(method) or self._method(method)
@@ -247,37 +312,7 @@ class FastTransport:
             data = b"".join((verb, prefix, head, b"Content-Length: 0\r\n\r\n"))
         else:
             data = b"".join((verb, prefix, head, _END))
-        head_only = verb == b"HEAD"
-        timeouts = self._timeouts
-
-        conn = pool.take()
-        if conn is None:
-            conn = await pool.acquire(timeouts)
-            if conn is None:
-                conn = await pool.connect(timeouts)
-        try:
-            response = await conn.roundtrip(data, head_only, timeouts)
-        except StaleConnection:
-            # The server closed this idle connection as we reused it; nothing
-            # of a response was read, so sending again is safe. Once.
-            pool.conns.discard(conn)  # its slot is kept for the replacement
-            try:
-                await conn.aclose()
-            except BaseException:
-                pool.free_slot()
-                raise
-            conn = await pool.connect(timeouts)
-            try:
-                response = await conn.roundtrip(data, head_only, timeouts)
-            except BaseException:
-                await self._drop(pool, conn)
-                raise
-        except BaseException:
-            await self._drop(pool, conn)
-            raise
-        if not (conn.reusable and pool.release(conn)):
-            await self._drop(pool, conn)
-        return response
+        return pool, data, verb == b"HEAD"
 
     @staticmethod
     async def _drop(pool: Pool, conn: Connection) -> None:
@@ -297,3 +332,118 @@ class FastTransport:
 
 def _is_latin1(text: str) -> bool:
     return all(ord(c) < 256 for c in text)
+
+
+class _FastStream:
+    """The ``async with`` of :meth:`FastTransport.stream`."""
+
+    __slots__ = ("_args", "_owner", "_response")
+
+    def __init__(
+        self,
+        owner: FastTransport,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> None:
+        self._owner = owner
+        self._args = (method, url, headers, body)
+        self._response: _FastStreamingResponse | None = None
+
+    async def __aenter__(self) -> _FastStreamingResponse:
+        owner = self._owner
+        method, url, headers, body = self._args
+        pool, data, head_only = owner._encode(method, url, headers, body)
+        if head_only:
+            raise ValueError("stream() does not do HEAD requests; use request()")
+        timeouts = owner._timeouts
+        conn = pool.take()
+        if conn is None:
+            conn = await pool.acquire(timeouts)
+            if conn is None:
+                conn = await pool.connect(timeouts)
+        try:
+            await conn.open_stream(data, timeouts)
+        except StaleConnection:
+            conn = await owner._replace(pool, conn)
+            try:
+                await conn.open_stream(data, timeouts)
+            except BaseException:
+                await owner._drop(pool, conn)
+                raise
+        except BaseException:
+            await owner._drop(pool, conn)
+            raise
+        self._response = _FastStreamingResponse(pool, conn, timeouts)
+        return self._response
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        response, self._response = self._response, None
+        if response is not None:
+            await response.aclose()
+
+
+class _FastStreamingResponse:
+    """A :class:`~openarmature_nodes.llm.transport.StreamingResponse` on one
+    pooled connection, which it gives back (or closes) in :meth:`aclose`."""
+
+    __slots__ = ("_conn", "_pool", "_timeouts", "headers", "status")
+
+    def __init__(self, pool: Pool, conn: Connection, timeouts: Timeouts) -> None:
+        self._pool = pool
+        self._conn: Connection | None = conn
+        self._timeouts = timeouts
+        self.status: int = conn.status
+        self.headers: Mapping[str, str] = conn.headers
+
+    async def _next(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            raise TransportProtocolError("the response was closed")
+        return await conn.receive_body(self._timeouts)
+
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        return _Body(self)
+
+    async def aread(self) -> bytes:
+        pieces = []
+        while piece := await self._next():
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    async def aclose(self) -> None:
+        """Give the connection back if its body was read to the end, else close it."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        pool = self._pool
+        if not (conn.end_stream() and pool.release(conn)):
+            pool.discard(conn)
+            await conn.aclose()
+
+    def __repr__(self) -> str:
+        return f"<streaming response {self.status}>"
+
+
+class _Body:
+    """The body of a :class:`_FastStreamingResponse`, piece by piece."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: _FastStreamingResponse) -> None:
+        self._response = response
+
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = await self._response._next()
+        if not piece:
+            raise StopAsyncIteration
+        return piece

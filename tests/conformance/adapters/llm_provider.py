@@ -25,9 +25,16 @@ Harness notes (from the fixtures' header comments):
   ``provider_unsupported_content_block``).
 - The bound model is the ``model`` of the first mock reply (``test-model``
   when there is none).
-- ``mapping: streaming_unsupported_stub``: a mapping without streaming. The
-  OpenAI provider does not stream yet, so it *is* such a mapping today; when
-  streaming lands this must become a subclass with streaming disabled.
+- ``mapping: streaming_unsupported_stub``: a mapping without streaming: the
+  OpenAI provider with ``supports_streaming = False`` (the class attribute a
+  provider for a non-streaming wire mapping sets), which refuses
+  ``stream=True`` pre-send and serves atomic calls as usual.
+- Streaming (``call.stream``, ``mock_provider.responses[].stream_body``):
+  the mock serves the chunks as a ``text/event-stream`` body; every call
+  runs inside a token sink, so token events are recorded (and
+  ``no_token_events_emitted`` is checked against them). The streaming
+  invariants and the streamed ``raw_check`` live in
+  ``tests/conformance/adapters/llm_provider_stream.py``.
 - Cases whose call carries ``retry`` (call-level retry, §7.1) are delegated
   to ``tests/conformance/adapters/llm_provider_retry.py`` (``run_retry_call``)
   when that module exists.
@@ -67,6 +74,12 @@ from openarmature_nodes.llm import (
     UserMessage,
 )
 from openarmature_nodes.llm.jsonschema import json_equal
+from openarmature_nodes.llm.tokens import TokenDelta, token_sink
+from tests.conformance.adapters.llm_provider_stream import (
+    STREAM_INVARIANTS,
+    check_stream_raw,
+    sse_reply,
+)
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
 
 CASE_KEYS = frozenset(
@@ -122,6 +135,15 @@ EXPECTED_KEYS = frozenset(
 RESPONSE_KEYS = frozenset({"message", "finish_reason", "usage", "raw_check", "parsed"})
 RAISES_KEYS = frozenset({"category", "carries"})
 MAPPINGS = {None: "openai", "openai": "openai", "streaming_unsupported_stub": "stub"}
+
+
+class NonStreamingProvider(OpenAIProvider):
+    """The ``streaming_unsupported_stub`` mapping: atomic calls only."""
+
+    __slots__ = ()
+    supports_streaming = False
+
+
 DEFAULT_MODEL = "test-model"
 
 
@@ -167,9 +189,7 @@ class MockServer:
             if spec.get("connection_failure"):
                 raise httpx.ConnectError("connection refused (mock)", request=request)
             if "stream_body" in spec:
-                raise UnknownDirective(
-                    "mock_provider.responses[].stream_body: streaming is not wired"
-                )
+                return sse_reply(spec.get("status", 200), spec["stream_body"], spec.get("headers"))
             return _reply(spec.get("status", 200), spec.get("body"), spec.get("headers"))
         return httpx.Response(404, json={"detail": "Not Found"})
 
@@ -307,6 +327,7 @@ class Outcome:
     wire: list[bytes] = field(default_factory=list)
     served: list[dict[str, Any]] = field(default_factory=list)
     messages_unmodified: bool | None = None
+    tokens: list[TokenDelta] = field(default_factory=list)
 
 
 async def run_case(case: Case) -> None:
@@ -330,7 +351,8 @@ async def run_case(case: Case) -> None:
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             model = body["model"]
             break
-    provider = OpenAIProvider(
+    provider_class = NonStreamingProvider if MAPPINGS[mapping] == "stub" else OpenAIProvider
+    provider = provider_class(
         "http://mock-llm.test",
         model,
         genai_system="openai",
@@ -382,7 +404,8 @@ async def _run_call(
         if op == "ready":
             await provider.ready()
         elif op == "complete":
-            outcome.response = await _complete(provider, call, where, outcome)
+            with token_sink(outcome.tokens.append):
+                outcome.response = await _complete(provider, call, where, outcome)
         else:
             raise UnknownDirective(f"unknown operation {op!r} in {where}")
     except (UnknownDirective, AssertionError):
@@ -490,9 +513,7 @@ def _assert_call(o: Outcome, model: str) -> None:
             f"{where}: {len(o.wire)} provider calls, expected {expected['provider_call_count']}"
         )
     if expected.get("no_token_events_emitted"):
-        # The provider has no token-event sink without streaming; a rejected
-        # call also sent nothing, so no chunk could have been observed.
-        assert o.response is not None or not o.wire, f"{where}: a request was sent"
+        assert not o.tokens, f"{where}: token events were emitted: {o.tokens!r}"
     for name, want in (expected.get("invariants") or {}).items():
         check = _invariant(name, f"{where}.expected.invariants")
         if want:
@@ -599,9 +620,11 @@ def _assert_response(o: Outcome, spec: dict[str, Any], where: str) -> None:
         check_directives(msg, {"role", "content", "tool_calls"}, f"{where}.message")
         assert msg.get("role", "assistant") == "assistant"
         if "content" in msg:
-            assert r.message.content == msg["content"], (
-                f"{where}.message.content: got {r.message.content!r}"
-            )
+            want = msg["content"]
+            got = r.message.content
+            if isinstance(want, list):  # content blocks: compare as wire-shaped data
+                got = msgspec.to_builtins(got) if got is not None else None
+            assert got == want, f"{where}.message.content: got {r.message.content!r}"
         if "tool_calls" in msg:
             _match_tool_calls(
                 msg["tool_calls"], r.message.tool_calls, f"{where}.message.tool_calls"
@@ -621,6 +644,9 @@ def _assert_response(o: Outcome, spec: dict[str, Any], where: str) -> None:
         match(spec["parsed"], parsed, f"{where}.parsed")
     if "raw_check" in spec:
         check_directives(spec["raw_check"], {"required_keys"}, f"{where}.raw_check")
+        if o.served and "stream_body" in o.served[-1]:
+            check_stream_raw(o, spec["raw_check"].get("required_keys", []), f"{where}.raw_check")
+            return
         body = o.served[-1].get("body") or {}
         for k in spec["raw_check"].get("required_keys", []):
             assert k in r.raw and r.raw[k] == body.get(k), (
@@ -693,6 +719,7 @@ def _raw_usage_verbatim(o: Outcome, model: str) -> None:
 
 
 _INVARIANTS: dict[str, Callable[[Outcome, str], None]] = {
+    **STREAM_INVARIANTS,
     "no_request_issued": _no_request,
     "no_silent_atomic_fallback": _no_request,
     "no_token_events_on_rejected_stream": _rejected_pre_send,

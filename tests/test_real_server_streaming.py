@@ -1,0 +1,99 @@
+"""``complete(stream=True)`` against a real llama.cpp server, on asyncio and trio.
+
+Start the server with ``../shared/tools/real-llm-server.sh start 18188`` (or
+point ``$OPENARMATURE_REAL_LLM_URL`` at another host root). Without a server
+answering there, these tests skip with the reason.
+
+What this server does differently from the spec's vectors, and what the
+tests therefore pin: it ignores ``stream_options.include_usage`` (no usage
+chunk, so ``usage`` is unreported), repeats the tool call's id and name in
+every chunk, and ends with a chunk whose delta fields are ``null``. The model
+(Gemma 3 270M base) produces junk text: the tests assert shapes, never
+wording.
+"""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from openarmature_nodes.llm import (
+    OpenAIProvider,
+    RuntimeConfig,
+    SystemMessage,
+    Tool,
+    ToolChoiceForce,
+    UserMessage,
+)
+from openarmature_nodes.llm.tokens import TokenDelta
+
+pytestmark = [pytest.mark.anyio, pytest.mark.real_server]
+
+URL = os.environ.get("OPENARMATURE_REAL_LLM_URL", "http://127.0.0.1:18188").rstrip("/")
+MODEL = os.environ.get("OPENARMATURE_REAL_LLM_MODEL", "gemma-3-270m")
+
+
+def _server_answers() -> str | None:
+    try:
+        r = httpx.get(f"{URL}/v1/models", timeout=2.0)
+    except httpx.HTTPError as exc:
+        name = type(exc).__name__
+        return f"no LLM server at {URL} ({name}); start ../shared/tools/real-llm-server.sh"
+    return (
+        None if r.status_code == 200 else f"server at {URL} answered {r.status_code} on /v1/models"
+    )
+
+
+_SKIP = _server_answers()
+pytestmark.append(pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""))
+
+WEATHER = Tool(
+    "get_weather",
+    "Current weather for a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+async def test_streamed_text_equals_the_concatenated_deltas() -> None:
+    config = RuntimeConfig(temperature=0.0, max_tokens=12, seed=1)
+    msgs = [UserMessage("What is the capital of France?")]
+    async with OpenAIProvider(URL, MODEL, genai_system="llama.cpp") as provider:
+        got: list[TokenDelta] = []
+        streamed = await provider.complete(msgs, config=config, stream=True, on_token=got.append)
+        atomic = await provider.complete(msgs, config=config)
+    assert streamed.finish_reason in ("stop", "length")
+    assert isinstance(streamed.message.content, str)
+    assert "".join(d.text for d in got) == streamed.message.content
+    assert all(d.kind == "content" and d.text for d in got)
+    assert [d.index for d in got] == list(range(len(got)))
+    # temperature 0 and a seed: the same tokens either way
+    assert streamed.message.content == atomic.message.content
+    assert streamed.raw["object"] == "chat.completion.chunk" and streamed.raw["id"]
+    # llama-cpp-python ignores include_usage: usage is unreported, not invented
+    assert streamed.usage.total_tokens is None
+
+
+async def test_streamed_forced_tool_call_reassembles() -> None:
+    msgs = [SystemMessage("You can call tools."), UserMessage("Weather in Paris?")]
+    choice = ToolChoiceForce("get_weather")
+    config = RuntimeConfig(temperature=0.0, max_tokens=32)
+    async with OpenAIProvider(URL, MODEL, genai_system="llama.cpp") as provider:
+        got: list[TokenDelta] = []
+        streamed = await provider.complete(
+            msgs,
+            tools=[WEATHER],
+            tool_choice=choice,
+            config=config,
+            stream=True,
+            on_token=got.append,
+        )
+        atomic = await provider.complete(msgs, tools=[WEATHER], tool_choice=choice, config=config)
+    assert streamed.finish_reason == atomic.finish_reason == "tool_calls"
+    (call,) = streamed.message.tool_calls or []
+    (expected,) = atomic.message.tool_calls or []
+    assert call.name == "get_weather" and call.id.startswith("call_")
+    assert call.arguments == expected.arguments
+    assert isinstance(call.arguments, dict) and isinstance(call.arguments.get("city"), str)
+    assert got == []  # tool-call fragments are not token deltas
