@@ -1,6 +1,6 @@
 """Every compile-time error of graph-engine §2, and the compile warnings."""
 
-# ruff: noqa: RUF012  (msgspec copies a mutable default such as `= []` per instance)
+
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Node middleware in the engine (pipeline-utilities §2-§5): order, locality, errors, events."""
 
-# ruff: noqa: RUF012  (msgspec copies a mutable default such as `= []` per instance)
+
 
 from __future__ import annotations
 

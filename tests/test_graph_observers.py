@@ -1,6 +1,6 @@
 """Observer hooks (graph-engine §6): events, ordering, isolation, delivery, drains."""
 
-# ruff: noqa: RUF012  (msgspec copies a mutable default such as `= []` per instance)
+
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The eight canonical reducers (graph-engine §2), custom reducers, and their errors."""
 
-# ruff: noqa: RUF012  (msgspec copies a mutable default such as `= []` per instance)
+
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The execution loop (graph-engine §3), runtime errors (§4), determinism (§5), concurrency."""
 
-# ruff: noqa: RUF012  (msgspec copies a mutable default such as `= []` per instance)
+
 
 from __future__ import annotations
 

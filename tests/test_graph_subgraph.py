@@ -1,6 +1,6 @@
 """Subgraphs as nodes: the three projection forms of graph-engine §2, nesting, failures."""
 
-# ruff: noqa: RUF012  (msgspec copies a mutable default such as `= []` per instance)
+
 
 from __future__ import annotations
 

@@ -13,7 +13,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from middleware import RetryMiddleware, SpanMiddleware, StructuredOutputMiddleware, WarmupGate
+from middleware import (
+    Cooldown,
+    CooldownMiddleware,
+    RetryMiddleware,
+    SpanMiddleware,
+    StructuredOutputMiddleware,
+    WarmupGate,
+)
 from openarmature_nodes.graph import END, GraphBuilder, NodeException, State, append
 from openarmature_nodes.llm import (
     CompletionRequest,
@@ -112,17 +119,25 @@ async def test_default_onion_layers_outermost_first(provider: OpenAIProvider) ->
     assert [type(m) for m in onion] == [
         SpanMiddleware,
         RetryMiddleware,
+        CooldownMiddleware,
         WarmupGate,
         StructuredOutputMiddleware,
     ]
     node = LLMNode(provider, ask, keep_answer)
     assert [type(m) for m in node.middleware] == [type(m) for m in onion]
-    assert "SpanMiddleware, RetryMiddleware, WarmupGate" in repr(node)
+    assert "SpanMiddleware, RetryMiddleware, CooldownMiddleware, WarmupGate" in repr(node)
+
+
+async def test_default_onion_shares_the_endpoint_cooldown(provider: OpenAIProvider) -> None:
+    first = default_onion(provider)[2]
+    second = default_onion(provider)[2]
+    assert isinstance(first, CooldownMiddleware) and isinstance(second, CooldownMiddleware)
+    assert first.cooldown is second.cooldown is Cooldown.for_endpoint(provider)
 
 
 async def test_default_onion_can_drop_and_replace_layers(provider: OpenAIProvider) -> None:
     retry = RetryMiddleware(max_attempts=7)
-    onion = default_onion(provider, span=False, retry=retry, structured=False)
+    onion = default_onion(provider, span=False, retry=retry, cooldown=False, structured=False)
     assert onion[0] is retry
     assert [type(m) for m in onion] == [RetryMiddleware, WarmupGate]
 

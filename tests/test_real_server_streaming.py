@@ -28,6 +28,8 @@ from openarmature_nodes.llm import (
     UserMessage,
 )
 from openarmature_nodes.llm.tokens import TokenDelta
+from openarmature_nodes.llm.transport import HttpxTransport, StreamingTransport
+from openarmature_nodes.llm.transport.fast import FastTransport
 
 pytestmark = [pytest.mark.anyio, pytest.mark.real_server]
 
@@ -49,6 +51,14 @@ def _server_answers() -> str | None:
 _SKIP = _server_answers()
 pytestmark.append(pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""))
 
+KINDS = ["httpx", "fast"]
+
+
+def provider(kind: str) -> OpenAIProvider:
+    transport: StreamingTransport = HttpxTransport() if kind == "httpx" else FastTransport()
+    return OpenAIProvider(URL, MODEL, genai_system="llama.cpp", transport=transport)
+
+
 WEATHER = Tool(
     "get_weather",
     "Current weather for a city.",
@@ -56,13 +66,16 @@ WEATHER = Tool(
 )
 
 
-async def test_streamed_text_equals_the_concatenated_deltas() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_streamed_text_equals_the_concatenated_deltas(kind: str) -> None:
     config = RuntimeConfig(temperature=0.0, max_tokens=12, seed=1)
     msgs = [UserMessage("What is the capital of France?")]
-    async with OpenAIProvider(URL, MODEL, genai_system="llama.cpp") as provider:
+    async with provider(kind) as p:
         got: list[TokenDelta] = []
-        streamed = await provider.complete(msgs, config=config, stream=True, on_token=got.append)
-        atomic = await provider.complete(msgs, config=config)
+        streamed = await p.complete(msgs, config=config, stream=True, on_token=got.append)
+        atomic = await p.complete(msgs, config=config)
+        if isinstance(p.transport, FastTransport):
+            assert p.transport.connection_count == 1  # the stream's connection was reused
     assert streamed.finish_reason in ("stop", "length")
     assert isinstance(streamed.message.content, str)
     assert "".join(d.text for d in got) == streamed.message.content
@@ -75,13 +88,14 @@ async def test_streamed_text_equals_the_concatenated_deltas() -> None:
     assert streamed.usage.total_tokens is None
 
 
-async def test_streamed_forced_tool_call_reassembles() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+async def test_streamed_forced_tool_call_reassembles(kind: str) -> None:
     msgs = [SystemMessage("You can call tools."), UserMessage("Weather in Paris?")]
     choice = ToolChoiceForce("get_weather")
     config = RuntimeConfig(temperature=0.0, max_tokens=32)
-    async with OpenAIProvider(URL, MODEL, genai_system="llama.cpp") as provider:
+    async with provider(kind) as p:
         got: list[TokenDelta] = []
-        streamed = await provider.complete(
+        streamed = await p.complete(
             msgs,
             tools=[WEATHER],
             tool_choice=choice,
@@ -89,7 +103,7 @@ async def test_streamed_forced_tool_call_reassembles() -> None:
             stream=True,
             on_token=got.append,
         )
-        atomic = await provider.complete(msgs, tools=[WEATHER], tool_choice=choice, config=config)
+        atomic = await p.complete(msgs, tools=[WEATHER], tool_choice=choice, config=config)
     assert streamed.finish_reason == atomic.finish_reason == "tool_calls"
     (call,) = streamed.message.tool_calls or []
     (expected,) = atomic.message.tool_calls or []

@@ -8,7 +8,7 @@ the boundary. An observer prints every node event as it is delivered.
 Run:  python examples/graphs/loop_and_subgraph.py --backend trio
 """
 
-# ruff: noqa: RUF012  (msgspec copies a mutable default such as `= []` per instance)
+
 
 from __future__ import annotations
 

@@ -68,17 +68,18 @@ async def probe(
     *,
     api_key: str | None = None,
     warm_up: bool = False,
-    timeout: float = 10.0,
+    phase_timeout: float = 10.0,
 ) -> ProbeReport:
     """Run the probe and return its report; never raises a provider error.
 
-    ``timeout`` bounds every phase of each request (connect, write, each wait
+    ``phase_timeout`` bounds every phase of each request (connect, write, each wait
     for response bytes, waiting for a pooled connection): a server that
     accepts the connection and then says nothing fails the step as
     ``provider_unavailable`` instead of hanging.
     """
     report = ProbeReport(base_url=base_url, model=model)
-    limits = Timeouts(connect=timeout, read=timeout, write=timeout, pool=timeout)
+    t = phase_timeout
+    limits = Timeouts(connect=t, read=t, write=t, pool=t)
     async with OpenAIProvider(
         base_url=base_url, model=model, api_key=api_key, timeouts=limits
     ) as provider:
@@ -154,7 +155,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
                 args.model,
                 api_key=args.api_key,
                 warm_up=args.warm_up,
-                timeout=args.timeout,
+                phase_timeout=args.timeout,
             ),
             backend=args.backend,
         )

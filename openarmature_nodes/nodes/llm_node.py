@@ -51,6 +51,8 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import msgspec
 
 from middleware import (
+    Cooldown,
+    CooldownMiddleware,
     RetryMiddleware,
     SpanMiddleware,
     StructuredOutputMiddleware,
@@ -92,14 +94,18 @@ def default_onion(
     *,
     span: SpanMiddleware | Literal[False] | None = None,
     retry: RetryMiddleware | RetryConfig | Literal[False] | None = None,
+    cooldown: CooldownMiddleware | Literal[False] | None = None,
     warmup: WarmupGate | Literal[False] | None = None,
     structured: StructuredOutputMiddleware | Literal[False] | None = None,
 ) -> list[CallMiddleware]:
     """The default call-level onion for ``provider``, outermost first.
 
-    ``[SpanMiddleware, RetryMiddleware, WarmupGate, StructuredOutputMiddleware]``,
-    each with its defaults (retry: 3 attempts, full-jitter backoff from 1 s;
-    warm-up: ``ready()`` then a one-token completion, polled for up to 600 s).
+    ``[SpanMiddleware, RetryMiddleware, CooldownMiddleware, WarmupGate,
+    StructuredOutputMiddleware]``, each with its defaults (retry: 3 attempts,
+    full-jitter backoff from 1 s, at least the server's ``Retry-After``;
+    cooldown: the endpoint's process-wide :class:`Cooldown`, so one 429 holds
+    every caller of that server instead of each discovering it; warm-up:
+    ``ready()`` then a one-token completion, polled for up to 600 s).
     Pass an instance to configure a layer, a :class:`RetryConfig` for retry,
     or ``False`` to leave a layer out.
 
@@ -118,6 +124,10 @@ def default_onion(
         elif isinstance(retry, RetryConfig):
             retry = RetryMiddleware(retry)
         layers.append(retry)
+    if cooldown is not False:
+        if cooldown is None:
+            cooldown = CooldownMiddleware(Cooldown.for_endpoint(provider))
+        layers.append(cooldown)
     if warmup is not False:
         layers.append(warmup if warmup is not None else WarmupGate(provider))
     if structured is not False:

@@ -1,4 +1,4 @@
-"""Prints a conformance summary: fixture cases passed / failed / deferred per capability and backend."""
+"""Prints a conformance summary: cases passed, failed and deferred per capability and backend."""
 
 from __future__ import annotations
 
