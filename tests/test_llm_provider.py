@@ -1,4 +1,10 @@
-"""OpenAIProvider against a scripted server (httpx.MockTransport), on asyncio and trio."""
+"""OpenAIProvider against a scripted server, on asyncio and trio, over both transports.
+
+Each test scripts the server as an httpx handler; ``tests/transports.py`` serves it
+through ``httpx.MockTransport`` (``httpx``) or over loopback TCP to a real
+``FastTransport`` (``fast``), so every test runs four times. Tests pinned to one
+transport say why.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,6 @@ from openarmature_nodes.llm import (
     AssistantMessage,
     CompletionRequest,
     HTTPErrorReply,
-    HttpxTransport,
     OpenAIProvider,
     ProviderAuthentication,
     ProviderInvalidModel,
@@ -33,8 +38,16 @@ from openarmature_nodes.llm import (
     ToolMessage,
     UserMessage,
 )
+from openarmature_nodes.llm.transport import TransportProtocolError, TransportTimeout
+from tests.transports import (  # noqa: F401  (fixtures used by name)
+    fast_only,
+    httpx_only,
+    loopback_transport,
+    transport_kind,
+    transports,
+)
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("transports")]
 
 KEY = "sk-very-secret-key-123"
 HI = [UserMessage("hi")]
@@ -90,14 +103,13 @@ class Server:
 def make(
     server: Callable[..., Any], base_url: str = "http://llm.test", **kw: Any
 ) -> OpenAIProvider:
-    return OpenAIProvider(
-        base_url, "m", transport=HttpxTransport(transport=httpx.MockTransport(server)), **kw
-    )
+    return OpenAIProvider(base_url, "m", transport=loopback_transport(server), **kw)
 
 
 # --- construction ------------------------------------------------------------------------
 
 
+@httpx_only  # no transport involved
 @pytest.mark.parametrize(
     "url",
     ["http://h:8000/v1", "http://h:8000/v1/", "http://h:8000/v1//", "https://gw.example/api/v1"],
@@ -122,6 +134,7 @@ async def test_trailing_slashes_stripped_and_proxy_prefix_kept() -> None:
     )
 
 
+@httpx_only  # no transport involved
 async def test_default_ports_and_bad_urls() -> None:
     assert OpenAIProvider("http://a", "m").server_port == 80
     assert OpenAIProvider("https://a", "m").server_port == 443
@@ -162,11 +175,13 @@ async def test_key_not_in_transport_failure() -> None:
     assert KEY not in str(info.value) and isinstance(info.value.__cause__, Exception)
 
 
+@httpx_only  # no transport involved
 async def test_genai_system_stored_not_sniffed() -> None:
     assert OpenAIProvider("http://vllm.internal:8000", "m").genai_system == "openai"
     assert OpenAIProvider("http://x", "m", genai_system="vllm").genai_system == "vllm"
 
 
+@httpx_only  # about an injected httpx client
 async def test_injected_http_client_stays_open() -> None:
     client = httpx.AsyncClient(transport=httpx.MockTransport(Server()))
     async with OpenAIProvider("http://x", "m", http_client=client) as p:
@@ -586,19 +601,34 @@ async def test_rate_limit_retry_after_http_date() -> None:
     assert info.value.retry_after is not None and 100 < info.value.retry_after <= 120
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [
-        httpx.ConnectError("refused"),
-        httpx.ReadTimeout("slow"),
-        httpx.RemoteProtocolError("closed mid-body"),
-    ],
-)
+TRANSPORT_FAILURES = [
+    httpx.ConnectError("refused"),
+    httpx.ReadTimeout("slow"),
+    httpx.RemoteProtocolError("closed mid-body"),
+]
+
+
+@httpx_only  # the handler's exception object itself is the root cause only with MockTransport
+@pytest.mark.parametrize("exc", TRANSPORT_FAILURES)
 async def test_transport_failures_are_unavailable_with_cause(exc: Exception) -> None:
     async with make(Server(exc)) as p:
         with pytest.raises(ProviderUnavailable) as info:
             await p.complete(HI)
     assert info.value.__cause__ is not None and info.value.__cause__.__cause__ is exc
+
+
+@fast_only  # the same failures, met on a real socket (see tests/transports.py)
+@pytest.mark.parametrize("exc", TRANSPORT_FAILURES)
+async def test_transport_failures_on_the_wire_are_unavailable(exc: Exception) -> None:
+    server = Server(exc)
+    async with make(server, api_key=KEY) as p:
+        with pytest.raises(ProviderUnavailable) as info:
+            await p.complete(HI)
+    cause = info.value.__cause__
+    timeout = isinstance(exc, httpx.TimeoutException)
+    expected = TransportTimeout if timeout else TransportProtocolError
+    assert isinstance(cause, expected), repr(cause)
+    assert KEY not in str(info.value) and len(server.requests) == 1  # sent once, not retried
 
 
 # --- structured output -------------------------------------------------------------------

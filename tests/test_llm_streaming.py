@@ -594,6 +594,16 @@ async def test_a_server_that_ignores_stream_true_still_works() -> None:
     assert [(d.kind, d.text) for d in got] == [("reasoning", "hmm"), ("content", "all at once")]
 
 
+async def test_an_event_stream_labelled_json_is_still_read_as_events() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=HELLO)
+
+    got: list[TokenDelta] = []
+    async with mock_provider(handler) as provider:
+        r = await provider.complete(HI, stream=True, on_token=got.append)
+    assert r.message.content == "Hello, world." and len(got) == 3
+
+
 async def test_truncated_stream_and_broken_connection_are_unavailable() -> None:
     def truncated(request: httpx.Request) -> httpx.Response:
         return sse_response(sse(chunk({"content": "par"}), done=False))

@@ -165,11 +165,11 @@ class ChatStreamAssembler:
         "_reasoning",
         "_reasoning_key",
         "_response_schema",
-        "_tools",
         "_url",
         "_usage",
         "done",
         "error",
+        "tools",
     )
 
     def __init__(
@@ -180,7 +180,8 @@ class ChatStreamAssembler:
         url: str = "",
         max_event_bytes: int = 16 * 1024 * 1024,
     ) -> None:
-        self._tools = tools
+        self.tools = tools
+        """The call's tools by name (checked in :meth:`response`)."""
         self._response_schema = response_schema
         self._url = url
         self._parser = SSEParser(max_event_bytes=max_event_bytes)
@@ -327,7 +328,7 @@ class ChatStreamAssembler:
                 f"{', ended by [DONE]' if self.done else ''})"
             )
         return response_from_raw(
-            self.raw(), tools=self._tools, response_schema=self._response_schema
+            self.raw(), tools=self.tools, response_schema=self._response_schema
         )
 
     def raw(self) -> dict[str, Any]:

@@ -316,7 +316,7 @@ class OpenAIProvider:
                     )
                 content_type = reply.headers.get("content-type", "")
                 if content_type.startswith("application/json"):
-                    return await self._not_streamed(reply, request, tools, sinks)
+                    return await self._not_streamed(reply, request, asm, sinks)
                 await _consume(reply, asm, sinks)
         except TransportError as exc:
             raise ProviderUnavailable(f"POST {url} failed: {exc}") from exc
@@ -326,16 +326,23 @@ class OpenAIProvider:
         self,
         reply: StreamingResponse,
         request: CompletionRequest,
-        tools: dict[str, Tool],
+        asm: ChatStreamAssembler,
         sinks: tuple[TokenSink, ...],
     ) -> Response:
         """A server that ignored ``stream: true`` and sent one JSON body: its
-        answer is decoded as usual and reported as one delta per kind."""
+        answer is decoded as usual and reported as one delta per kind. (An
+        event stream mislabelled as JSON is still read as events.)"""
+        body = await reply.aread()
+        if body.lstrip().startswith((b"data:", b"event:", b":")):
+            deltas = [*asm.feed(body), *asm.feed_eof()]
+            for kind, text in deltas if sinks else ():
+                emit_delta(sinks, kind, text)
+            return asm.response()
         response = decode_chat_response(
             reply.status,
             reply.headers,
-            await reply.aread(),
-            tools=tools,
+            body,
+            tools=asm.tools,
             response_schema=request.response_schema,
             url=self._chat_url,
         )

@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from ._base import RawResponse, Timeouts, TransportProtocolError
+from ._base import RawResponse, Timeouts
 from ._conn import Connection, StaleConnection
+from ._fast_stream import FastStream
 from ._pool import Pool, TransportClosed
 
 __all__ = ["FastTransport", "TransportClosed"]
@@ -261,7 +261,7 @@ class FastTransport:
         url: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
-    ) -> _FastStream:
+    ) -> FastStream:
         """Send one request; hand out the response while its body arrives.
 
         ``async with transport.stream(...) as response:`` (see
@@ -269,7 +269,7 @@ class FastTransport:
         requests raise ``ValueError`` when the context is entered, before
         anything is sent.
         """
-        return _FastStream(self, method, url, headers, body)
+        return FastStream(self, method, url, headers, body)
 
     async def _replace(self, pool: Pool, conn: Connection) -> Connection:
         """A fresh connection in the slot of ``conn``, which went stale."""
@@ -332,118 +332,3 @@ class FastTransport:
 
 def _is_latin1(text: str) -> bool:
     return all(ord(c) < 256 for c in text)
-
-
-class _FastStream:
-    """The ``async with`` of :meth:`FastTransport.stream`."""
-
-    __slots__ = ("_args", "_owner", "_response")
-
-    def __init__(
-        self,
-        owner: FastTransport,
-        method: str,
-        url: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes | None,
-    ) -> None:
-        self._owner = owner
-        self._args = (method, url, headers, body)
-        self._response: _FastStreamingResponse | None = None
-
-    async def __aenter__(self) -> _FastStreamingResponse:
-        owner = self._owner
-        method, url, headers, body = self._args
-        pool, data, head_only = owner._encode(method, url, headers, body)
-        if head_only:
-            raise ValueError("stream() does not do HEAD requests; use request()")
-        timeouts = owner._timeouts
-        conn = pool.take()
-        if conn is None:
-            conn = await pool.acquire(timeouts)
-            if conn is None:
-                conn = await pool.connect(timeouts)
-        try:
-            await conn.open_stream(data, timeouts)
-        except StaleConnection:
-            conn = await owner._replace(pool, conn)
-            try:
-                await conn.open_stream(data, timeouts)
-            except BaseException:
-                await owner._drop(pool, conn)
-                raise
-        except BaseException:
-            await owner._drop(pool, conn)
-            raise
-        self._response = _FastStreamingResponse(pool, conn, timeouts)
-        return self._response
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            await response.aclose()
-
-
-class _FastStreamingResponse:
-    """A :class:`~openarmature_nodes.llm.transport.StreamingResponse` on one
-    pooled connection, which it gives back (or closes) in :meth:`aclose`."""
-
-    __slots__ = ("_conn", "_pool", "_timeouts", "headers", "status")
-
-    def __init__(self, pool: Pool, conn: Connection, timeouts: Timeouts) -> None:
-        self._pool = pool
-        self._conn: Connection | None = conn
-        self._timeouts = timeouts
-        self.status: int = conn.status
-        self.headers: Mapping[str, str] = conn.headers
-
-    async def _next(self) -> bytes:
-        conn = self._conn
-        if conn is None:
-            raise TransportProtocolError("the response was closed")
-        return await conn.receive_body(self._timeouts)
-
-    def aiter_bytes(self) -> AsyncIterator[bytes]:
-        return _Body(self)
-
-    async def aread(self) -> bytes:
-        pieces = []
-        while piece := await self._next():
-            pieces.append(piece)
-        return b"".join(pieces)
-
-    async def aclose(self) -> None:
-        """Give the connection back if its body was read to the end, else close it."""
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        pool = self._pool
-        if not (conn.end_stream() and pool.release(conn)):
-            pool.discard(conn)
-            await conn.aclose()
-
-    def __repr__(self) -> str:
-        return f"<streaming response {self.status}>"
-
-
-class _Body:
-    """The body of a :class:`_FastStreamingResponse`, piece by piece."""
-
-    __slots__ = ("_response",)
-
-    def __init__(self, response: _FastStreamingResponse) -> None:
-        self._response = response
-
-    def __aiter__(self) -> _Body:
-        return self
-
-    async def __anext__(self) -> bytes:
-        piece = await self._response._next()
-        if not piece:
-            raise StopAsyncIteration
-        return piece
