@@ -1,6 +1,14 @@
 """Transports: the seam between the sans-IO wire mapping and the network.
 
-See :mod:`openarmature_nodes.llm.transport._base` for the contract.
+See :mod:`openarmature_nodes.llm.transport._base` for the contract. Two
+implementations ship:
+
+- :class:`FastTransport`: an HTTP/1.1 keep-alive pool on anyio streams with the
+  httptools parser, for plain ``http://`` endpoints (a vLLM service inside a
+  cluster, a local llama.cpp). The provider's default for ``http://`` URLs.
+- :class:`HttpxTransport`: ``httpx.AsyncClient`` underneath, for everything
+  else: TLS, proxies, custom auth flows. The provider's default for
+  ``https://`` URLs, and what ``http_client=`` plugs into.
 """
 
 from ._base import (
@@ -14,9 +22,11 @@ from ._base import (
     TransportProtocolError,
     TransportTimeout,
 )
+from .fast import FastTransport, TransportClosed
 from .httpx_transport import HttpxTransport
 
 __all__ = [
+    "FastTransport",
     "HttpxTransport",
     "RawResponse",
     "StreamingResponse",
@@ -26,5 +36,6 @@ __all__ = [
     "TransportConnectError",
     "TransportError",
     "TransportProtocolError",
+    "TransportClosed",
     "TransportTimeout",
 ]
