@@ -12,3 +12,14 @@ import pytest
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def real_server_promised() -> None:
+    """Fails a real-server test when ``$OPENARMATURE_REAL_LLM_URL`` promised a
+    server that does not answer (see ``tests/real_server.py``)."""
+    from tests.real_server import broken_promise
+
+    problem = broken_promise()
+    if problem is not None:
+        pytest.fail(f"OPENARMATURE_REAL_LLM_URL is set but {problem}")

@@ -4,8 +4,10 @@ Three layers, bottom up:
 
 1. sans-IO: the SSE parser and the chunk assembler, fed bytes by hand;
 2. the wire mapping: ``stream`` / ``stream_options`` and their collisions;
-3. the provider through ``httpx.MockTransport``: token reporting, error
-   mapping, incomplete streams, retry, refusals before sending.
+3. the provider against a scripted server (an httpx handler), over both
+   transports (``tests/transports.py``: ``httpx.MockTransport``, or a real
+   ``FastTransport`` over loopback TCP): token reporting, error mapping,
+   incomplete streams, retry, refusals before sending.
 
 Real sockets (both shipped transports, connection fate) are in
 ``tests/test_llm_streaming_sockets.py``. Every async test runs under asyncio
@@ -43,8 +45,20 @@ from openarmature_nodes.llm.openai_stream import ChatStreamAssembler
 from openarmature_nodes.llm.openai_wire import build_chat_body
 from openarmature_nodes.llm.sse import SSEEvent, SSEParser
 from openarmature_nodes.llm.tokens import TokenDelta, token_sink
-from openarmature_nodes.llm.transport import RawResponse, StreamingTransport
+from openarmature_nodes.llm.transport import (
+    RawResponse,
+    StreamingTransport,
+    TransportProtocolError,
+)
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
+from tests.transports import (  # noqa: F401  (fixtures used by name)
+    fast_only,
+    httpx_only,
+    loopback_transport,
+    transport_kind,
+    transports,
+    with_transports,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -477,9 +491,9 @@ class Pieces(httpx.AsyncByteStream):
 
 
 def mock_provider(handler: Callable[[httpx.Request], httpx.Response]) -> OpenAIProvider:
-    return OpenAIProvider(
-        "http://mock.test", "m", transport=HttpxTransport(transport=httpx.MockTransport(handler))
-    )
+    """The provider, its server scripted by ``handler``, over this test's transport
+    (the test needs ``@with_transports``)."""
+    return OpenAIProvider("http://mock.test", "m", transport=loopback_transport(handler))
 
 
 def sse_response(body: bytes, *, split: bool = True) -> httpx.Response:
@@ -487,6 +501,7 @@ def sse_response(body: bytes, *, split: bool = True) -> httpx.Response:
     return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Pieces(pieces))
 
 
+@with_transports
 async def test_provider_streams_and_reports_tokens() -> None:
     sent: list[httpx.Request] = []
 
@@ -512,6 +527,7 @@ async def test_provider_streams_and_reports_tokens() -> None:
     assert sent[0].headers["accept"] == "text/event-stream"
 
 
+@with_transports
 async def test_no_token_events_without_stream() -> None:
     atomic = {
         "choices": [{"index": 0, "message": {"content": "ok"}, "finish_reason": "stop"}],
@@ -523,6 +539,7 @@ async def test_no_token_events_without_stream() -> None:
     assert r.message.content == "ok" and got == []
 
 
+@with_transports
 async def test_tokens_are_reported_while_the_stream_is_still_open() -> None:
     """The second piece is only served once the first delta has been
     reported: a provider that read the whole body first would never finish."""
@@ -555,6 +572,7 @@ ERROR_REPLIES = [
 ]
 
 
+@with_transports
 @pytest.mark.parametrize(("status", "headers", "body", "kind"), ERROR_REPLIES)
 async def test_error_replies_map_exactly_as_the_atomic_path(
     status: int, headers: dict[str, str], body: Any, kind: type[Exception]
@@ -576,6 +594,7 @@ async def test_error_replies_map_exactly_as_the_atomic_path(
     assert getattr(atomic, "retry_after", None) == getattr(streamed, "retry_after", None)
 
 
+@with_transports
 async def test_a_server_that_ignores_stream_true_still_works() -> None:
     atomic = {
         "id": "cc-j",
@@ -594,6 +613,7 @@ async def test_a_server_that_ignores_stream_true_still_works() -> None:
     assert [(d.kind, d.text) for d in got] == [("reasoning", "hmm"), ("content", "all at once")]
 
 
+@with_transports
 async def test_an_event_stream_labelled_json_is_still_read_as_events() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "application/json"}, content=HELLO)
@@ -604,21 +624,29 @@ async def test_an_event_stream_labelled_json_is_still_read_as_events() -> None:
     assert r.message.content == "Hello, world." and len(got) == 3
 
 
+def truncated(request: httpx.Request) -> httpx.Response:
+    return sse_response(sse(chunk({"content": "par"}), done=False))
+
+
+class Dies(httpx.AsyncByteStream):
+    """A body that breaks off after its first event."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield sse(chunk({"content": "par"}), done=False)
+        raise httpx.RemoteProtocolError("peer closed connection")
+
+
+def dies(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Dies())
+
+
+@with_transports
+@httpx_only  # matches the text of the handler's httpx exception (fast: see the next test)
 async def test_truncated_stream_and_broken_connection_are_unavailable() -> None:
-    def truncated(request: httpx.Request) -> httpx.Response:
-        return sse_response(sse(chunk({"content": "par"}), done=False))
 
     async with mock_provider(truncated) as provider:
         with pytest.raises(ProviderUnavailable, match="ended before"):
             await provider.complete(HI, stream=True)
-
-    class Dies(httpx.AsyncByteStream):
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            yield sse(chunk({"content": "par"}), done=False)
-            raise httpx.RemoteProtocolError("peer closed connection")
-
-    def dies(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Dies())
 
     got: list[TokenDelta] = []
     async with mock_provider(dies) as provider:
@@ -628,6 +656,29 @@ async def test_truncated_stream_and_broken_connection_are_unavailable() -> None:
     assert info.value.__cause__ is not None
 
 
+@with_transports
+@fast_only  # the same failures on a real socket: the chunked body stops and the connection closes
+async def test_truncated_stream_and_broken_connection_on_the_wire_are_unavailable() -> None:
+    async with mock_provider(truncated) as provider:
+        with pytest.raises(ProviderUnavailable, match="ended before"):
+            await provider.complete(HI, stream=True)
+
+    requests: list[httpx.Request] = []
+
+    def counted(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return dies(request)
+
+    got: list[TokenDelta] = []
+    async with mock_provider(counted) as provider:
+        with pytest.raises(ProviderUnavailable, match="closed the connection") as info:
+            await provider.complete(HI, stream=True, on_token=got.append)
+    assert [d.text for d in got] == ["par"]  # partial deltas were reported before the failure
+    assert isinstance(info.value.__cause__, TransportProtocolError)
+    assert len(requests) == 1  # part of the reply was read: never sent again
+
+
+@with_transports
 async def test_call_level_retry_restreams_and_keeps_one_numbering() -> None:
     replies = [
         sse(chunk({"content": "lost"}), done=False),
@@ -674,13 +725,12 @@ class AtomicOnly(OpenAIProvider):
     supports_streaming = False
 
 
+@with_transports
 async def test_a_mapping_without_streaming_refuses_stream_true() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise AssertionError("nothing may be sent")
 
-    provider = AtomicOnly(
-        "http://x.test", "m", transport=HttpxTransport(transport=httpx.MockTransport(handler))
-    )
+    provider = AtomicOnly("http://x.test", "m", transport=loopback_transport(handler))
     got: list[TokenDelta] = []
     async with provider:
         with pytest.raises(ProviderInvalidRequest, match="does not support streaming"):
@@ -688,6 +738,7 @@ async def test_a_mapping_without_streaming_refuses_stream_true() -> None:
     assert got == []
 
 
+@with_transports
 async def test_conflicting_extras_are_refused_before_sending() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise AssertionError("nothing may be sent")

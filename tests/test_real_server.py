@@ -10,9 +10,6 @@ never wording.
 
 from __future__ import annotations
 
-import os
-
-import httpx
 import pytest
 
 from openarmature_nodes.llm import (
@@ -25,29 +22,12 @@ from openarmature_nodes.llm import (
     ToolMessage,
     UserMessage,
 )
+from tests.real_server import MODEL, URL, requires_real_server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.real_server]
-
-URL = os.environ.get("OPENARMATURE_REAL_LLM_URL", "http://127.0.0.1:18188").rstrip("/")
-MODEL = os.environ.get("OPENARMATURE_REAL_LLM_MODEL", "gemma-3-270m")
+pytestmark = [pytest.mark.anyio, *requires_real_server()]
 
 
-def _server_answers() -> str | None:
-    try:
-        r = httpx.get(f"{URL}/v1/models", timeout=2.0)
-    except httpx.HTTPError as exc:
-        name = type(exc).__name__
-        return f"no LLM server at {URL} ({name}); start ../shared/tools/real-llm-server.sh"
-    return (
-        None if r.status_code == 200 else f"server at {URL} answered {r.status_code} on /v1/models"
-    )
 
-
-_SKIP = _server_answers()
-skip_without_server = pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
-
-
-@skip_without_server
 async def test_seed_example() -> None:
     provider = OpenAIProvider(base_url=URL, model=MODEL, api_key=None, genai_system="llama.cpp")
     await provider.ready()
@@ -63,14 +43,12 @@ async def test_seed_example() -> None:
     await provider.aclose()
 
 
-@skip_without_server
 async def test_ready_rejects_unknown_model() -> None:
     async with OpenAIProvider(URL, "no-such-model-here") as provider:
         with pytest.raises(ProviderInvalidModel, match=MODEL):
             await provider.ready()
 
 
-@skip_without_server
 async def test_forced_tool_call_round_trip() -> None:
     weather = Tool(
         "get_weather",

@@ -44,33 +44,18 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.structured import schema_info
 from openarmature_nodes.nodes import LLMNode, build_agent, default_onion, tool
+from tests.real_server import MODEL, URL, requires_real_server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.real_server]
+pytestmark = [pytest.mark.anyio, *requires_real_server()]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT.parent / "shared" / "tools" / "real-llm-server.sh"
 EXAMPLES = ROOT / "examples" / "graphs"
-URL = os.environ.get("OPENARMATURE_REAL_LLM_URL", "http://127.0.0.1:18188").rstrip("/")
-MODEL = os.environ.get("OPENARMATURE_REAL_LLM_MODEL", "gemma-3-270m")
 AUTH_PORT = 18189
 AUTH_URL = f"http://127.0.0.1:{AUTH_PORT}"
 AUTH_KEY = "sk-openarmature-real-server-test"
 
 
-def _server_answers() -> str | None:
-    try:
-        r = httpx.get(f"{URL}/v1/models", timeout=3.0)
-    except httpx.HTTPError as exc:
-        return (
-            f"no LLM server answers at {URL} ({type(exc).__name__}); "
-            f"start it with {SCRIPT} start 18188"
-        )
-    return None if r.status_code == 200 else f"{URL}/v1/models answered {r.status_code}"
-
-
-_SKIP = _server_answers()
-if _SKIP is not None:
-    pytestmark.append(pytest.mark.skip(reason=_SKIP))
 
 
 class Person(msgspec.Struct):

@@ -14,9 +14,6 @@ wording.
 
 from __future__ import annotations
 
-import os
-
-import httpx
 import pytest
 
 from openarmature_nodes.llm import (
@@ -30,26 +27,10 @@ from openarmature_nodes.llm import (
 from openarmature_nodes.llm.tokens import TokenDelta
 from openarmature_nodes.llm.transport import HttpxTransport, StreamingTransport
 from openarmature_nodes.llm.transport.fast import FastTransport
+from tests.real_server import MODEL, URL, requires_real_server
 
-pytestmark = [pytest.mark.anyio, pytest.mark.real_server]
+pytestmark = [pytest.mark.anyio, *requires_real_server()]
 
-URL = os.environ.get("OPENARMATURE_REAL_LLM_URL", "http://127.0.0.1:18188").rstrip("/")
-MODEL = os.environ.get("OPENARMATURE_REAL_LLM_MODEL", "gemma-3-270m")
-
-
-def _server_answers() -> str | None:
-    try:
-        r = httpx.get(f"{URL}/v1/models", timeout=2.0)
-    except httpx.HTTPError as exc:
-        name = type(exc).__name__
-        return f"no LLM server at {URL} ({name}); start ../shared/tools/real-llm-server.sh"
-    return (
-        None if r.status_code == 200 else f"server at {URL} answered {r.status_code} on /v1/models"
-    )
-
-
-_SKIP = _server_answers()
-pytestmark.append(pytest.mark.skipif(_SKIP is not None, reason=_SKIP or ""))
 
 KINDS = ["httpx", "fast"]
 

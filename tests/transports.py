@@ -93,6 +93,7 @@ __all__ = [
     "loopback_transports",
     "transport_kind",
     "transports",
+    "with_transports",
 ]
 
 TransportKind = Literal["httpx", "fast"]
@@ -547,3 +548,7 @@ httpx_only = pytest.mark.parametrize("transport_kind", ["httpx"])
 
 #: Pins a test to the fast transport (say why next to each use).
 fast_only = pytest.mark.parametrize("transport_kind", ["fast"])
+
+#: Runs a test once per transport kind (in a module where not every test
+#: wants the ``transports`` fixture; otherwise put it in ``pytestmark``).
+with_transports = pytest.mark.usefixtures("transports")

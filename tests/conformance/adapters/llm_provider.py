@@ -1,13 +1,15 @@
 """Conformance adapter for ``spec/llm-provider/conformance``.
 
 Each case runs the real :class:`OpenAIProvider` against a mock
-OpenAI-compatible server that speaks HTTP through ``httpx.MockTransport``
-(the provider's own ``HttpxTransport`` and wire code are exercised; only the
-socket is replaced). The mock serves ``mock_provider.responses`` in order to
-``POST /v1/chat/completions``, serves ``mock_provider.health_endpoint`` to
-``GET /v1/models``, and records every outbound request so the wire
-assertions (``expected_wire_request`` and friends) compare what was really
-sent.
+OpenAI-compatible server, twice: once over the httpx transport (the handler
+answers through ``httpx.MockTransport``; only the socket is replaced) and
+once over the fast transport (a real ``FastTransport`` talking HTTP/1.1 over
+loopback TCP to a server that calls the same handler; see
+``tests/transports.py``). A failure names the transport. The mock serves
+``mock_provider.responses`` in order to ``POST /v1/chat/completions``, serves
+``mock_provider.health_endpoint`` to ``GET /v1/models``, and records every
+outbound request so the wire assertions (``expected_wire_request`` and
+friends) compare what was really sent.
 
 Every mapping the adapter interprets goes through ``check_directives``: a
 directive it does not know fails the case, naming it.
@@ -54,7 +56,6 @@ import msgspec
 
 from openarmature_nodes.llm import (
     AssistantMessage,
-    HttpxTransport,
     ImageBlock,
     InlineSource,
     OpenAIProvider,
@@ -81,6 +82,7 @@ from tests.conformance.adapters.llm_provider_stream import (
     sse_reply,
 )
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.transports import KINDS, TransportFactory, loopback_transports
 
 CASE_KEYS = frozenset(
     {
@@ -331,6 +333,17 @@ class Outcome:
 
 
 async def run_case(case: Case) -> None:
+    """Run ``case`` once per transport kind, each time against a fresh mock."""
+    for kind in KINDS:
+        try:
+            async with loopback_transports(kind) as transports:
+                await _run_case_on(case, transports)
+        except Exception as exc:
+            exc.add_note(f"{case.test_id}: failed on the {kind} transport")
+            raise
+
+
+async def _run_case_on(case: Case, transports: TransportFactory) -> None:
     data = case.data
     doc = case.document
     where = case.test_id
@@ -360,7 +373,7 @@ async def run_case(case: Case) -> None:
             "supports_native_response_format"
         )
         is False,
-        transport=HttpxTransport(transport=httpx.MockTransport(server.handler)),
+        transport=transports.transport(server.handler),
     )
     outcomes: list[Outcome] = []
     async with provider:
