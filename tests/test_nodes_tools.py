@@ -71,13 +71,11 @@ def test_tool_from_struct_args_has_an_object_schema_and_docstring() -> None:
     assert params["required"] == ["city"]
 
 
-def test_tool_needs_exactly_one_schema_source() -> None:
+def test_tool_takes_at_most_one_schema_source() -> None:
     def f() -> str:
         return ""
 
-    with pytest.raises(ValueError, match="exactly one"):
-        tool(f)
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="at most one"):
         tool(f, parameters={"type": "object"}, args=CityArgs)
     with pytest.raises(ValueError, match="type 'object'"):
         tool(f, parameters={"type": "string"})
@@ -339,3 +337,36 @@ async def test_timeout_error_raised_by_a_tool_is_not_a_node_timeout() -> None:
 
 def test_tool_timeout_is_a_tool_error() -> None:
     assert issubclass(ToolTimeout, ToolError)
+
+
+async def test_plain_tool_takes_its_schema_from_the_signature() -> None:
+    @tool
+    async def forecast(city: str, days: int = 1) -> str:
+        """Forecast for a city."""
+        return f"{city}:{days}"
+
+    params = forecast.spec.parameters
+    assert params["type"] == "object"
+    assert params["properties"]["city"] == {"type": "string"}
+    assert params["properties"]["days"]["type"] == "integer"
+    assert params["required"] == ["city"]
+    assert forecast.spec.description == "Forecast for a city."
+    assert await forecast.invoke({"city": "Oslo"}) == "Oslo:1"
+    assert await forecast.invoke({"city": "Oslo", "days": 3}) == "Oslo:3"
+    with pytest.raises(ValueError):
+        await forecast.invoke({"city": 5})
+    with pytest.raises(ValueError):
+        await forecast.invoke({"city": "Oslo", "hours": 2})
+
+
+def test_plain_tool_needs_annotated_keyword_parameters() -> None:
+    def untyped(city):  # type: ignore[no-untyped-def]
+        return city
+
+    def star(*cities: str) -> str:
+        return ""
+
+    with pytest.raises(ValueError, match="annotation"):
+        tool(untyped)
+    with pytest.raises(ValueError, match="keyword"):
+        tool(star)

@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -99,7 +99,10 @@ __all__ = [
 TransportKind = Literal["httpx", "fast"]
 KINDS: tuple[TransportKind, ...] = ("httpx", "fast")
 
-Handler = Callable[[httpx.Request], "httpx.Response | Awaitable[httpx.Response]"]
+Handler = (
+    Callable[[httpx.Request], httpx.Response]
+    | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+)
 
 #: Timeouts of the fast transports made here. ``read`` is what turns a handler's
 #: ``httpx.ReadTimeout`` into a real read timeout, so it is short (such a test

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import Any, Literal, get_type_hints, overload
 
 import anyio
 import msgspec
@@ -120,7 +120,7 @@ class FunctionTool:
     arguments, calls the function and returns the result as text.
     """
 
-    __slots__ = ("_signature", "args", "fn", "spec")
+    __slots__ = ("_signature", "_signature_args", "args", "fn", "spec")
 
     def __init__(
         self,
@@ -131,10 +131,15 @@ class FunctionTool:
         parameters: Mapping[str, Any] | None = None,
         args: type[msgspec.Struct] | None = None,
     ) -> None:
-        if (parameters is None) == (args is None):
-            raise ValueError("give exactly one of parameters= (a JSON Schema) or args= (a Struct)")
-        if args is not None:
-            parameters = _struct_schema(args)
+        if parameters is not None and args is not None:
+            raise ValueError("give at most one of parameters= (a JSON Schema) or args= (a Struct)")
+        # Neither: the function's own typed signature is the schema.
+        self._signature_args = None
+        if parameters is None and args is None:
+            self._signature_args = _signature_struct(fn)
+        struct = args or self._signature_args
+        if struct is not None:
+            parameters = _struct_schema(struct)
         assert parameters is not None
         if parameters.get("type") != "object":
             raise ValueError("a tool's parameters schema must have type 'object'")
@@ -166,6 +171,12 @@ class FunctionTool:
                 return (msgspec.convert(arguments, self.args),), {}
             except msgspec.ValidationError as exc:
                 raise ValueError(str(exc)) from exc
+        if self._signature_args is not None:
+            try:
+                checked = msgspec.convert(arguments, self._signature_args)
+            except msgspec.ValidationError as exc:
+                raise ValueError(str(exc)) from exc
+            return (), {f: getattr(checked, f) for f in self._signature_args.__struct_fields__}
         try:
             self._signature.bind(**arguments)
         except TypeError as exc:
@@ -221,12 +232,52 @@ def tool(
     parameters: Mapping[str, Any] | None = None,
     args: type[msgspec.Struct] | None = None,
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
-    """Make a :class:`FunctionTool`: ``@tool(args=...)``, or ``tool(fn, parameters=...)``."""
+    """Make a :class:`FunctionTool` from a function.
+
+    ``@tool`` alone derives the arguments' JSON Schema from the function's typed
+    signature (``async def get_weather(city: str) -> str``); ``@tool(args=S)``
+    takes them as one ``msgspec.Struct`` ``S``; ``tool(fn, parameters=...)``
+    takes a JSON Schema and passes the arguments as keywords. The description
+    is the docstring unless ``description=`` is given.
+    """
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:
         return FunctionTool(f, name=name, description=description, parameters=parameters, args=args)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _signature_struct(fn: Callable[..., Any]) -> type[msgspec.Struct]:
+    """A Struct with one field per parameter of ``fn``, typed by its annotations.
+
+    ``async def get_weather(city: str, days: int = 1)`` gives the schema
+    ``{"type": "object", "properties": {"city": {"type": "string"}, "days":
+    {"type": "integer", "default": 1}}, "required": ["city"]}``. Every parameter
+    must be annotated and passable by keyword; unknown argument names are refused.
+    """
+    try:
+        hints = get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read the annotations of tool {fn.__name__!r}: {exc}") from exc
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            raise ValueError(
+                f"tool {fn.__name__!r}: parameter {p.name!r} must be passable by keyword "
+                "(or describe the arguments with args= / parameters=)"
+            )
+        if p.name not in hints:
+            raise ValueError(
+                f"tool {fn.__name__!r}: parameter {p.name!r} needs a type annotation "
+                "(or describe the arguments with args= / parameters=)"
+            )
+        if p.default is p.empty:
+            fields.append((p.name, hints[p.name]))
+        else:
+            fields.append((p.name, hints[p.name], p.default))
+    return msgspec.defstruct(
+        fn.__name__, fields, kw_only=True, forbid_unknown_fields=True
+    )
 
 
 def _struct_schema(args: type[msgspec.Struct]) -> dict[str, Any]:
