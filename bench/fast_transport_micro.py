@@ -12,7 +12,9 @@ decode the JSON reply and take ``choices[0].message.content``.
 - ``fast``: ``FastTransport.request`` + msgspec encode/decode (what the
   provider does with this transport);
 - ``httpx``: a default ``httpx.AsyncClient`` ``post(json=...)`` + ``.json()``.
-Optional (``--clients``): ``provider-fast`` / ``provider-httpx``, our
+Optional (``--clients``): ``floor`` (a bare anyio stream + httptools + msgspec
+loop with no pool, timeouts or checks: the floor of issue 7),
+``provider-fast`` / ``provider-httpx``, our
 ``OpenAIProvider.complete()`` on each transport.
 
 The stub: the nginx stub of ``/work/shared/bench/`` (``stub-server.sh``, port
@@ -82,6 +84,54 @@ def make_fast():
     return call, transport.aclose
 
 
+def make_floor():
+    """The floor: a bare loop of anyio streams + httptools + msgspec, no pool
+    logic, no timeouts, no validation (what issue 7 calls the floor)."""
+    import anyio
+    import httptools
+    import msgspec
+
+    encode, decode = msgspec.json.Encoder().encode, msgspec.json.Decoder().decode
+    host, port = "127.0.0.1", PORT
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+        b"Content-Type: application/json\r\nAuthorization: Bearer sk-bench\r\n" % port
+    )
+    idle: list = []
+
+    class Reader:
+        def __init__(self) -> None:
+            self.body: list[bytes] = []
+            self.done = False
+            self.parser = httptools.HttpResponseParser(self)
+
+        def on_body(self, body: bytes) -> None:
+            self.body.append(body)
+
+        def on_message_complete(self) -> None:
+            self.done = True
+
+    async def call() -> str:
+        if idle:
+            stream, reader = idle.pop()
+        else:
+            stream = await anyio.connect_tcp(host, port)
+            reader = Reader()
+        body = encode(BODY)
+        await stream.send(b"".join((head, b"Content-Length: %d\r\n\r\n" % len(body), body)))
+        reader.done, reader.body = False, []
+        while not reader.done:
+            reader.parser.feed_data(await stream.receive())
+        idle.append((stream, reader))
+        return decode(b"".join(reader.body))["choices"][0]["message"]["content"]
+
+    async def close() -> None:
+        for stream, _ in idle:
+            await stream.aclose()
+
+    return call, close
+
+
 def make_httpx():
     import httpx
 
@@ -119,6 +169,7 @@ def make_provider(transport: str):
 
 
 CLIENTS = {
+    "floor": make_floor,
     "fast": make_fast,
     "httpx": make_httpx,
     # Our whole provider (request encoding, response decoding) on each transport.

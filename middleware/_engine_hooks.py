@@ -38,10 +38,12 @@ def _graph_hook(name: str) -> Callable[..., Any] | None:
 
 
 def current_emitter() -> Callable[[Any], Any] | None:
+    """The engine's ``emit_framework_event``, or ``None`` without one."""
     return _graph_hook("emit_framework_event")
 
 
 def current_lineage() -> Lineage:
+    """The running node's lineage, as a :class:`Lineage` (empty outside a run)."""
     hook = _graph_hook("current_lineage")
     raw = hook() if hook is not None else None
     if raw is None:

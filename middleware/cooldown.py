@@ -106,6 +106,7 @@ class Cooldown:
             await self.sleep(left)
 
     def clear(self) -> None:
+        """End any hold now."""
         self._until = None
 
 

@@ -73,22 +73,27 @@ class FailureIsolationEvent:
     # The identity fields every observer event exposes, read from the lineage.
     @property
     def invocation_id(self) -> str | None:
+        """The invocation the node ran in (``None`` outside a graph run)."""
         return self.lineage.invocation_id
 
     @property
     def namespace(self) -> tuple[str, ...]:
+        """The wrapped node's namespace (outermost graph first)."""
         return self.lineage.namespace
 
     @property
     def attempt_index(self) -> int:
+        """The attempt of the wrapped node that was degraded."""
         return self.lineage.attempt_index
 
     @property
     def fan_out_index(self) -> int | None:
+        """The fan-out instance the node ran in, if any."""
         return self.lineage.fan_out_index
 
     @property
     def branch_name(self) -> str | None:
+        """The parallel branch the node ran in, if any."""
         return self.lineage.branch_name
 
 
@@ -142,6 +147,7 @@ class FailureIsolationMiddleware:
 
     @property
     def catch(self) -> frozenset[str] | None:
+        """The categories this middleware catches (``None``: no category gate)."""
         return self._catch
 
     def __repr__(self) -> str:

@@ -118,6 +118,7 @@ class TimingMiddlewareFactory:
         self._unbound = TimingMiddleware("<unbound>", on_complete, clock=clock)
 
     def bind_node(self, node_name: str) -> TimingMiddleware:
+        """The timing middleware of node ``node_name`` (called by the engine at compile time)."""
         return TimingMiddleware(node_name, self.on_complete, clock=self.clock)
 
     async def __call__(self, value: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:

@@ -94,6 +94,7 @@ class WarmupGate:
 
     @property
     def is_open(self) -> bool:
+        """Whether a warm-up has succeeded (and no reset has happened since)."""
         return self._open
 
     def __repr__(self) -> str:

@@ -9,6 +9,8 @@ timeouts of a few tens of milliseconds.
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -16,6 +18,7 @@ import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
+from openarmature_nodes.llm.transport import _conn
 from openarmature_nodes.llm.transport._base import (
     Timeouts,
     TransportConnectError,
@@ -566,6 +569,26 @@ async def test_connect_refused() -> None:
     await transport.aclose()
 
 
+async def test_connection_setup_failure_frees_the_slot_and_closes_the_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # E.g. no file descriptor left for the duplicate the connection reads on.
+    def no_fd(stream: SocketStream) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    async with serving(keepalive) as server:
+        transport = FastTransport()
+        monkeypatch.setattr(_conn, "_io_socket", no_fd)
+        with pytest.raises(TransportConnectError, match="Too many open files"):
+            await transport.request("GET", server.url, [], None)
+        assert transport.connection_count == 0
+        assert next(iter(transport._pools.values())).slots == 0
+        await server.wait_until(lambda: server.closed == 1)
+        monkeypatch.undo()
+        assert (await transport.request("POST", server.url, JSON, b"ok")).body == b"echo:ok"
+        await transport.aclose()
+
+
 async def test_read_timeout_before_any_byte() -> None:
     async def handler(peer: Peer) -> None:
         await peer.read_request()
@@ -634,13 +657,17 @@ async def test_late_watchdog_shutdown_of_a_pooled_connection_is_a_stale_retry() 
 
 
 async def test_write_timeout_when_the_server_does_not_read() -> None:
-    async def handler(peer: Peer) -> None:
-        await anyio.sleep_forever()  # accepts, never reads
-
-    async with serving(handler) as server:
+    # A listening socket nobody accept()s: the kernel completes the handshake,
+    # then the request fills the socket buffers and the send stalls. (An anyio
+    # server that "never reads" would not do: on asyncio its accepted stream
+    # keeps reading into memory.)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
         transport = FastTransport(timeouts=Timeouts(write=0.05))
         with pytest.raises(TransportTimeout, match="write timeout"):
-            await transport.request("POST", server.url, JSON, b"x" * (64 * 1024 * 1024))
+            await transport.request("POST", url, JSON, b"x" * (64 * 1024 * 1024))
         assert transport.connection_count == 0
         await transport.aclose()
 

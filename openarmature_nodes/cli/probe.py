@@ -44,6 +44,8 @@ _FAILED_STEP = {
 
 @dataclass
 class ProbeStep:
+    """One timed step of a probe: its name, outcome, duration and a detail line."""
+
     name: str
     ok: bool
     seconds: float | None = None
@@ -52,6 +54,8 @@ class ProbeStep:
 
 @dataclass
 class ProbeReport:
+    """What :func:`probe` found: the steps run, and the first error's category."""
+
     base_url: str
     model: str
     steps: list[ProbeStep] = field(default_factory=list)
@@ -59,6 +63,7 @@ class ProbeReport:
 
     @property
     def ok(self) -> bool:
+        """Whether the probe met no error (``error_category`` is ``None``)."""
         return self.error_category is None
 
 
@@ -118,6 +123,7 @@ async def probe(
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``probe`` options (each defaults from its environment variable)."""
     env = os.environ.get
     parser.add_argument(
         "--base-url",
@@ -148,6 +154,8 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_probe_command(args: argparse.Namespace) -> int:
+    """Run the probe for parsed ``args`` and print the report; return the exit code
+    (0 ready, 1 not ready, 2 bad arguments)."""
     try:
         report = anyio.run(
             lambda: probe(

@@ -1,13 +1,21 @@
 """What fan-out and parallel branches share: field checks, fan-in merging, lineage.
 
 Kept apart from :mod:`.fanout` and :mod:`.parallel` so each of those reads as
-its own feature. Nothing here is public.
+its own feature (:func:`need_field` serves subgraph nodes too). Nothing here is
+public.
+
+Both kinds have the same outer shape: a :meth:`ConcurrentKind._dispatch` that
+runs several units (instances, branches) and returns one merged update, and
+units that may be inline async callables. :class:`ConcurrentKind` holds the
+``NodeKind`` plumbing around the dispatch, :func:`call_plain` and
+:func:`call_observed` run one inline callable (the latter as its own event
+source).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any, get_origin
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, get_origin
 
 from ._run import Level, Step, _current_step
 from .errors import (
@@ -20,8 +28,15 @@ from .errors import (
 from .reducers import Reducer, concat_flatten, last_write_wins, merge_all
 from .state import Schema, _type_name
 
+if TYPE_CHECKING:
+    from .compiled import CompiledGraph
+    from .nodes import Inner
+
 __all__ = [
     "ConcurrentConfigInvalid",
+    "ConcurrentKind",
+    "call_observed",
+    "call_plain",
     "check_values",
     "choice",
     "combine_contributions",
@@ -55,6 +70,7 @@ def need_field(schema: Schema, field: str, side: str, node: str, what: str) -> N
 
 
 def is_list_type(tp: Any) -> bool:
+    """Whether a field annotation is ``list`` or ``list[...]``."""
     return tp is list or get_origin(tp) is list
 
 
@@ -79,6 +95,8 @@ def validate_errors_field(
 def round_trip_warning(
     node: str, parent_field: str, reducer: Reducer, how: str
 ) -> GraphCompileWarning:
+    """The warning for a parent field carried into the units and back out through a
+    reducer that would merge it twice (``how`` says which unit and field)."""
     return GraphCompileWarning(
         "projection_reducer_round_trip",
         f"node {node!r} carries parent field {parent_field!r} into its instances and back out "
@@ -101,6 +119,7 @@ def check_values(schema: Schema, values: Mapping[str, Any], where: str) -> None:
 
 
 async def resolve_maybe_async(fn: Callable[[Any], Any], state: Any) -> Any:
+    """``fn(state)``, awaited when it returns an awaitable (sync and async options alike)."""
     value = fn(state)
     if isinstance(value, Awaitable):
         value = await value
@@ -122,6 +141,77 @@ def wrap_call_failure(name: str, exc: Exception, state: Any) -> NodeException:
     return err
 
 
+async def call_plain(name: str, call: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
+    """``await call(value)`` for an unobserved run; a raw failure is carried as a
+    ``node_exception`` naming ``name`` (:func:`wrap_call_failure`)."""
+    try:
+        return await call(value)
+    except Exception as exc:
+        raise wrap_call_failure(name, exc, value) from exc
+
+
+async def call_observed(
+    level: Level, name: str, call: Callable[[Any], Awaitable[Any]], value: Any
+) -> Any:
+    """:func:`call_plain` in an observed run: the callable is its own event source.
+
+    A fan-out instance function or a call branch has no graph of its own to
+    emit events, so one synthetic step named ``name`` at ``level`` reports the
+    callable's started/completed pair (graph-engine §6), the completion carrying
+    the wrapped failure when it raises.
+    """
+    own = Step(level, name, value)
+    own.begin(value)
+    try:
+        result = await call(value)
+    except Exception as exc:
+        err = wrap_call_failure(name, exc, value)
+        own.finish_error(err)
+        raise err from exc
+    own.finish_ok(result)
+    return result
+
+
+class ConcurrentKind:
+    """The ``NodeKind`` plumbing fan-out and parallel branches share.
+
+    A subclass implements ``bind``, ``subgraphs`` and ``_dispatch(state, step)``
+    (``step`` is ``None`` in an unobserved run); the dispatch calls
+    ``step.begin(...)`` itself, once it knows the configuration to report.
+    """
+
+    name: str
+
+    async def _dispatch(self, state: Any, step: Step | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        """Compiled graphs the node runs (for observer snapshots)."""
+        raise NotImplementedError
+
+    def plain(self) -> Inner:
+        """The inner callable for unobserved runs: one dispatch, no events."""
+        dispatch = self._dispatch
+
+        async def inner(state: Any) -> Any:
+            return await dispatch(state, None)
+
+        return inner
+
+    def observed(self, step: Step) -> Inner:
+        """The inner callable for one step of an observed run."""
+        dispatch = self._dispatch
+
+        async def inner(state: Any) -> Any:
+            try:
+                return await dispatch(state, step)
+            except Exception as exc:
+                step.fail(exc)  # a retry around this node reports the failed attempt
+                raise
+
+        return inner
+
+
 def view_step(step: Step, state: Any, *, fan_out_index: int | None = None,
               branch_name: str | None = None) -> Step:
     """A step standing for one instance / branch of ``step``'s node.
@@ -141,6 +231,7 @@ def view_step(step: Step, state: Any, *, fan_out_index: int | None = None,
 
 
 async def run_with_lineage(view: Step, call: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
+    """``await call(value)`` with ``view`` (see :func:`view_step`) as the current step."""
     token = _current_step.set(view)
     try:
         return await call(value)
@@ -174,6 +265,7 @@ def combine_contributions(reducer: Reducer, parts: list[Any]) -> Any:
 
 
 def choice(value: Any, allowed: Collection[str], node: str, what: str) -> str:
+    """``value`` when it is one of ``allowed``; else ``concurrent_node_config_invalid``."""
     if value not in allowed:
         raise ConcurrentConfigInvalid(
             f"node {node!r}: {what} must be one of {sorted(allowed)}, got {value!r}"

@@ -142,6 +142,7 @@ class Run:
         return self._id
 
     def next_step(self) -> int:
+        """The next node-step number of this run (0-based, shared by every level)."""
         n = self.step
         self.step = n + 1
         return n
@@ -178,6 +179,7 @@ class Level:
 
     @classmethod
     def root(cls, run: Run, graph: Any) -> Level:
+        """The outermost graph's level; its targets become the run's root targets."""
         level = cls(run, run.snapshot.get(id(graph), ()))
         run.root_targets = level.targets
         return level
@@ -255,6 +257,8 @@ class Step:
         self.extra: dict[str, Any] = {}  # begin()'s extra fields, repeated on completed
 
     def begin(self, node_state: Any, **extra: Any) -> None:
+        """Start an attempt: dispatch a pending failed attempt's ``completed``, then
+        this attempt's ``started`` (``extra`` fields are repeated on ``completed``)."""
         if self.pending is not None:
             exc, self.pending = self.pending, None
             err = node_failure(self.node_name, exc, self.state)
@@ -271,14 +275,18 @@ class Step:
         )
 
     def fail(self, exc: BaseException) -> None:
+        """Record the attempt's failure. A next :meth:`begin` (a retry) reports it as
+        this attempt's ``completed``; otherwise the step's finish closes the attempt."""
         self.pending = exc
 
     def finish_ok(self, post_state: Any, **extra: Any) -> None:
+        """Dispatch the open attempt's ``completed`` with the merged state."""
         if self.open:
             self.pending = None
             self._completed(post_state=post_state, **extra)
 
     def finish_error(self, err: GraphRuntimeError, **extra: Any) -> None:
+        """Dispatch the open attempt's ``completed`` carrying ``err``."""
         if self.open:
             self.pending = None
             self._completed(error=NodeError(err.category, err), **extra)

@@ -104,10 +104,12 @@ class CompiledGraph(Generic[S]):
 
     @property
     def node_names(self) -> tuple[str, ...]:
+        """The node names, in the order they were added."""
         return tuple(self._nodes)
 
     @property
     def state_type(self) -> type[S]:
+        """The state class the graph runs over."""
         return self.schema.cls  # type: ignore[return-value]
 
     # --- observers ------------------------------------------------------------------
@@ -299,6 +301,8 @@ class CompiledGraph(Generic[S]):
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine (an ``async def``, or an object whose
+    ``__call__`` is one)."""
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004
     )

@@ -51,30 +51,44 @@ class GraphCompileError(Exception):
 
 
 class NoDeclaredEntry(GraphCompileError):
+    """The graph declares no entry node (``set_entry``)."""
+
     category = "no_declared_entry"
 
 
 class UnreachableNode(GraphCompileError):
+    """A node no path from the entry reaches."""
+
     category = "unreachable_node"
 
 
 class DanglingEdge(GraphCompileError):
+    """An edge, or the entry, names a node the graph does not have."""
+
     category = "dangling_edge"
 
 
 class MultipleOutgoingEdges(GraphCompileError):
+    """A node has more than one outgoing edge (one edge, or one conditional edge)."""
+
     category = "multiple_outgoing_edges"
 
 
 class ConflictingReducers(GraphCompileError):
+    """A state field declares more than one reducer."""
+
     category = "conflicting_reducers"
 
 
 class MappingReferencesUndeclaredField(GraphCompileError):
+    """A projection or mapping names a field its schema does not declare."""
+
     category = "mapping_references_undeclared_field"
 
 
 class ConflictingProjectionForms(GraphCompileError):
+    """A subgraph node mixes ``projects_in``/``projects_out`` with ``inputs``/``outputs``."""
+
     category = "conflicting_projection_forms"
 
 

@@ -53,12 +53,14 @@ from ._fanout_checks import (
     is_int,
 )
 from ._kinds import (
+    ConcurrentKind,
+    call_observed,
+    call_plain,
     check_values,
     error_category,
     resolve_maybe_async,
     run_with_lineage,
     view_step,
-    wrap_call_failure,
 )
 from ._pool import run_indexed
 from .errors import GraphCompileWarning
@@ -137,7 +139,7 @@ def default_error_record(index: int, exc: Exception) -> dict[str, str]:
 # --- the node kind ------------------------------------------------------------------------
 
 
-class FanOut:
+class FanOut(ConcurrentKind):
     """A fan-out node (see the module documentation). Add it with
     ``GraphBuilder.add_fan_out_node(name, subgraph, ...)`` (same keywords)."""
 
@@ -193,6 +195,7 @@ class FanOut:
     # --- compile time ---------------------------------------------------------------------
 
     def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        """Check the configuration against the parent's and the subgraph's schemas."""
         self.name = name
         warnings = check(self, name, schema)
         self._keys = (self.collect_field, *dict.fromkeys(self.extra_outputs.values()))
@@ -204,23 +207,8 @@ class FanOut:
 
     # --- run time ---------------------------------------------------------------------------
 
-    def plain(self) -> Inner:
-        async def inner(state: Any) -> Any:
-            return await self._dispatch(state, None)
-
-        return inner
-
-    def observed(self, step: Step) -> Inner:
-        async def inner(state: Any) -> Any:
-            try:
-                return await self._dispatch(state, step)
-            except Exception as exc:
-                step.fail(exc)  # a retry around this node reports the failed attempt
-                raise
-
-        return inner
-
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        """The instance subgraph (none for an instance callable)."""
         return (self.graph,) if self.graph is not None else ()
 
     async def _resolve(self, state: Any) -> tuple[int, list[Any] | None, int | None]:
@@ -274,14 +262,18 @@ class FanOut:
         sub = self.graph.schema if self.graph is not None else None
         if sub is not None and shared:
             check_values(sub, shared, f"fan-out {self.name!r} inputs")
-        item_field = self.item_field
+        item_list: list[Any] = items if items is not None else []
+        item_field = self.item_field if items is not None else None
+        item_ok = sub.fields[item_field].check if sub is not None and item_field else None
 
         def enter(i: int) -> Any:
             values = dict(shared)
-            if items is not None and item_field is not None:
-                values[item_field] = items[i]
-                if sub is not None:
-                    check_values(sub, {item_field: items[i]}, f"fan-out {self.name!r} item {i}")
+            if item_field is not None:
+                item = values[item_field] = item_list[i]
+                if item_ok is not None and not item_ok(item):
+                    assert sub is not None  # item_ok is the subgraph field's checker
+                    # Raises, naming the item; the message is only built for a bad one.
+                    check_values(sub, {item_field: item}, f"fan-out {self.name!r} item {i}")
             return sub.cls(**values) if sub is not None else values
 
         if step is None:
@@ -313,11 +305,7 @@ class FanOut:
         if self.graph is not None:
             return self._project(await self.graph._run_plain(inst))
         assert self.fn is not None
-        try:
-            result = await self.fn(inst)
-        except Exception as exc:
-            raise wrap_call_failure(self.name, exc, inst) from exc
-        return self._project(_mapping(result, self.name))
+        return self._project(_mapping(await call_plain(self.name, self.fn, inst), self.name))
 
     def _observed_instance(self, step: Step, i: int) -> Inner:
         graph, fn, name = self.graph, self.fn, self.name
@@ -329,19 +317,12 @@ class FanOut:
 
             return run_graph
         assert fn is not None
-        from ._run import Step as _Step
+
+        async def checked(inst: Any) -> Mapping[str, Any]:
+            return _mapping(await fn(inst), name)
 
         async def run_fn(inst: Any) -> Any:
-            own = _Step(level, name, inst)
-            own.begin(inst)
-            try:
-                result = _mapping(await fn(inst), name)
-            except Exception as exc:
-                err = wrap_call_failure(name, exc, inst)
-                own.finish_error(err)
-                raise err from exc
-            own.finish_ok(result)
-            return self._project(result)
+            return self._project(await call_observed(level, name, checked, inst))
 
         return run_fn
 

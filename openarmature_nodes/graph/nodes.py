@@ -23,11 +23,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import (
-    ConflictingProjectionForms,
-    GraphCompileWarning,
-    MappingReferencesUndeclaredField,
-)
+from ._kinds import need_field
+from .errors import ConflictingProjectionForms, GraphCompileWarning
 from .state import Schema
 
 if TYPE_CHECKING:
@@ -80,13 +77,16 @@ class FunctionNode:
         self.name = ""
 
     def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        """Nothing to check: a function accepts any state."""
         self.name = name
         return ()
 
     def plain(self) -> Inner:
+        """The function itself."""
         return self.fn
 
     def observed(self, step: Step) -> Inner:
+        """The function between ``step.begin`` and, if it raises, ``step.fail``."""
         fn = self.fn
 
         async def inner(state: Any) -> Any:
@@ -100,6 +100,7 @@ class FunctionNode:
         return inner
 
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        """None."""
         return ()
 
 
@@ -136,9 +137,12 @@ class SubgraphNode:
         self.name = ""
         self.in_pairs: tuple[tuple[str, str], ...] = ()  # (sub field, parent field)
         self.out_pairs: tuple[tuple[str, str], ...] = ()  # (parent field, sub field)
+        self._entry_where = ""  # the entry check's error prefix, fixed once the name is
 
     def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        """Resolve the projection into field pairs, checking every named field."""
         self.name = name
+        self._entry_where = f"subgraph node {name!r} entry"
         parent = schema.fields
         sub_schema = self.graph.schema
         sub = sub_schema.fields
@@ -149,29 +153,21 @@ class SubgraphNode:
                 f"subgraph node {name!r} declares both projects_in/projects_out and "
                 "inputs/outputs; use one projection form"
             )
-
-        def need(field: str, fields: Mapping[str, Any], side: str, what: str) -> None:
-            if field not in fields:
-                raise MappingReferencesUndeclaredField(
-                    f"subgraph node {name!r}: {what} names {side} field {field!r}, which "
-                    f"the {side} schema does not declare"
-                )
-
         if declared:
             sets = (("projects_in", self.projects_in), ("projects_out", self.projects_out))
             for what, names in sets:
                 for f in names or ():
-                    need(f, parent, "parent", what)
-                    need(f, sub, "subgraph", what)
+                    need_field(schema, f, "parent", name, what)
+                    need_field(sub_schema, f, "subgraph", name, what)
             ins = tuple((f, f) for f in self.projects_in or ())
             outs = tuple((f, f) for f in self.projects_out or ())
         else:
             for s, p in (self.inputs or {}).items():
-                need(s, sub, "subgraph", "inputs")
-                need(p, parent, "parent", "inputs")
+                need_field(sub_schema, s, "subgraph", name, "inputs")
+                need_field(schema, p, "parent", name, "inputs")
             for p, s in (self.outputs or {}).items():
-                need(p, parent, "parent", "outputs")
-                need(s, sub, "subgraph", "outputs")
+                need_field(schema, p, "parent", name, "outputs")
+                need_field(sub_schema, s, "subgraph", name, "outputs")
             ins = tuple((self.inputs or {}).items())
             if self.outputs is not None:
                 outs = tuple(self.outputs.items())
@@ -199,13 +195,14 @@ class SubgraphNode:
             sub_state = cls()
         else:
             sub_state = cls(**{s: getattr(state, p) for s, p in self.in_pairs})
-        self.graph.schema.validate(sub_state, where=f"subgraph node {self.name!r} entry")
+        self.graph.schema.validate(sub_state, where=self._entry_where)
         return sub_state
 
     def _exit(self, final: Any) -> dict[str, Any]:
         return {p: getattr(final, s) for p, s in self.out_pairs}
 
     def plain(self) -> Inner:
+        """Project in, run the subgraph unobserved, project out."""
         run_plain = self.graph._run_plain
         enter, exit_ = self._enter, self._exit
 
@@ -215,6 +212,7 @@ class SubgraphNode:
         return inner
 
     def observed(self, step: Step) -> Inner:
+        """The same, the subgraph running at a child level of ``step``'s."""
         graph = self.graph
         enter, exit_ = self._enter, self._exit
 
@@ -225,4 +223,5 @@ class SubgraphNode:
         return inner
 
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        """The one subgraph."""
         return (self.graph,)

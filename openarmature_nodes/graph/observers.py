@@ -135,6 +135,7 @@ class Invocation:
     # --- producer side (the graph run; synchronous, never blocks) -------------
 
     def emit(self, event: Any, targets: tuple[Subscription, ...]) -> None:
+        """Queue ``event`` for ``targets`` (dropped once the worker is dead)."""
         if self.dead:
             return
         self._queue.append((event, targets))
@@ -142,6 +143,7 @@ class Invocation:
         self._kick()
 
     def close(self) -> None:
+        """The run is over: the worker ends once the queue is delivered."""
         self.closed = True
         self._kick()
 
@@ -229,9 +231,11 @@ class Delivery:
 
     @property
     def running(self) -> bool:
+        """Whether the runner (``async with graph:``) is open."""
         return self._tg is not None
 
     async def open(self) -> None:
+        """Enter the runner: invocations deliver in its task group from now on."""
         if self._tg is not None:
             raise RuntimeError("this graph's delivery runner is already open")
         tg = anyio.create_task_group()
@@ -257,6 +261,7 @@ class Delivery:
             await tg.__aexit__(None, None, None)
 
     def register(self, inv: Invocation) -> None:
+        """Track ``inv`` for drains (by identity and by ``invocation_id``)."""
         self._active[id(inv)] = inv
         self._by_id[inv.invocation_id] = inv
 
@@ -271,6 +276,7 @@ class Delivery:
         (tg or self._tg).start_soon(inv.run, self._forget)
 
     async def drain(self, timeout: float | None) -> DrainSummary:  # noqa: ASYNC109
+        """See :meth:`CompiledGraph.drain`."""
         check_timeout(timeout)
         snapshot = list(self._active.values())
         if not snapshot:
@@ -293,6 +299,7 @@ class Delivery:
     async def drain_events_for(
         self, invocation_id: str, timeout: float | None  # noqa: ASYNC109
     ) -> DrainSummary:
+        """See :meth:`CompiledGraph.drain_events_for`."""
         check_timeout(timeout)
         inv = self._by_id.get(invocation_id)
         if inv is None:

@@ -48,6 +48,9 @@ from openarmature_nodes.onion import Middleware, compose
 
 from ._kinds import (
     POLICIES,
+    ConcurrentKind,
+    call_observed,
+    call_plain,
     check_values,
     choice,
     combine_contributions,
@@ -58,7 +61,6 @@ from ._kinds import (
     run_with_lineage,
     validate_errors_field,
     view_step,
-    wrap_call_failure,
 )
 from ._pool import run_indexed
 from .errors import GraphCompileError, GraphCompileWarning, NodeException
@@ -83,10 +85,15 @@ CallFn = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
 
 
 class ParallelBranchesNoBranches(GraphCompileError):
+    """The node declares no branches."""
+
     category = "parallel_branches_no_branches"
 
 
 class ParallelBranchesInvalidBranchSpec(GraphCompileError):
+    """A branch is malformed: a bad name, not exactly one of subgraph/call, a sync call,
+    or inputs/outputs on a call branch."""
+
     category = "parallel_branches_invalid_branch_spec"
 
 
@@ -110,6 +117,8 @@ class ParallelBranchFailed(NodeException):
 
 
 def default_branch_error_record(branch_name: str, exc: Exception) -> dict[str, str]:
+    """``{"branch_name": ..., "category": ...}``: the ``errors_field`` record of a
+    failed branch under ``error_policy="collect"``."""
     return {"branch_name": branch_name, "category": error_category(exc)}
 
 
@@ -125,7 +134,7 @@ class Branch:
     when: Callable[[Any], Any] | None = None
 
 
-class ParallelBranches:
+class ParallelBranches(ConcurrentKind):
     """A parallel-branches node. Add it with ``GraphBuilder.add_parallel_branches_node``."""
 
     def __init__(
@@ -143,11 +152,14 @@ class ParallelBranches:
         self.name = ""
         self._schema: Schema | None = None
         self._plain: dict[str, Inner] = {}
+        self._entry_where = ""  # the entry check's error prefix, fixed once the name is
 
     # --- compile time ---------------------------------------------------------------------
 
     def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
+        """Check every branch against the parent's (and its subgraph's) schema."""
         self.name = name
+        self._entry_where = f"parallel branch entry of {name!r}"
         self._schema = schema
         if not self.branches:
             raise ParallelBranchesNoBranches(
@@ -196,23 +208,8 @@ class ParallelBranches:
 
     # --- run time ---------------------------------------------------------------------------
 
-    def plain(self) -> Inner:
-        async def inner(state: Any) -> Any:
-            return await self._dispatch(state, None)
-
-        return inner
-
-    def observed(self, step: Step) -> Inner:
-        async def inner(state: Any) -> Any:
-            try:
-                return await self._dispatch(state, step)
-            except Exception as exc:
-                step.fail(exc)  # a retry around this node reports the failed attempt
-                raise
-
-        return inner
-
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
+        """The subgraphs of the subgraph branches."""
         return tuple(b.subgraph for b in self.branches.values() if b.subgraph is not None)
 
     async def _dispatch(self, state: Any, step: Step | None) -> dict[str, Any]:
@@ -253,7 +250,7 @@ class ParallelBranches:
         sub = b.subgraph.schema
         values = {s: getattr(state, p) for s, p in (b.inputs or {}).items()}
         if values:
-            check_values(sub, values, f"parallel branch entry of {self.name!r}")
+            check_values(sub, values, self._entry_where)
         return sub.cls(**values)
 
     @staticmethod
@@ -271,10 +268,7 @@ class ParallelBranches:
         assert call is not None
 
         async def run_call(state: Any) -> Any:
-            try:
-                return await call(state)
-            except Exception as exc:
-                raise wrap_call_failure(bname, exc, state) from exc
+            return await call_plain(bname, call, state)
 
         return run_call
 
@@ -288,19 +282,9 @@ class ParallelBranches:
 
             return run_graph
         assert call is not None
-        from ._run import Step as _Step
 
         async def run_call(state: Any) -> Any:
-            own = _Step(level, bname, state)  # the synthetic event source (graph-engine §6)
-            own.begin(state)
-            try:
-                update = await call(state)
-            except Exception as exc:
-                err = wrap_call_failure(bname, exc, state)
-                own.finish_error(err)
-                raise err from exc
-            own.finish_ok(update)
-            return update
+            return await call_observed(level, bname, call, state)
 
         return run_call
 

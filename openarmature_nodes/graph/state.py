@@ -56,6 +56,7 @@ class FieldSpec:
 
     @property
     def is_replace(self) -> bool:
+        """Whether the field uses the default ``last_write_wins`` reducer."""
         return self.reducer is last_write_wins
 
 

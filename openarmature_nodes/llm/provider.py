@@ -20,33 +20,33 @@ Streaming (``stream=True``, §8.1.6) reads the reply as Server-Sent Events
 through the transport's ``stream()``, hands each text delta to the token
 sinks in scope (:mod:`~openarmature_nodes.llm.tokens`) as its chunk arrives,
 and returns the same whole ``Response`` as the atomic path
-(:mod:`~openarmature_nodes.llm.openai_stream`).
+(:mod:`~openarmature_nodes.llm.openai_stream` assembles the events,
+:mod:`~openarmature_nodes.llm.stream_read` reads them off the transport).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
-import anyio
 import httpx
 
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
 from .errors import ProviderInvalidRequest, ProviderUnavailable
-from .messages import Message, TextBlock, ThinkingBlock, Tool, ToolChoice
+from .messages import Message, Tool, ToolChoice
 from .openai_errors import error_from_reply
 from .openai_stream import ChatStreamAssembler
 from .openai_wire import check_models_response, decode_chat_response, encode_chat_request
 from .request import CompletionRequest
 from .response import Response
-from .tokens import TokenCallback, TokenSink, current_token_sinks, emit_delta, token_sink
+from .stream_read import consume_stream, read_unstreamed
+from .tokens import TokenCallback, current_token_sinks, token_sink
 from .transport import (
     FastTransport,
     HttpxTransport,
     RawResponse,
-    StreamingResponse,
     StreamingTransport,
     Timeouts,
     Transport,
@@ -57,10 +57,6 @@ from .validation import normalize_tool_choice, validate_request
 __all__ = ["OpenAIProvider"]
 
 _USER_AGENT = "openarmature-nodes/0.1"
-# After ``data: [DONE]`` the rest of the body (normally just the end of the
-# chunked encoding) is read so the connection can be reused, within these bounds.
-_DRAIN_SECONDS = 1.0
-_DRAIN_BYTES = 64 * 1024
 
 
 def _split_base_url(base_url: str) -> tuple[str, str, int]:
@@ -322,83 +318,10 @@ class OpenAIProvider:
                     )
                 content_type = reply.headers.get("content-type", "")
                 if content_type.startswith("application/json"):
-                    return await self._not_streamed(reply, request, asm, sinks)
-                await _consume(reply, asm, sinks)
+                    return await read_unstreamed(
+                        reply, asm, sinks, response_schema=request.response_schema, url=url
+                    )
+                await consume_stream(reply, asm, sinks)
         except TransportError as exc:
             raise ProviderUnavailable(f"POST {url} failed: {exc}") from exc
         return asm.response()
-
-    async def _not_streamed(
-        self,
-        reply: StreamingResponse,
-        request: CompletionRequest,
-        asm: ChatStreamAssembler,
-        sinks: tuple[TokenSink, ...],
-    ) -> Response:
-        """A server that ignored ``stream: true`` and sent one JSON body: its
-        answer is decoded as usual and reported as one delta per kind. (An
-        event stream mislabelled as JSON is still read as events.)"""
-        body = await reply.aread()
-        if body.lstrip().startswith((b"data:", b"event:", b":")):
-            deltas = [*asm.feed(body), *asm.feed_eof()]
-            for kind, text in deltas if sinks else ():
-                emit_delta(sinks, kind, text)
-            return asm.response()
-        response = decode_chat_response(
-            reply.status,
-            reply.headers,
-            body,
-            tools=asm.tools,
-            response_schema=request.response_schema,
-            url=self._chat_url,
-        )
-        content = response.message.content
-        if sinks and content:
-            for block in [TextBlock(content)] if isinstance(content, str) else content:
-                if isinstance(block, ThinkingBlock) and block.text:
-                    emit_delta(sinks, "reasoning", block.text)
-                elif isinstance(block, TextBlock) and block.text:
-                    emit_delta(sinks, "content", block.text)
-        return response
-
-
-async def _consume(
-    reply: StreamingResponse, asm: ChatStreamAssembler, sinks: tuple[TokenSink, ...]
-) -> None:
-    """Feed the body to ``asm`` as it arrives, reporting deltas to ``sinks``."""
-    pieces = reply.aiter_bytes()
-    try:
-        async for piece in pieces:
-            deltas = asm.feed(piece)
-            if sinks:
-                for kind, text in deltas:
-                    emit_delta(sinks, kind, text)
-            if asm.done:
-                break
-        else:
-            deltas = asm.feed_eof()
-            if sinks:
-                for kind, text in deltas:
-                    emit_delta(sinks, kind, text)
-            return
-        await _drain(pieces)
-    finally:
-        aclose = getattr(pieces, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _drain(pieces: AsyncIterator[bytes]) -> None:
-    """Read what follows ``[DONE]`` (normally only the end of the chunked
-    body) so the transport can reuse the connection. Bounded in time and
-    size; a failure here is ignored: the reply is already complete, and an
-    unread body only means the connection is closed instead of reused."""
-    left = _DRAIN_BYTES
-    with anyio.move_on_after(_DRAIN_SECONDS):
-        try:
-            async for piece in pieces:
-                left -= len(piece)
-                if left < 0:
-                    return
-        except TransportError:
-            return

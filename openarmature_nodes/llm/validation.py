@@ -274,7 +274,8 @@ _CHECKED_CONFIGS: dict[int, RuntimeConfig] = {}
 def _validate_config(config: Any) -> None:
     if not isinstance(config, RuntimeConfig):
         raise _bad(f"config must be a RuntimeConfig, got {type(config).__name__}")
-    if not isinstance(config.extras, Mapping) or not all(isinstance(k, str) for k in config.extras):
+    extras = config.extras  # a mutable mapping: checked on every call, cheaply when empty
+    if not isinstance(extras, Mapping) or (extras and not all(isinstance(k, str) for k in extras)):
         raise _bad("config.extras must be a mapping with string keys")
     if _CHECKED_CONFIGS.get(id(config)) is config:
         return  # frozen: its declared fields were checked when first seen

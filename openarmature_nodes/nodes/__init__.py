@@ -16,15 +16,14 @@ from .agent import AgentState, agent_builder, build_agent
 from .llm_node import CallProvider, LLMNode, append_reply, default_onion
 from .tool_node import (
     ErrorFormatter,
-    FunctionTool,
     ToolArgumentsInvalid,
     ToolError,
     ToolExecutionError,
     ToolNode,
     ToolNotFound,
     ToolTimeout,
-    tool,
 )
+from .tools import FunctionTool, tool
 
 __all__ = [
     "AgentState",

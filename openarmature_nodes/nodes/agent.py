@@ -44,7 +44,8 @@ from openarmature_nodes.llm import (
 )
 
 from .llm_node import CallMiddleware, CallProvider, LLMNode
-from .tool_node import ErrorFormatter, FunctionTool, ToolNode
+from .tool_node import ErrorFormatter, ToolNode
+from .tools import FunctionTool
 
 __all__ = ["AgentState", "agent_builder", "build_agent"]
 

@@ -86,7 +86,9 @@ ConfigArg = RuntimeConfig | Mapping[str, Any] | Callable[[S], RuntimeConfig | No
 class CallProvider(Protocol):
     """What an LLM node needs from a provider: the innermost call handler."""
 
-    async def call(self, request: CompletionRequest) -> Response: ...
+    async def call(self, request: CompletionRequest) -> Response:
+        """Send one request (a single attempt) and return its response."""
+        ...
 
 
 def default_onion(

@@ -1,32 +1,9 @@
-"""Tools, and the node that runs the tool calls a model asked for.
+"""The node that runs the tool calls a model asked for.
 
-A tool is a Python function plus the description the model sees. Make one
-with :func:`tool`::
+The tools themselves (:class:`FunctionTool`, made with :func:`tool`) live in
+:mod:`openarmature_nodes.nodes.tools`; both names are re-exported here.
 
-    class WeatherArgs(msgspec.Struct):
-        city: str
-
-    @tool(args=WeatherArgs)
-    async def get_weather(args: WeatherArgs) -> dict:
-        "Current weather for a city."
-        return {"city": args.city, "sky": "clear"}
-
-    @tool(parameters={"type": "object", "properties": {"tz": {"type": "string"}},
-                      "required": ["tz"]})
-    def get_time(tz: str) -> str:
-        "Current time in a time zone."
-        ...
-
-With ``args=`` the JSON Schema is derived from the ``msgspec.Struct`` and the
-model's arguments are converted into an instance (so the function receives
-typed, validated arguments); with ``parameters=`` the schema is yours and the
-arguments are passed as keyword arguments. The docstring is the description
-unless ``description=`` is given. A function may be ``async`` or plain; a plain
-one runs in the event loop, so keep it quick (or wrap slow work in
-``anyio.to_thread.run_sync`` yourself). A result that is not a string is sent
-to the model as JSON.
-
-:class:`ToolNode` is the node that executes them. It reads the last message of
+:class:`ToolNode` reads the last message of
 the state's conversation (``messages`` by default); when that is an assistant
 message with ``tool_calls``, it runs every call **concurrently**, in one anyio
 task group, and returns ``{"messages": [ToolMessage, ...]}``: exactly one tool
@@ -44,14 +21,14 @@ never turned into a message.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, get_type_hints, overload
+from typing import Any, Literal
 
 import anyio
-import msgspec
 
 from openarmature_nodes.llm import AssistantMessage, Tool, ToolCall, ToolMessage
+
+from .tools import FunctionTool, tool
 
 __all__ = [
     "ErrorFormatter",
@@ -66,7 +43,7 @@ __all__ = [
 ]
 
 ErrorFormatter = Callable[[ToolCall, "ToolError"], str]
-_ENCODER = msgspec.json.Encoder()
+"""``(call, error) -> text`` of the tool message answering a failed call."""
 
 
 # --- errors ----------------------------------------------------------------------
@@ -83,6 +60,7 @@ class ToolError(Exception):
 
     @property
     def message(self) -> str:
+        """The error's message (without the kind)."""
         return str(self.args[0])
 
 
@@ -108,194 +86,6 @@ class ToolExecutionError(ToolError):
     """The tool raised; the original exception is ``__cause__``."""
 
     kind = "tool_execution_error"
-
-
-# --- tools -----------------------------------------------------------------------
-
-
-class FunctionTool:
-    """A Python function the model can call, with the :class:`Tool` it is described by.
-
-    Usually made with :func:`tool`. ``await invoke(arguments)`` validates the
-    arguments, calls the function and returns the result as text.
-    """
-
-    __slots__ = ("_signature", "_signature_args", "args", "fn", "spec")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str | None = None,
-        description: str | None = None,
-        parameters: Mapping[str, Any] | None = None,
-        args: type[msgspec.Struct] | None = None,
-    ) -> None:
-        if parameters is not None and args is not None:
-            raise ValueError("give at most one of parameters= (a JSON Schema) or args= (a Struct)")
-        # Neither: the function's own typed signature is the schema.
-        self._signature_args = None
-        if parameters is None and args is None:
-            self._signature_args = _signature_struct(fn)
-        struct = args or self._signature_args
-        if struct is not None:
-            parameters = _struct_schema(struct)
-        assert parameters is not None
-        if parameters.get("type") != "object":
-            raise ValueError("a tool's parameters schema must have type 'object'")
-        doc = inspect.getdoc(fn)
-        self.spec = Tool(
-            name=name or fn.__name__,
-            description=description if description is not None else (doc or ""),
-            parameters=dict(parameters),
-        )
-        self.fn = fn
-        self.args = args
-        self._signature = inspect.signature(fn)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    def __repr__(self) -> str:
-        return f"FunctionTool(name={self.spec.name!r})"
-
-    def prepare(self, arguments: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Check ``arguments`` (parsed JSON) against the function; return ``(args, kwargs)``.
-
-        Raises :class:`ValueError` when they do not fit: a Struct ``args=`` that
-        rejects them, or keywords the function does not accept.
-        """
-        if self.args is not None:
-            try:
-                return (msgspec.convert(arguments, self.args),), {}
-            except msgspec.ValidationError as exc:
-                raise ValueError(str(exc)) from exc
-        if self._signature_args is not None:
-            try:
-                checked = msgspec.convert(arguments, self._signature_args)
-            except msgspec.ValidationError as exc:
-                raise ValueError(str(exc)) from exc
-            return (), {f: getattr(checked, f) for f in self._signature_args.__struct_fields__}
-        try:
-            self._signature.bind(**arguments)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from exc
-        return (), dict(arguments)
-
-    async def invoke(self, arguments: Mapping[str, Any]) -> str:
-        """Run the function on ``arguments`` (parsed JSON); return the result as text.
-
-        Raises :class:`ValueError` for arguments that do not fit (see
-        :meth:`prepare`); anything the function raises propagates.
-        """
-        args, kwargs = self.prepare(arguments)
-        return await self.run(args, kwargs)
-
-    async def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """Call the function with prepared arguments; return the result as text."""
-        result = self.fn(*args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        if isinstance(result, str):
-            return result
-        return _ENCODER.encode(result).decode()
-
-
-@overload
-def tool(
-    fn: Callable[..., Any],
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    args: type[msgspec.Struct] | None = None,
-) -> FunctionTool: ...
-
-
-@overload
-def tool(
-    fn: None = None,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    args: type[msgspec.Struct] | None = None,
-) -> Callable[[Callable[..., Any]], FunctionTool]: ...
-
-
-def tool(
-    fn: Callable[..., Any] | None = None,
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    parameters: Mapping[str, Any] | None = None,
-    args: type[msgspec.Struct] | None = None,
-) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
-    """Make a :class:`FunctionTool` from a function.
-
-    ``@tool`` alone derives the arguments' JSON Schema from the function's typed
-    signature (``async def get_weather(city: str) -> str``); ``@tool(args=S)``
-    takes them as one ``msgspec.Struct`` ``S``; ``tool(fn, parameters=...)``
-    takes a JSON Schema and passes the arguments as keywords. The description
-    is the docstring unless ``description=`` is given.
-    """
-
-    def wrap(f: Callable[..., Any]) -> FunctionTool:
-        return FunctionTool(f, name=name, description=description, parameters=parameters, args=args)
-
-    return wrap(fn) if fn is not None else wrap
-
-
-def _signature_struct(fn: Callable[..., Any]) -> type[msgspec.Struct]:
-    """A Struct with one field per parameter of ``fn``, typed by its annotations.
-
-    ``async def get_weather(city: str, days: int = 1)`` gives the schema
-    ``{"type": "object", "properties": {"city": {"type": "string"}, "days":
-    {"type": "integer", "default": 1}}, "required": ["city"]}``. Every parameter
-    must be annotated and passable by keyword; unknown argument names are refused.
-    """
-    try:
-        hints = get_type_hints(fn, include_extras=True)
-    except Exception as exc:
-        raise ValueError(f"cannot read the annotations of tool {fn.__name__!r}: {exc}") from exc
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
-    for p in inspect.signature(fn).parameters.values():
-        if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            raise ValueError(
-                f"tool {fn.__name__!r}: parameter {p.name!r} must be passable by keyword "
-                "(or describe the arguments with args= / parameters=)"
-            )
-        if p.name not in hints:
-            raise ValueError(
-                f"tool {fn.__name__!r}: parameter {p.name!r} needs a type annotation "
-                "(or describe the arguments with args= / parameters=)"
-            )
-        if p.default is p.empty:
-            fields.append((p.name, hints[p.name]))
-        else:
-            fields.append((p.name, hints[p.name], p.default))
-    return msgspec.defstruct(
-        fn.__name__, fields, kw_only=True, forbid_unknown_fields=True
-    )
-
-
-def _struct_schema(args: type[msgspec.Struct]) -> dict[str, Any]:
-    """The JSON Schema of a Struct, with the top-level ``$ref`` resolved.
-
-    ``msgspec.json.schema`` answers ``{"$ref": "#/$defs/X", "$defs": {...}}``;
-    tool ``parameters`` must have the object at the root, so X's schema is
-    lifted up (other definitions stay under ``$defs`` for nested structs).
-    """
-    schema = msgspec.json.schema(args)
-    ref = schema.get("$ref")
-    if not isinstance(ref, str):
-        return schema
-    defs = dict(schema.get("$defs", {}))
-    root = dict(defs.pop(ref.rsplit("/", 1)[-1]))
-    if defs:
-        root["$defs"] = defs
-    return root
 
 
 # --- the node --------------------------------------------------------------------

@@ -1,17 +1,27 @@
 """One HTTP/1.1 client connection: write a request, read one response.
 
-A :class:`Connection` owns an anyio byte stream and an ``httptools`` response
-parser. The parser is created once per connection and fed whatever bytes the
-socket yields; its callbacks fill in the response being read (status, a
-lower-cased header dict, body chunks). llhttp resets itself after each
-complete message, so the same parser serves every response on a keep-alive
-connection.
+A :class:`Connection` is the I/O half of the fast transport's connection; the
+parsing half, :class:`~._response.ResponseReader`, is its base class. It does
+its own non-blocking ``send``/``recv`` on the socket of the anyio stream it was
+opened with, and waits only when the kernel has nothing to give (or no room to
+take): ``anyio.wait_readable`` / ``anyio.wait_writable``. Why not the stream's
+``send()``/``receive()``: on asyncio, anyio's stream reads through an asyncio
+transport that is resumed and paused around every receive (two ``epoll_ctl``
+calls) and reads 256 KiB at a time, above glibc's ``mmap`` threshold, so every
+receive also cost an ``mmap`` + ``mremap`` + ``munmap`` and a page fault: about
+half the CPU of a whole ``complete()`` at concurrency 32 (see
+``bench/fast_transport_micro.py``). asyncio refuses to watch a descriptor that
+one of its transports owns, so on asyncio the connection reads and writes a
+duplicate of the socket's descriptor (:func:`_io_socket`; one more file
+descriptor per connection); the stream's own (paused) transport then never
+touches the socket until it closes it. After sending, :meth:`Connection.roundtrip`
+lets the other tasks run once (one checkpoint) and then simply reads: under
+concurrency the response is there by then, and no wait is registered at all.
 
 The connection decides two things the pool needs to know afterwards:
 
-* :attr:`Connection.reusable`: the response was complete, the server allowed
-  keep-alive (HTTP/1.1 without ``Connection: close``, or HTTP/1.0 with
-  ``Connection: keep-alive``) and sent nothing after the response.
+* :attr:`reusable`: see :class:`~._response.ResponseReader`; never after a
+  timeout.
 * whether a failure is *safe to retry*: when a request was written on a
   connection that had already served a response and the server then closed or
   reset it before a single byte of the response arrived, the server almost
@@ -25,41 +35,47 @@ returns ``b""``; the transport's ``stream()``). The body pieces are then not
 kept: ``max_body`` bounds only what has been read but not yet taken.
 
 Timeouts are enforced by the process-wide watchdog thread (``_watchdog.py``,
-which explains why there is no cancel scope per request): the connection's
-deadline is ``write`` seconds while sending, then ``read`` seconds from the
-end of the send, pushed forward each time bytes arrive (``read`` bounds the
-wait for the *next* bytes, not the whole response). Bytes that were only
+which explains why there is no cancel scope per request). A deadline is armed
+only while the connection actually waits: ``write`` seconds for the socket to
+take more of the request, ``read`` seconds for the next bytes of the response
+(it bounds each wait, not the whole response). The watchdog's
+``shutdown()`` of the socket wakes the wait, which then finds end-of-stream
+or a broken pipe and reports a :class:`TransportTimeout`. Bytes that were only
 partially exchanged leave the connection in an unknown state, so every
 failure, timeout or cancellation means the caller must close it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import anyio
-import httptools
-from anyio.abc import ByteStream, SocketAttribute
+import anyio.lowlevel
+from anyio.abc import SocketAttribute, SocketStream
 
 from ._base import RawResponse, Timeouts, TransportProtocolError, TransportTimeout
+from ._response import ResponseReader
 from ._watchdog import WATCHDOG, shutdown
 
 __all__ = ["Connection", "StaleConnection"]
 
-#: Requests up to this size are written without waiting (they fit in the
-#: socket buffers; anyio on asyncio buffers up to 64 KiB before it waits), so
-#: they get the read deadline at once and no separate write deadline.
-SMALL_REQUEST = 64 * 1024
-
-#: Response heads (status line + headers) larger than this are rejected.
-MAX_HEAD_BYTES = 256 * 1024
+#: The most bytes taken from the socket at once. Below glibc's ``mmap``
+#: threshold (128 KiB), so the buffer comes from the heap.
+RECEIVE_SIZE = 64 * 1024
 
 _INF = float("inf")
 _monotonic = time.monotonic
+_wait_readable = anyio.wait_readable
+_wait_writable = anyio.wait_writable
+_checkpoint = anyio.lowlevel.checkpoint
 
-# Failures of the stream itself: the peer reset or closed the socket.
-_BROKEN = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+# What a broken socket raises: the OSError family (reset, broken pipe), and
+# anyio's errors should a wait find the socket closed under it.
+_BROKEN = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 
 class StaleConnection(Exception):
@@ -70,31 +86,23 @@ class StaleConnection(Exception):
     """
 
 
-# Header names seen on the wire -> lower-cased str. Servers send the same few
-# names in every response, so a dict hit replaces a decode and a lower().
-_NAMES: dict[bytes, str] = {}
+def _io_socket(stream: SocketStream) -> tuple[socket.socket, bool]:
+    """The socket to do I/O on, and whether it is a duplicate we must close.
+
+    On trio the raw socket is a plain ``socket.socket``. On asyncio it is a
+    ``TransportSocket`` that allows no I/O, and whose descriptor asyncio will
+    not let anyone else watch; a duplicate descriptor (same socket) is free of
+    both restrictions.
+    """
+    raw = stream.extra(SocketAttribute.raw_socket)
+    if isinstance(raw, socket.socket):
+        return raw, False
+    dup = socket.socket(fileno=os.dup(raw.fileno()))
+    dup.setblocking(False)
+    return dup, True
 
 
-def _lower_name(name: bytes) -> str:
-    key = name.decode("latin-1").lower()
-    if len(_NAMES) < 1024:
-        _NAMES[name] = key
-    return key
-
-
-def _keepalive_hint(value: str) -> float | None:
-    """The ``timeout=N`` of a ``Keep-Alive`` response header, if any."""
-    for part in value.split(","):
-        name, _, number = part.partition("=")
-        if name.strip().lower() == "timeout":
-            try:
-                return float(number.strip())
-            except ValueError:
-                return None
-    return None
-
-
-class Connection:
+class Connection(ResponseReader):
     """An open HTTP/1.1 connection to one origin (see the module docstring).
 
     ``max_body`` caps the size of a response body in bytes. ``expires_at`` is
@@ -105,129 +113,37 @@ class Connection:
 
     __slots__ = (
         "__weakref__",
-        "_body",
-        "_complete",
-        "_head_done",
-        "_head_only",
-        "_headers",
-        "_informational",
-        "_keep",
-        "_max_body",
-        "_parser",
-        "_received",
-        "_sent",
-        "_size",
+        "_dup",
         "_sock",
-        "_status",
-        "_too_big",
         "deadline",
         "expires_at",
         "requests",
-        "reusable",
-        "server_idle",
         "stream",
         "timed_out",
     )
 
-    def __init__(self, stream: ByteStream, max_body: int) -> None:
+    def __init__(self, stream: SocketStream, max_body: int) -> None:
+        super().__init__(max_body)
         self.stream = stream
         self.requests = 0
-        self.reusable = False
         self.expires_at = _INF
-        self.server_idle: float | None = None
         self.deadline = _INF
         self.timed_out = False
-        self._sock: socket.socket | None = stream.extra(SocketAttribute.raw_socket, None)
+        self._sock, self._dup = _io_socket(stream)
         WATCHDOG.watch(self)
-        self._max_body = max_body
-        self._parser = httptools.HttpResponseParser(self)
-        self._reset(False)
 
-    def _reset(self, head_only: bool) -> None:
-        self._headers: dict[str, str] = {}
-        self._body: list[bytes] = []
-        self._size = 0
-        self._status = 0
-        self._head_done = False
-        self._complete = False
-        self._keep = False
-        self._too_big = False
-        self._informational = False
-        self._head_only = head_only
-        self._sent = False
-        self._received = 0
+    def _begin(self, head_only: bool) -> bool:
+        """Reset for a new request; returns whether the connection is reused."""
+        reused = self.requests != 0
+        self.requests += 1
+        self.reusable = False
         # A watchdog shutdown that landed after the previous response was
         # complete is not this request's timeout: its EOF is a stale socket.
         self.timed_out = False
+        self._reset(head_only)
+        return reused
 
-    # -- httptools callbacks -------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._complete:
-            # The server sent the start of another response after ours: it is
-            # not speaking request/response any more. Never reuse.
-            self._keep = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        key = _NAMES.get(name)
-        if key is None:
-            key = _lower_name(name)
-        headers = self._headers
-        if key in headers:  # a repeated header: join the values, as RFC 9110 allows
-            headers[key] = f"{headers[key]}, {value.decode('latin-1')}"
-        else:
-            headers[key] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        self._status = status
-        if status < 200:
-            # 1xx interim response (e.g. 100 Continue): it has no body and the
-            # real response follows on the same connection.
-            self._informational = True
-            return
-        self._head_done = True
-        if self._head_only:
-            # A HEAD response announces a body it never sends; llhttp cannot be
-            # told so, so stop here and do not reuse the connection.
-            self._complete = True
-            return
-        length = self._headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self._max_body:
-            self._too_big = True
-
-    def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > self._max_body:
-            self._too_big = True
-        else:
-            self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._informational:
-            self._informational = False
-            self._headers = {}
-            return
-        if not self._complete:
-            self._complete = True
-            self._keep = self._parser.should_keep_alive()
-
-    # -- I/O -----------------------------------------------------------------
-
-    def _complete_at_eof(self) -> bool:
-        """EOF arrived: was the response delimited by the close itself?"""
-        if not self._head_done or self._complete:
-            return self._complete
-        headers = self._headers
-        if "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower():
-            return False  # framed body cut short
-        self._complete = True  # read-until-close body
-        self._keep = False
-        return True
-
-    def _timeout(self, write: float | None, read: float | None) -> TransportTimeout:
-        phase, limit = ("read", read) if self._sent else ("write", write)
-        return TransportTimeout(f"{phase} timeout: no progress within {limit} s")
+    # -- whole responses -----------------------------------------------------
 
     async def roundtrip(self, data: bytes, head_only: bool, timeouts: Timeouts) -> RawResponse:
         """Send ``data`` (a whole request) and read the response.
@@ -236,126 +152,42 @@ class Connection:
         :class:`TransportTimeout` / :class:`TransportProtocolError`. On any
         exception, including cancellation, the connection must be closed.
         """
-        reused = self.requests != 0
-        self.requests += 1
-        self.reusable = False
-        self._reset(head_only)
-        write, read = timeouts.write, timeouts.read
-        # A small request is written without waiting (it fits in the socket
-        # buffers of an idle connection), so the read deadline can be armed
-        # before sending: one clock read per request.
-        split = False
-        if write is not None and len(data) > SMALL_REQUEST:
-            split = True
-            WATCHDOG.arm(self, _monotonic() + write)
-        elif read is not None:
-            WATCHDOG.arm(self, _monotonic() + read)
-        try:
-            return await self._exchange(data, reused, split, read, write)
-        finally:
-            self.deadline = _INF
+        reused = self._begin(head_only)
+        await self._send(data, reused, timeouts)
+        read = timeouts.read
+        # Let the other tasks run once, then look: under concurrency the
+        # response has usually arrived by then, and the read needs no wait.
+        # (Measured: waiting straight away instead is no cheaper at
+        # concurrency 1, and far dearer at 32.)
+        await _checkpoint()
+        wait = False
+        while not self._complete:
+            if not await self._receive_some(read, reused, wait):
+                break  # end-of-stream completed a read-until-close body
+            wait = False
+        response = self._finish()
+        if self.timed_out:
+            self.reusable = False
+        return response
 
-    async def _exchange(
-        self,
-        data: bytes,
-        reused: bool,
-        split: bool,
-        read: float | None,
-        write: float | None,
-    ) -> RawResponse:
-        stream = self.stream
-        parser = self._parser
-        try:
-            await stream.send(data)
-        except _BROKEN as exc:
-            if self.timed_out:
-                raise self._timeout(write, read) from None
-            if reused:
-                raise StaleConnection from exc
-            raise TransportProtocolError("connection lost while sending the request") from exc
-        self._sent = True
-        if split:
-            if read is None:
-                self.deadline = _INF
-            else:
-                WATCHDOG.arm(self, _monotonic() + read)
-        received = 0
-        while True:
-            try:
-                chunk = await stream.receive()
-            except anyio.EndOfStream:
-                if self.timed_out:
-                    raise self._timeout(write, read) from None
-                if self._complete_at_eof():
-                    break
-                if received == 0:
-                    if reused:
-                        raise StaleConnection from None
-                    raise TransportProtocolError(
-                        "server closed the connection without sending a response"
-                    ) from None
-                raise TransportProtocolError(
-                    "server closed the connection before the response was complete"
-                ) from None
-            except _BROKEN as exc:
-                if self.timed_out:
-                    raise self._timeout(write, read) from None
-                if received == 0 and reused:
-                    raise StaleConnection from exc
-                raise TransportProtocolError("connection lost while reading the response") from exc
-            received += len(chunk)
-            try:
-                parser.feed_data(chunk)
-            except httptools.HttpParserUpgrade:
-                raise TransportProtocolError("server switched protocols unexpectedly") from None
-            except httptools.HttpParserError as exc:
-                if not self._complete:
-                    raise TransportProtocolError(f"malformed HTTP response: {exc}") from None
-                self._keep = False  # junk after a complete response
-            if self._too_big:
-                raise TransportProtocolError(
-                    f"response body larger than max_response_bytes ({self._max_body})"
-                )
-            if self._complete:
-                break
-            if not self._head_done and received > MAX_HEAD_BYTES:
-                raise TransportProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
-            if read is not None:
-                # ``read`` bounds the wait for the next bytes: push it forward
-                # (later than before, so the watchdog needs no poke).
-                self.deadline = _monotonic() + read
-        return self._finish()
+    # -- streamed responses --------------------------------------------------
 
-    # -- streaming -----------------------------------------------------------
-
-    async def open_stream(self, data: bytes, timeouts: Timeouts) -> None:
+    async def open_stream(self, data: bytes, head_only: bool, timeouts: Timeouts) -> None:
         """Send ``data`` (a whole request) and read until the response head is
         complete: :attr:`status` and :attr:`headers` are then set, and body
         bytes read with the head wait for :meth:`receive_body`.
 
         Raises like :meth:`roundtrip` (:class:`StaleConnection` included); on
         any exception, including cancellation, the connection must be closed.
+        ``head_only`` must be false (it keeps the signature of :meth:`roundtrip`).
         """
-        reused = self.requests != 0
-        self.requests += 1
-        self.reusable = False
-        self._reset(False)
-        write, read = timeouts.write, timeouts.read
-        if write is not None:
-            WATCHDOG.arm(self, _monotonic() + write)
-        try:
-            await self.stream.send(data)
-        except _BROKEN as exc:
-            if self.timed_out:
-                raise self._timeout(write, read) from None
-            if reused:
-                raise StaleConnection from exc
-            raise TransportProtocolError("connection lost while sending the request") from exc
-        finally:
-            self.deadline = _INF
-        self._sent = True
+        reused = self._begin(head_only)
+        await self._send(data, reused, timeouts)
+        read = timeouts.read
+        wait = True
         while not self._head_done:
-            await self._receive_some(read, reused)
+            await self._receive_some(read, reused, wait)
+            wait = False
 
     @property
     def status(self) -> int:
@@ -370,7 +202,7 @@ class Connection:
     def end_stream(self) -> bool:
         """After a streamed response: may the connection serve another request?
         Only if the body was read to its end (and keep-alive allows it)."""
-        if self._complete and not self._body:
+        if self._complete and not self._body and not self.timed_out:
             self._finish()  # sets reusable and the keep-alive hint
             return self.reusable
         return False
@@ -381,70 +213,96 @@ class Connection:
         while not self._body:
             if self._complete:
                 return b""
-            await self._receive_some(timeouts.read, False)
+            await self._receive_some(timeouts.read, False, False)
         pieces = self._body
         self._body = []
         self._size = 0  # the cap bounds what is buffered, not the whole stream
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def _receive_some(self, read: float | None, reused: bool) -> None:
-        """One ``receive()`` fed to the parser, for the streaming path: the
-        read deadline runs only while waiting here, not while the caller
-        works on what it got."""
-        if read is not None:
-            WATCHDOG.arm(self, _monotonic() + read)
+    # -- I/O -----------------------------------------------------------------
+
+    async def _send(self, data: bytes, reused: bool, timeouts: Timeouts) -> None:
+        """Write all of ``data``. A request that fits in the socket's buffer
+        (the usual case) goes out in one ``send`` without waiting."""
+        sock = self._sock
         try:
-            chunk = await self.stream.receive()
-        except anyio.EndOfStream:
-            if self.timed_out:
-                raise self._timeout(None, read) from None
-            if self._complete_at_eof():
-                return
-            if self._received == 0:
-                if reused:
-                    raise StaleConnection from None
-                raise TransportProtocolError(
-                    "server closed the connection without sending a response"
-                ) from None
-            raise TransportProtocolError(
-                "server closed the connection before the response was complete"
-            ) from None
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(data):
+                await self._send_rest(memoryview(data)[sent:], timeouts.write)
         except _BROKEN as exc:
             if self.timed_out:
-                raise self._timeout(None, read) from None
+                raise TransportTimeout(
+                    f"write timeout: no progress within {timeouts.write} s"
+                ) from None
+            if reused:
+                raise StaleConnection from exc
+            raise TransportProtocolError("connection lost while sending the request") from exc
+
+    async def _wait(
+        self, until_ready: Callable[[socket.socket], Awaitable[None]], limit: float | None
+    ) -> None:
+        """Wait for the socket, at most ``limit`` seconds (the watchdog then
+        shuts it down, which ends the wait)."""
+        if limit is not None:
+            WATCHDOG.arm(self, _monotonic() + limit)
+        try:
+            await until_ready(self._sock)
+        finally:
+            self.deadline = _INF
+
+    async def _send_rest(self, view: memoryview, write: float | None) -> None:
+        """The rest of a large request: wait (``write`` seconds at most each
+        time) until the socket takes more of it."""
+        sock = self._sock
+        while view:
+            await self._wait(_wait_writable, write)
+            with contextlib.suppress(BlockingIOError):
+                view = view[sock.send(view) :]
+
+    async def _receive_some(self, read: float | None, reused: bool, wait: bool) -> bool:
+        """Read one chunk and feed it to the parser (``wait``: wait for the
+        socket to be readable first). Returns ``False`` at an end-of-stream
+        that completed a read-until-close body; raises for any other one."""
+        sock = self._sock
+        try:
+            while True:
+                if wait:
+                    await self._wait(_wait_readable, read)
+                try:
+                    chunk = sock.recv(RECEIVE_SIZE)
+                    break
+                except BlockingIOError:
+                    wait = True
+        except _BROKEN as exc:
+            if self.timed_out:
+                raise TransportTimeout(f"read timeout: no progress within {read} s") from None
             if self._received == 0 and reused:
                 raise StaleConnection from exc
             raise TransportProtocolError("connection lost while reading the response") from exc
-        finally:
-            self.deadline = _INF
-        self._received += len(chunk)
-        try:
-            self._parser.feed_data(chunk)
-        except httptools.HttpParserUpgrade:
-            raise TransportProtocolError("server switched protocols unexpectedly") from None
-        except httptools.HttpParserError as exc:
-            if not self._complete:
-                raise TransportProtocolError(f"malformed HTTP response: {exc}") from None
-            self._keep = False  # junk after a complete response
-        if self._too_big:
-            raise TransportProtocolError(
-                f"response body larger than max_response_bytes ({self._max_body})"
-            )
-        if not self._head_done and self._received > MAX_HEAD_BYTES:
-            raise TransportProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+        if chunk:
+            self._feed(chunk)
+            return True
+        # End-of-stream.
+        if self.timed_out:
+            raise TransportTimeout(f"read timeout: no progress within {read} s")
+        if self._complete_at_eof():
+            return False
+        if self._received == 0:
+            if reused:
+                raise StaleConnection
+            raise TransportProtocolError("server closed the connection without sending a response")
+        raise TransportProtocolError(
+            "server closed the connection before the response was complete"
+        )
+
+    # -- closing -------------------------------------------------------------
 
     def shutdown_socket(self) -> None:
         """End both directions of the socket (called by the watchdog thread)."""
         shutdown(self._sock)
-
-    def _finish(self) -> RawResponse:
-        body = self._body
-        headers = self._headers
-        self.reusable = self._keep and not self._head_only and not self.timed_out
-        hint = headers.get("keep-alive")
-        if hint is not None:
-            self.server_idle = _keepalive_hint(hint)
-        return RawResponse(self._status, headers, body[0] if len(body) == 1 else b"".join(body))
 
     async def aclose(self) -> None:
         """Close the socket now, without a graceful shutdown.
@@ -453,5 +311,8 @@ class Connection:
         cancelled (which is exactly when connections get closed mid-request).
         """
         WATCHDOG.forget(self)
+        if self._dup:
+            with contextlib.suppress(OSError):
+                self._sock.close()
         with anyio.CancelScope(shield=True):
             await anyio.aclose_forcefully(self.stream)

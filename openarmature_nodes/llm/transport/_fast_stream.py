@@ -14,72 +14,34 @@ or cancellation it may still be carrying the rest of the response.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ._base import Timeouts, TransportProtocolError
-from ._conn import Connection, StaleConnection
+from ._conn import Connection
 from ._pool import Pool
+from ._stream_context import StreamContext
 
 if TYPE_CHECKING:
-    from .fast import FastTransport
+    # Used in the (string) base-class subscript below, which ruff does not read.
+    from .fast import FastTransport  # noqa: F401
 
 __all__ = ["FastStream"]
 
 
-class FastStream:
+class FastStream(StreamContext["FastTransport", "_FastStreamingResponse"]):
     """The ``async with`` of :meth:`FastTransport.stream`."""
 
-    __slots__ = ("_args", "_owner", "_response")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        owner: FastTransport,
-        method: str,
-        url: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes | None,
-    ) -> None:
-        self._owner = owner
-        self._args = (method, url, headers, body)
-        self._response: _FastStreamingResponse | None = None
-
-    async def __aenter__(self) -> _FastStreamingResponse:
+    async def _open(
+        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None
+    ) -> _FastStreamingResponse:
         owner = self._owner
-        method, url, headers, body = self._args
         pool, data, head_only = owner._encode(method, url, headers, body)
         if head_only:
             raise ValueError("stream() does not do HEAD requests; use request()")
-        timeouts = owner._timeouts
-        conn = pool.take()
-        if conn is None:
-            conn = await pool.acquire(timeouts)
-            if conn is None:
-                conn = await pool.connect(timeouts)
-        try:
-            await conn.open_stream(data, timeouts)
-        except StaleConnection:
-            conn = await owner._replace(pool, conn)
-            try:
-                await conn.open_stream(data, timeouts)
-            except BaseException:
-                await owner._drop(pool, conn)
-                raise
-        except BaseException:
-            await owner._drop(pool, conn)
-            raise
-        self._response = _FastStreamingResponse(pool, conn, timeouts)
-        return self._response
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            await response.aclose()
+        conn, _ = await owner._exchange(pool, Connection.open_stream, data, False)
+        return _FastStreamingResponse(pool, conn, owner._timeouts)
 
 
 class _FastStreamingResponse:

@@ -231,7 +231,16 @@ class Pool:
         except BaseException:
             self.free_slot()
             raise
-        conn = Connection(stream, self.max_body)
+        try:
+            conn = Connection(stream, self.max_body)
+        except BaseException as exc:  # e.g. out of file descriptors for the dup
+            self.free_slot()
+            await anyio.aclose_forcefully(stream)
+            if isinstance(exc, OSError):
+                raise TransportConnectError(
+                    f"cannot use the connection to {self.host}:{self.port}: {exc}"
+                ) from exc
+            raise
         if self.closed:
             self.free_slot()
             await conn.aclose()

@@ -13,8 +13,8 @@ sleeps until the earliest deadline among the connections it watches, and when
 a deadline has passed it marks the connection ``timed_out`` and calls
 ``shutdown(SHUT_RDWR)`` on its socket. ``shutdown`` is safe from any thread:
 it does not close the file descriptor, it only ends the byte streams, so the
-request blocked in ``receive()`` (or ``send()``) on whichever event loop wakes
-up with end-of-stream (or a broken pipe), sees ``timed_out`` and raises
+request waiting for its socket to be readable (or writable) on whichever event
+loop wakes up, finds end-of-stream (or a broken pipe), sees ``timed_out`` and raises
 :class:`~._base.TransportTimeout`. The event loop still owns the socket and
 closes it as usual.
 

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from ._base import RawResponse, Timeouts
@@ -57,6 +58,7 @@ _MANAGED = frozenset({"host", "content-length", "transfer-encoding", "connection
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _CACHE_LIMIT = 512
 _END = b"\r\n"
+_R = TypeVar("_R")
 
 
 def _route_prefix(target: str, host_header: str) -> bytes:
@@ -230,27 +232,7 @@ class FastTransport:
         protocol failures.
         """
         pool, data, head_only = self._encode(method, url, headers, body)
-        timeouts = self._timeouts
-
-        conn = pool.take()
-        if conn is None:
-            conn = await pool.acquire(timeouts)
-            if conn is None:
-                conn = await pool.connect(timeouts)
-        try:
-            response = await conn.roundtrip(data, head_only, timeouts)
-        except StaleConnection:
-            # The server closed this idle connection as we reused it; nothing
-            # of a response was read, so sending again is safe. Once.
-            conn = await self._replace(pool, conn)
-            try:
-                response = await conn.roundtrip(data, head_only, timeouts)
-            except BaseException:
-                await self._drop(pool, conn)
-                raise
-        except BaseException:
-            await self._drop(pool, conn)
-            raise
+        conn, response = await self._exchange(pool, Connection.roundtrip, data, head_only)
         if not (conn.reusable and pool.release(conn)):
             await self._drop(pool, conn)
         return response
@@ -270,6 +252,39 @@ class FastTransport:
         anything is sent.
         """
         return FastStream(self, method, url, headers, body)
+
+    async def _exchange(
+        self,
+        pool: Pool,
+        send: Callable[[Connection, bytes, bool, Timeouts], Awaitable[_R]],
+        data: bytes,
+        head_only: bool,
+    ) -> tuple[Connection, _R]:
+        """``send(conn, data, head_only, timeouts)`` on a pooled (or new)
+        connection; returns the connection (the caller gives it back or
+        closes it) and what ``send`` returned. On any failure the connection
+        is closed. If a *reused* connection turns out stale, the request goes
+        again, once, on a fresh connection in the same slot: nothing of a
+        response was read, so sending again is safe."""
+        timeouts = self._timeouts
+        conn = pool.take()
+        if conn is None:
+            conn = await pool.acquire(timeouts)
+            if conn is None:
+                conn = await pool.connect(timeouts)
+        try:
+            return conn, await send(conn, data, head_only, timeouts)
+        except StaleConnection:
+            pass
+        except BaseException:
+            await self._drop(pool, conn)
+            raise
+        conn = await self._replace(pool, conn)
+        try:
+            return conn, await send(conn, data, head_only, timeouts)
+        except BaseException:
+            await self._drop(pool, conn)
+            raise
 
     async def _replace(self, pool: Pool, conn: Connection) -> Connection:
         """A fresh connection in the slot of ``conn``, which went stale."""

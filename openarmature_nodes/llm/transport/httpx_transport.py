@@ -24,7 +24,6 @@ and closes one whose body was not read to the end.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
 
 import httpx
 
@@ -36,6 +35,7 @@ from ._base import (
     TransportProtocolError,
     TransportTimeout,
 )
+from ._stream_context import StreamContext
 
 __all__ = ["HttpxTransport"]
 
@@ -143,28 +143,17 @@ class HttpxTransport:
         return f"HttpxTransport(closed={self._closed})"
 
 
-class _HttpxStream:
+class _HttpxStream(StreamContext["HttpxTransport", "_HttpxStreamingResponse"]):
     """The ``async with`` of :meth:`HttpxTransport.stream`."""
 
-    __slots__ = ("_args", "_owner", "_response")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        owner: HttpxTransport,
-        method: str,
-        url: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes | None,
-    ) -> None:
-        self._owner = owner
-        self._args = (method, url, headers, body)
-        self._response: _HttpxStreamingResponse | None = None
-
-    async def __aenter__(self) -> _HttpxStreamingResponse:
+    async def _open(
+        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None
+    ) -> _HttpxStreamingResponse:
         owner = self._owner
         if owner._closed:
             raise TransportConnectError("the transport is closed")
-        method, url, headers, body = self._args
         client = owner.client
         try:
             request = client.build_request(method, url, headers=headers, content=body)
@@ -176,18 +165,7 @@ class _HttpxStream:
             if isinstance(exc, RuntimeError) and client.is_closed:
                 raise TransportConnectError("the HTTP client is closed") from exc
             raise
-        self._response = _HttpxStreamingResponse(response)
-        return self._response
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        response, self._response = self._response, None
-        if response is not None:
-            await response.aclose()
+        return _HttpxStreamingResponse(response)
 
 
 class _HttpxStreamingResponse:

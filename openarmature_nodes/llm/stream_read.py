@@ -1,0 +1,115 @@
+"""Reading a streamed reply off the transport (llm-provider §8.1.6).
+
+The I/O half of streaming: :mod:`.openai_stream` assembles the events
+without touching a socket; the functions here pull the body from a
+:class:`~openarmature_nodes.llm.transport.StreamingResponse` as it arrives,
+feed it to the assembler and report each completed text delta to the token
+sinks in scope (:mod:`.tokens`). :class:`~.provider.OpenAIProvider` calls
+them once the reply's status and content type are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from .messages import TextBlock, ThinkingBlock
+from .openai_decode import decode_chat_response
+from .openai_stream import ChatStreamAssembler, Delta
+from .response import Response
+from .tokens import TokenSink, emit_delta
+from .transport import StreamingResponse, TransportError
+
+__all__ = ["consume_stream", "read_unstreamed"]
+
+# After ``data: [DONE]`` the rest of the body (normally just the end of the
+# chunked encoding) is read so the connection can be reused, within these bounds.
+_DRAIN_SECONDS = 1.0
+_DRAIN_BYTES = 64 * 1024
+
+
+def _report(sinks: tuple[TokenSink, ...], deltas: Any) -> None:
+    for kind, text in deltas:
+        emit_delta(sinks, kind, text)
+
+
+async def consume_stream(
+    reply: StreamingResponse, asm: ChatStreamAssembler, sinks: tuple[TokenSink, ...]
+) -> None:
+    """Feed the body to ``asm`` as it arrives, reporting deltas to ``sinks``.
+
+    Stops reading at ``data: [DONE]`` (then drains what follows, bounded, so
+    the connection can be reused) or at the end of the body; the body
+    iterator is closed either way.
+    """
+    pieces = reply.aiter_bytes()
+    try:
+        async for piece in pieces:
+            deltas = asm.feed(piece)
+            if sinks:
+                _report(sinks, deltas)
+            if asm.done:
+                break
+        else:
+            deltas = asm.feed_eof()
+            if sinks:
+                _report(sinks, deltas)
+            return
+        await _drain(pieces)
+    finally:
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def read_unstreamed(
+    reply: StreamingResponse,
+    asm: ChatStreamAssembler,
+    sinks: tuple[TokenSink, ...],
+    *,
+    response_schema: Any,
+    url: str,
+) -> Response:
+    """A server that ignored ``stream: true`` and sent one JSON body: its
+    answer is decoded as usual and reported as one delta per kind. (An
+    event stream mislabelled as JSON is still read as events.)"""
+    body = await reply.aread()
+    if body.lstrip().startswith((b"data:", b"event:", b":")):
+        deltas: list[Delta] = [*asm.feed(body), *asm.feed_eof()]
+        if sinks:
+            _report(sinks, deltas)
+        return asm.response()
+    response = decode_chat_response(
+        reply.status,
+        reply.headers,
+        body,
+        tools=asm.tools,
+        response_schema=response_schema,
+        url=url,
+    )
+    content = response.message.content
+    if sinks and content:
+        for block in [TextBlock(content)] if isinstance(content, str) else content:
+            if isinstance(block, ThinkingBlock) and block.text:
+                emit_delta(sinks, "reasoning", block.text)
+            elif isinstance(block, TextBlock) and block.text:
+                emit_delta(sinks, "content", block.text)
+    return response
+
+
+async def _drain(pieces: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]`` (normally only the end of the chunked
+    body) so the transport can reuse the connection. Bounded in time and
+    size; a failure here is ignored: the reply is already complete, and an
+    unread body only means the connection is closed instead of reused."""
+    left = _DRAIN_BYTES
+    with anyio.move_on_after(_DRAIN_SECONDS):
+        try:
+            async for piece in pieces:
+                left -= len(piece)
+                if left < 0:
+                    return
+        except TransportError:
+            return
