@@ -1,22 +1,22 @@
 """One HTTP/1.1 client connection: write a request, read one response.
 
 A :class:`Connection` is the I/O half of the fast transport's connection; the
-parsing half, :class:`~._response.ResponseReader`, is its base class. It does
-its own non-blocking ``send``/``recv`` on the socket of the anyio stream it was
-opened with, and waits only when the kernel has nothing to give (or no room to
-take): ``anyio.wait_readable`` / ``anyio.wait_writable``. Why not the stream's
-``send()``/``receive()``: on asyncio, anyio's stream reads through an asyncio
-transport that is resumed and paused around every receive (two ``epoll_ctl``
-calls) and reads 256 KiB at a time, above glibc's ``mmap`` threshold, so every
-receive also cost an ``mmap`` + ``mremap`` + ``munmap`` and a page fault: about
-half the CPU of a whole ``complete()`` at concurrency 32 (see
-``bench/fast_transport_micro.py``). asyncio refuses to watch a descriptor that
-one of its transports owns, so on asyncio the connection reads and writes a
-duplicate of the socket's descriptor (:func:`_io_socket`; one more file
-descriptor per connection); the stream's own (paused) transport then never
-touches the socket until it closes it. After sending, :meth:`Connection.roundtrip`
-lets the other tasks run once (one checkpoint) and then simply reads: under
-concurrency the response is there by then, and no wait is registered at all.
+parsing half, :class:`~._response.ResponseReader`, is its base class. It owns
+one plain non-blocking ``socket.socket``, opened by :func:`open_socket` (no
+anyio stream), does its own ``send``/``recv`` on it, and waits only when the
+kernel has nothing to give (or no room to take): ``anyio.wait_readable`` /
+``anyio.wait_writable``. Why not an anyio stream: on asyncio, its reads go
+through an asyncio transport that is resumed and paused around every receive
+(two ``epoll_ctl`` calls) and reads 256 KiB at a time, above glibc's ``mmap``
+threshold, so every receive also cost an ``mmap`` + ``mremap`` + ``munmap`` and
+a page fault: about half the CPU of a whole ``complete()`` at concurrency 32
+(see ``bench/fast_transport_micro.py``). And asyncio will not let anyone else
+watch a descriptor one of its transports owns, so reading beside a stream
+would need a second, duplicated descriptor per connection. A socket we open
+ourselves belongs to no transport: one descriptor per connection, on both
+backends. After sending, :meth:`Connection.roundtrip` lets the other tasks run
+once (one checkpoint) and then simply reads: under concurrency the response is
+there by then, and no wait is registered at all.
 
 The connection decides two things the pool needs to know afterwards:
 
@@ -48,6 +48,7 @@ failure, timeout or cancellation means the caller must close it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -55,13 +56,12 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import SocketAttribute, SocketStream
 
 from ._base import RawResponse, Timeouts, TransportProtocolError, TransportTimeout
 from ._response import ResponseReader
 from ._watchdog import WATCHDOG, shutdown
 
-__all__ = ["Connection", "StaleConnection"]
+__all__ = ["Connection", "StaleConnection", "open_socket"]
 
 #: The most bytes taken from the socket at once. Below glibc's ``mmap``
 #: threshold (128 KiB), so the buffer comes from the heap.
@@ -77,6 +77,9 @@ _checkpoint = anyio.lowlevel.checkpoint
 # anyio's errors should a wait find the socket closed under it.
 _BROKEN = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
+# What a non-blocking ``connect_ex`` returns while the handshake goes on.
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
+
 
 class StaleConnection(Exception):
     """A reused keep-alive connection died before any response byte arrived.
@@ -86,20 +89,40 @@ class StaleConnection(Exception):
     """
 
 
-def _io_socket(stream: SocketStream) -> tuple[socket.socket, bool]:
-    """The socket to do I/O on, and whether it is a duplicate we must close.
+async def open_socket(host: str, port: int) -> socket.socket:
+    """A connected, non-blocking TCP socket to ``host``:``port``.
 
-    On trio the raw socket is a plain ``socket.socket``. On asyncio it is a
-    ``TransportSocket`` that allows no I/O, and whose descriptor asyncio will
-    not let anyone else watch; a duplicate descriptor (same socket) is free of
-    both restrictions.
+    Resolves the name, then tries each address in the order the resolver gave
+    them (no happy eyeballs: one attempt at a time) and returns the first that
+    accepts. Raises the last attempt's ``OSError`` if none does (the
+    resolver's own ``OSError`` if the name does not resolve). A socket that did
+    not connect is closed before the next attempt, and on cancellation, so a
+    failed or abandoned connect leaves no descriptor behind. The caller
+    bounds the whole thing with its connect timeout.
     """
-    raw = stream.extra(SocketAttribute.raw_socket)
-    if isinstance(raw, socket.socket):
-        return raw, False
-    dup = socket.socket(fileno=os.dup(raw.fileno()))
-    dup.setblocking(False)
-    return dup, True
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    error: OSError = OSError(f"no address found for {host}")
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(address)
+            if code in _IN_PROGRESS:
+                # Writable once the handshake is over, however it ended.
+                await _wait_writable(sock)
+                code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:  # cancelled (or the connect timeout) mid-way
+            sock.close()
+            raise
+        return sock
+    raise error
 
 
 class Connection(ResponseReader):
@@ -113,23 +136,20 @@ class Connection(ResponseReader):
 
     __slots__ = (
         "__weakref__",
-        "_dup",
         "_sock",
         "deadline",
         "expires_at",
         "requests",
-        "stream",
         "timed_out",
     )
 
-    def __init__(self, stream: SocketStream, max_body: int) -> None:
+    def __init__(self, sock: socket.socket, max_body: int) -> None:
         super().__init__(max_body)
-        self.stream = stream
+        self._sock = sock
         self.requests = 0
         self.expires_at = _INF
         self.deadline = _INF
         self.timed_out = False
-        self._sock, self._dup = _io_socket(stream)
         WATCHDOG.watch(self)
 
     def _begin(self, head_only: bool) -> bool:
@@ -307,12 +327,15 @@ class Connection(ResponseReader):
     async def aclose(self) -> None:
         """Close the socket now, without a graceful shutdown.
 
-        Shielded: the socket is released even if the caller is being
-        cancelled (which is exactly when connections get closed mid-request).
+        Idempotent. Nothing in it can be interrupted (it does not even yield),
+        so the socket is released even if the caller is being cancelled, which
+        is exactly when connections get closed mid-request. A task still
+        waiting on the socket is woken first (``anyio.notify_closing``; it
+        then sees ``ClosedResourceError``, a broken connection), so the event
+        loop never watches a closed, possibly reused, descriptor.
         """
         WATCHDOG.forget(self)
-        if self._dup:
-            with contextlib.suppress(OSError):
-                self._sock.close()
-        with anyio.CancelScope(shield=True):
-            await anyio.aclose_forcefully(self.stream)
+        sock = self._sock
+        if sock.fileno() >= 0:
+            anyio.notify_closing(sock)
+            sock.close()
