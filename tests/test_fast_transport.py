@@ -9,7 +9,7 @@ timeouts of a few tens of milliseconds.
 
 from __future__ import annotations
 
-import errno
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -569,23 +569,157 @@ async def test_connect_refused() -> None:
     await transport.aclose()
 
 
-async def test_connection_setup_failure_frees_the_slot_and_closes_the_socket(
+# -- file descriptors: one per connection, none left by a failed connect ---------
+
+needs_proc = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="counts descriptors through /proc/self/fd"
+)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def fds_connected_to(port: int) -> int:
+    """How many of this process's descriptors are sockets connected to ``port``
+    (the client side of connections to a loopback server in this process)."""
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            sock = socket.socket(fileno=int(name))
+        except OSError:
+            continue  # not a socket (or the listing's own, now closed, descriptor)
+        try:
+            count += sock.getpeername()[1] == port
+        except (OSError, IndexError):
+            pass
+        finally:
+            sock.detach()  # it is not ours to close
+    return count
+
+
+@asynccontextmanager
+async def unresponsive_port() -> AsyncIterator[int]:
+    """A port whose accept queue is full, so a connect to it hangs in the
+    handshake (Linux drops the SYN rather than refusing it)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # fills the queue
+            yield port
+
+
+AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int]]
+
+
+@needs_proc
+async def test_each_connection_uses_exactly_one_file_descriptor() -> None:
+    n = 6
+    release = anyio.Event()
+
+    async def handler(peer: Peer) -> None:
+        await peer.read_request()
+        await release.wait()
+        await peer.send(ok())
+        await keepalive(peer)
+
+    async with serving(handler) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        transport = FastTransport(max_connections=n)
+        before = open_fds()
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(transport.request, "GET", server.url, [], None)
+            await server.wait_until(lambda: len(server.requests) == n)
+            # n requests in flight on n connections: n descriptors on our
+            # side, and n on the server's (its accepted sockets).
+            assert fds_connected_to(port) == n
+            assert open_fds() - before == 2 * n
+            release.set()
+        assert transport.idle_count == n
+        assert fds_connected_to(port) == n
+        await transport.aclose()
+        assert fds_connected_to(port) == 0
+        await server.wait_until(lambda: server.closed == n)
+        assert open_fds() == before
+
+
+@needs_proc
+async def test_refused_connect_leaves_no_descriptor() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(SocketAttribute.local_port)
+    await listener.aclose()
+    transport = FastTransport()
+    before = open_fds()
+    for _ in range(3):
+        with pytest.raises(TransportConnectError, match="Connection refused"):
+            await transport.request("GET", f"http://127.0.0.1:{port}/", [], None)
+    assert open_fds() == before
+    await transport.aclose()
+
+
+@needs_proc
+async def test_connect_timeout_leaves_no_descriptor() -> None:
+    async with unresponsive_port() as port:
+        transport = FastTransport(timeouts=Timeouts(connect=0.05))
+        before = open_fds()
+        with pytest.raises(TransportTimeout, match=f"connect timeout: 127.0.0.1:{port}"):
+            await transport.request("GET", f"http://127.0.0.1:{port}/", [], None)
+        assert open_fds() == before
+        assert next(iter(transport._pools.values())).slots == 0
+        await transport.aclose()
+
+
+@needs_proc
+async def test_connect_cancelled_mid_handshake_leaves_no_descriptor(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # E.g. no file descriptor left for the duplicate the connection reads on.
-    def no_fd(stream: SocketStream) -> None:
-        raise OSError(errno.EMFILE, "Too many open files")
+    waiting = anyio.Event()
+    wait_writable = _conn._wait_writable
+
+    async def signalling_wait(sock: socket.socket) -> None:
+        waiting.set()  # the socket exists and its handshake is under way
+        await wait_writable(sock)
+
+    monkeypatch.setattr(_conn, "_wait_writable", signalling_wait)
+    async with unresponsive_port() as port:
+        transport = FastTransport()
+        before = open_fds()
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(transport.request, "GET", f"http://127.0.0.1:{port}/", [], None)
+                await waiting.wait()
+                assert open_fds() == before + 1  # the connecting socket
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert open_fds() == before
+        pool = next(iter(transport._pools.values()))
+        assert pool.slots == 0 and transport.connection_count == 0
+        await transport.aclose()
+
+
+async def test_each_resolved_address_is_tried_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    dead_port = listener.extra(SocketAttribute.local_port)
+    await listener.aclose()
+    tried: list[int] = []
 
     async with serving(keepalive) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+
+        async def two_addresses(host: str, port_: int, **kwargs: object) -> list[AddrInfo]:
+            tried.append(port_)
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", dead_port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+            ]
+
+        monkeypatch.setattr(anyio, "getaddrinfo", two_addresses)
         transport = FastTransport()
-        monkeypatch.setattr(_conn, "_io_socket", no_fd)
-        with pytest.raises(TransportConnectError, match="Too many open files"):
-            await transport.request("GET", server.url, [], None)
-        assert transport.connection_count == 0
-        assert next(iter(transport._pools.values())).slots == 0
-        await server.wait_until(lambda: server.closed == 1)
-        monkeypatch.undo()
-        assert (await transport.request("POST", server.url, JSON, b"ok")).body == b"echo:ok"
+        response = await transport.request("POST", "http://service.test:8000/", JSON, b"x")
+        assert response.body == b"echo:x" and tried == [8000]
+        assert server.accepted == 1 and transport.connection_count == 1
         await transport.aclose()
 
 

@@ -29,7 +29,7 @@ from collections import deque
 import anyio
 
 from ._base import Timeouts, TransportConnectError, TransportTimeout
-from ._conn import Connection
+from ._conn import Connection, open_socket
 
 __all__ = ["Pool", "TransportClosed"]
 
@@ -216,7 +216,7 @@ class Pool:
         """Open a connection in a slot the caller holds (freed on failure)."""
         try:
             with anyio.fail_after(timeouts.connect):
-                stream = await anyio.connect_tcp(self.host, self.port)
+                sock = await open_socket(self.host, self.port)
         except TimeoutError:
             self.free_slot()
             raise TransportTimeout(
@@ -231,16 +231,7 @@ class Pool:
         except BaseException:
             self.free_slot()
             raise
-        try:
-            conn = Connection(stream, self.max_body)
-        except BaseException as exc:  # e.g. out of file descriptors for the dup
-            self.free_slot()
-            await anyio.aclose_forcefully(stream)
-            if isinstance(exc, OSError):
-                raise TransportConnectError(
-                    f"cannot use the connection to {self.host}:{self.port}: {exc}"
-                ) from exc
-            raise
+        conn = Connection(sock, self.max_body)
         if self.closed:
             self.free_slot()
             await conn.aclose()
