@@ -108,7 +108,7 @@ class OpenAIProvider:
     ``http_client`` (your own ``httpx.AsyncClient``, which stays yours to
     close), or neither: an ``http://`` endpoint then gets a
     :class:`~openarmature_nodes.llm.transport.FastTransport` (an HTTP/1.1
-    keep-alive pool on anyio streams and httptools, about 20x less CPU per
+    keep-alive pool on anyio-driven sockets and httptools, about 20x less CPU per
     call than httpx), an ``https://`` one an httpx client; either honours
     ``timeouts``.
     Streaming needs a transport with ``stream()``

@@ -9,7 +9,7 @@ the small :class:`TransportError` family below, which the provider maps to
 
 Two implementations ship: :class:`~openarmature_nodes.llm.transport.HttpxTransport`
 (general purpose: TLS, proxies, anything httpx supports) and the fast HTTP/1.1
-keep-alive pool on anyio streams with the httptools parser.
+keep-alive pool on non-blocking sockets (driven by anyio) with the httptools parser.
 
 Streaming (``complete(stream=True)``) needs one more method, ``stream()``,
 described by :class:`StreamingTransport`. It is a separate protocol so that a

@@ -1,4 +1,4 @@
-"""The fast transport: HTTP/1.1 keep-alive pools on anyio streams + httptools.
+"""The fast transport: HTTP/1.1 keep-alive pools on anyio-driven sockets + httptools.
 
 :class:`FastTransport` is for the hot path: many concurrent requests to one
 plain-HTTP endpoint (a vLLM or llama.cpp service inside a cluster). It does
