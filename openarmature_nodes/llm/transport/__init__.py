@@ -3,7 +3,7 @@
 See :mod:`openarmature_nodes.llm.transport._base` for the contract. Two
 implementations ship:
 
-- :class:`FastTransport`: an HTTP/1.1 keep-alive pool on anyio streams with the
+- :class:`FastTransport`: an HTTP/1.1 keep-alive pool on anyio-driven sockets with the
   httptools parser, for plain ``http://`` endpoints (a vLLM service inside a
   cluster, a local llama.cpp). The provider's default for ``http://`` URLs.
 - :class:`HttpxTransport`: ``httpx.AsyncClient`` underneath, for everything
