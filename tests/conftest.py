@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+# ``server`` (an in-process EmbeddedServer) and ``provider`` (an OpenAIProvider bound
+# to it) for any test; a module that defines its own fixture of that name keeps it.
+pytest_plugins = ["tests.embedded_fixtures"]
+
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -26,10 +26,10 @@ from openarmature_nodes.llm import (
 from openarmature_nodes.llm.call_retry import complete_with_retry, override_config
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
 from openarmature_nodes.testing import CHAT_PATH, EmbeddedServer, Reply, completion_body
+from tests.embedded_fixtures import MODEL
 
 pytestmark = pytest.mark.anyio
 
-MODEL = "embedded-model"
 SECRET = "sk-test-secret-0123456789"
 PERSON = {
     "type": "object",
@@ -42,18 +42,6 @@ PERSON = {
 class Person(msgspec.Struct):
     name: str
     age: int
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[EmbeddedServer]:
-    async with EmbeddedServer(model=MODEL) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def provider(server: EmbeddedServer) -> AsyncIterator[OpenAIProvider]:
-    async with OpenAIProvider(server.base_url, MODEL) as p:
-        yield p
 
 
 def sent(server: EmbeddedServer) -> list[dict[str, Any]]:

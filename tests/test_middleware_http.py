@@ -7,7 +7,6 @@ layers), never by sleeping in the test.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -35,28 +34,16 @@ from openarmature_nodes.llm import (
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.retrying import RetryConfig, constant_backoff, exponential_full_jitter
 from openarmature_nodes.testing import CHAT_PATH, MODELS_PATH, EmbeddedServer
+from tests.embedded_fixtures import MODEL
 
 from .middleware_fakes import ManualTime, VirtualTime
 
 pytestmark = pytest.mark.anyio
 
-MODEL = "embedded-model"
 
 
 def request(text: str = "hello") -> CompletionRequest:
     return CompletionRequest(messages=[UserMessage(content=text)])
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[EmbeddedServer]:
-    async with EmbeddedServer(model=MODEL) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def provider(server: EmbeddedServer) -> AsyncIterator[OpenAIProvider]:
-    async with OpenAIProvider(server.base_url, MODEL) as p:
-        yield p
 
 
 # --- Retry-After -------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -28,10 +27,10 @@ from openarmature_nodes.nodes import (
 )
 from openarmature_nodes.retrying import constant_backoff
 from openarmature_nodes.testing import CHAT_PATH, EmbeddedServer, ReceivedRequest, completion_body
+from tests.embedded_fixtures import MODEL
 
 pytestmark = pytest.mark.anyio
 
-MODEL = "embedded-model"
 
 
 class City(msgspec.Struct):
@@ -48,18 +47,6 @@ async def get_weather(args: City) -> dict[str, Any]:
 async def get_time(args: City) -> str:
     """Local time in a city."""
     return f"12:00 in {args.city}"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[EmbeddedServer]:
-    async with EmbeddedServer(model=MODEL) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def provider(server: EmbeddedServer) -> AsyncIterator[OpenAIProvider]:
-    async with OpenAIProvider(server.base_url, MODEL) as p:
-        yield p
 
 
 def fast(provider: OpenAIProvider) -> list[Any]:

@@ -3,7 +3,7 @@ node's prompt/update plumbing. Runs on asyncio and trio."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 import msgspec
@@ -37,10 +37,10 @@ from openarmature_nodes.llm import (
 from openarmature_nodes.nodes import LLMNode, append_reply, default_onion
 from openarmature_nodes.retrying import constant_backoff
 from openarmature_nodes.testing import CHAT_PATH, MODELS_PATH, EmbeddedServer, completion_body
+from tests.embedded_fixtures import MODEL
 
 pytestmark = pytest.mark.anyio
 
-MODEL = "embedded-model"
 WEATHER = Tool(
     name="get_weather",
     description="Weather for a city.",
@@ -63,18 +63,6 @@ class Person(msgspec.Struct):
 class Extracted(State, frozen=True, kw_only=True):
     text: str = ""
     person: Person | None = None
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[EmbeddedServer]:
-    async with EmbeddedServer(model=MODEL) as srv:
-        yield srv
-
-
-@pytest.fixture
-async def provider(server: EmbeddedServer) -> AsyncIterator[OpenAIProvider]:
-    async with OpenAIProvider(server.base_url, MODEL) as p:
-        yield p
 
 
 @pytest.fixture
