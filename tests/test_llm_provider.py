@@ -209,7 +209,7 @@ async def test_call_level_retry_goes_through_the_provider() -> None:
     async with make(server) as p:
         r = await p.complete(HI, retry=RetryConfig(max_attempts=2, backoff=constant_backoff(0)))
         assert r.message.content == "ok" and len(server.requests) == 2
-        with pytest.raises(TypeError):
+        with pytest.raises(ProviderInvalidRequest, match="retry must be a RetryConfig"):
             await p.complete(HI, retry=object())
 
 

@@ -6,11 +6,14 @@ and, where one exists, the underlying exception as ``__cause__``. Callers and
 middleware classify failures by class or by ``category``; nothing above the
 provider ever needs to look at HTTP status codes or transport exceptions.
 
-Messages never contain API keys or authorization headers.
+Messages never contain API keys or authorization headers: the provider
+redacts its configured key and any bearer token from every server-supplied
+text before an error leaves it (:mod:`~openarmature_nodes.llm.redact`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "ProviderInvalidResponse",
     "ProviderModelNotLoaded",
     "ProviderRateLimit",
+    "ProviderTimeout",
     "ProviderUnavailable",
     "ProviderUnsupportedContentBlock",
     "StructuredOutputInvalid",
@@ -61,6 +65,20 @@ class ProviderUnavailable(ProviderError):
     transient = True
 
 
+class ProviderTimeout(ProviderUnavailable):
+    """A deadline elapsed: the call's total deadline (``OpenAIProvider(deadline=...)``
+    or ``complete(deadline=...)``), or a stream's idle timeout (no new content for
+    ``stream_idle_timeout`` seconds). The spec's category for a timeout is
+    ``provider_unavailable``; this subclass lets a caller tell a timeout apart.
+
+    ``deadline`` is the bound, in seconds, that elapsed.
+    """
+
+    def __init__(self, message: str, *, deadline: float | None = None) -> None:
+        super().__init__(message)
+        self.deadline = deadline
+
+
 class ProviderInvalidModel(ProviderError):
     """The bound model is unknown to the provider."""
 
@@ -80,16 +98,26 @@ class ProviderRateLimit(ProviderError):
     ``retry_after`` is the server's requested wait in seconds, parsed from
     ``Retry-After`` (delta-seconds or HTTP-date) or ``retry-after-ms``; it is
     ``None`` when the server sent none or sent something unparseable.
+    ``retry_at`` is the same wait as an absolute wall-clock time
+    (``time.time()`` seconds) when the server's refusal ends, or ``None``.
     """
 
     category = "provider_rate_limit"
     transient = True
 
     def __init__(
-        self, message: str, *, status: int | None = 429, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = 429,
+        retry_after: float | None = None,
+        retry_at: float | None = None,
     ) -> None:
         super().__init__(message, status=status)
         self.retry_after = retry_after
+        if retry_at is None and retry_after is not None:
+            retry_at = time.time() + retry_after
+        self.retry_at = retry_at
 
 
 class ProviderInvalidResponse(ProviderError):

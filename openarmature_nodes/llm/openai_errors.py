@@ -49,10 +49,22 @@ class HTTPErrorReply(Exception):
     ``body`` is the parsed JSON body when it was JSON, else the text (cut at
     2000 characters). ``message`` / ``code`` / ``type`` are read from the
     OpenAI error envelope (or FastAPI's ``detail``) when present.
+
+    Coming through :class:`~openarmature_nodes.llm.OpenAIProvider`, ``message``
+    and ``body`` have the configured API key and any bearer token redacted
+    (servers echo them); :meth:`raw_body` is the one explicit way to the
+    bytes exactly as the server sent them.
     """
 
     def __init__(
-        self, status: int, message: str, body: Any, code: Any = None, type: Any = None
+        self,
+        status: int,
+        message: str,
+        body: Any,
+        code: Any = None,
+        type: Any = None,
+        *,
+        raw: bytes = b"",
     ) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
@@ -60,6 +72,11 @@ class HTTPErrorReply(Exception):
         self.body = body
         self.code = code
         self.type = type
+        self._raw = raw
+
+    def raw_body(self) -> bytes:
+        """The reply's body exactly as received, secrets included: never log it."""
+        return self._raw
 
 
 def _read_body(headers: Mapping[str, str], body: bytes) -> tuple[Any, str, Any, Any]:
@@ -141,7 +158,7 @@ def error_from_reply(
 ) -> ProviderError:
     """The categorized error for a non-2xx reply (with ``__cause__`` set)."""
     parsed, message, code, etype = _read_body(headers, body)
-    reply = HTTPErrorReply(status, message, parsed, code, etype)
+    reply = HTTPErrorReply(status, message, parsed, code, etype, raw=body)
     haystack = f"{message} {code if code is not None else ''} {etype or ''}".lower()
     where = f" from {url}" if url else ""
     text = f"HTTP {status}{where}: {message}"

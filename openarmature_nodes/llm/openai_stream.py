@@ -201,6 +201,11 @@ class ChatStreamAssembler:
         """The ``error`` object of an error event that ended the stream."""
 
     # -- input -----------------------------------------------------------------------
+    @property
+    def chunks(self) -> int:
+        """Completion chunks parsed so far (comments and blank events excluded)."""
+        return self._chunks
+
     def feed(self, data: bytes) -> Sequence[Delta]:
         """Parse a piece of the body; return the text deltas it completed."""
         if self.done:

@@ -239,5 +239,12 @@ def _conflict(key: str, value: Any, managed: Any) -> ProviderInvalidRequest:
 def encode_chat_request(
     model: str, request: CompletionRequest, *, fallback: bool = False, stream: bool = False
 ) -> bytes:
-    """The JSON bytes of ``POST /v1/chat/completions`` for ``request``."""
-    return ENCODER.encode(build_chat_body(model, request, fallback=fallback, stream=stream))
+    """The JSON bytes of ``POST /v1/chat/completions`` for ``request``.
+
+    A value JSON cannot carry (an object in ``extras`` or in tool-call
+    arguments that msgspec does not know how to encode, an integer too large)
+    raises ``ProviderInvalidRequest`` naming the problem; nothing is sent."""
+    try:
+        return ENCODER.encode(build_chat_body(model, request, fallback=fallback, stream=stream))
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise ProviderInvalidRequest(f"the request cannot be encoded as JSON: {exc}") from exc

@@ -26,19 +26,31 @@ and returns the same whole ``Response`` as the atomic path
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
+
+from openarmature_nodes.retrying import RetryConfig
 
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
-from .errors import ProviderInvalidRequest, ProviderUnavailable
+from .errors import (
+    ProviderError,
+    ProviderInvalidRequest,
+    ProviderInvalidResponse,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from .limits import EndpointLimiter
 from .messages import Message, Tool, ToolChoice
 from .openai_errors import error_from_reply
 from .openai_stream import ChatStreamAssembler
 from .openai_wire import check_models_response, decode_chat_response, encode_chat_request
+from .redact import Redactor
 from .request import CompletionRequest
 from .response import Response
 from .stream_read import consume_stream, read_unstreamed
@@ -51,12 +63,44 @@ from .transport import (
     Timeouts,
     Transport,
     TransportError,
+    TransportResponseTooLarge,
+    TransportTimeout,
 )
+from .transport._base import check_seconds
 from .validation import normalize_tool_choice, validate_request
 
-__all__ = ["OpenAIProvider"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_STREAM_IDLE_TIMEOUT",
+    "OpenAIProvider",
+]
 
 _USER_AGENT = "openarmature-nodes/0.1"
+
+DEFAULT_DEADLINE = 300.0
+"""Seconds one call (one attempt) may take in all, unless overridden."""
+
+DEFAULT_STREAM_IDLE_TIMEOUT = 60.0
+"""Seconds a stream may go without a new chunk (SSE comments do not count)."""
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+"""The largest response body (or whole stream) read before failing."""
+
+
+def _check_api_key(api_key: str) -> None:
+    if not isinstance(api_key, str):
+        raise TypeError(f"api_key must be a string or None, got {type(api_key).__name__}")
+    clean = api_key.isprintable() and _is_latin1(api_key) and api_key == api_key.strip()
+    if not api_key or not clean:
+        raise ValueError(
+            "api_key must be a non-empty single-line string of printable latin-1 characters "
+            "without surrounding spaces (HTTP headers carry nothing else), or None for no auth"
+        )
+
+
+def _is_latin1(text: str) -> bool:
+    return all(ord(c) < 256 for c in text)
 
 
 def _split_base_url(base_url: str) -> tuple[str, str, int]:
@@ -64,7 +108,16 @@ def _split_base_url(base_url: str) -> tuple[str, str, int]:
     if not isinstance(base_url, str) or not base_url.strip():
         raise ValueError("base_url must be the server's root URL, such as 'http://localhost:8000'")
     url = base_url.strip().rstrip("/")
-    parts = urlsplit(url)
+    if not url.isascii() or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError(
+            f"base_url must be ASCII without spaces or control characters (percent-encode "
+            f"them), got {base_url!r}"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"base_url {base_url!r} is not a valid URL: {exc}") from None
     if "@" in parts.netloc:
         raise ValueError(
             "base_url must not embed credentials (user:password@); pass api_key= instead"
@@ -114,6 +167,33 @@ class OpenAIProvider:
     Streaming needs a transport with ``stream()``
     (:class:`~openarmature_nodes.llm.transport.StreamingTransport`); both
     shipped transports have it.
+
+    Bounds (every wait is bounded by default):
+
+    ``deadline``
+        Seconds one call may take in all (a place under the in-flight limit,
+        connecting, sending, reading the whole reply; streamed or not).
+        Default :data:`DEFAULT_DEADLINE` (300 s); override per call with
+        ``complete(deadline=...)`` or ``CompletionRequest(deadline=...)``.
+        ``ProviderTimeout`` (category ``provider_unavailable``) when it passes.
+    ``stream_idle_timeout``
+        Seconds a streamed reply may go without a new chunk; SSE comments
+        (``: ping``) do not count. Default 60 s. ``ProviderTimeout`` too.
+    ``max_response_bytes``
+        The largest reply body, or the most bytes of one stream, read before
+        failing with ``ProviderInvalidResponse``; enforced while reading, by
+        the default transports. Default 64 MiB.
+    ``max_in_flight``
+        Calls in flight to this endpoint (``host:port``) at once, shared by
+        every provider of the endpoint in the process
+        (:class:`~openarmature_nodes.llm.limits.EndpointLimiter`); further
+        calls wait their turn. Default 256 (vLLM's default ``--max-num-seqs``);
+        setting it sets it for the endpoint.
+
+    Bad arguments are refused at construction with ``TypeError`` or
+    ``ValueError`` naming the argument; bad call arguments with
+    ``ProviderInvalidRequest``, before anything is sent, whatever the
+    transport.
     """
 
     supports_streaming: ClassVar[bool] = True
@@ -127,15 +207,19 @@ class OpenAIProvider:
         "_closed",
         "_fallback",
         "_headers",
+        "_limiter",
         "_models_url",
         "_probe_headers",
+        "_redactor",
         "_stream_headers",
         "_transport",
         "base_url",
+        "deadline",
         "genai_system",
         "model",
         "server_address",
         "server_port",
+        "stream_idle_timeout",
     )
 
     def __init__(
@@ -149,9 +233,29 @@ class OpenAIProvider:
         transport: Transport | None = None,
         timeouts: Timeouts | None = None,
         http_client: httpx.AsyncClient | None = None,
+        deadline: float | None = DEFAULT_DEADLINE,
+        stream_idle_timeout: float | None = DEFAULT_STREAM_IDLE_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_in_flight: int | None = None,
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a non-empty model identifier")
+        if not isinstance(genai_system, str):
+            raise TypeError("genai_system must be a string")
+        check_seconds("deadline", deadline)
+        check_seconds("stream_idle_timeout", stream_idle_timeout)
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
+            raise TypeError("max_response_bytes must be an int")
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be at least 1")
+        if timeouts is not None and not isinstance(timeouts, Timeouts):
+            raise TypeError(f"timeouts must be a Timeouts, got {type(timeouts).__name__}")
+        if transport is not None and not isinstance(transport, Transport):
+            raise TypeError("transport must have async request() and aclose() methods")
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError("http_client must be an httpx.AsyncClient")
+        self.deadline = deadline
+        self.stream_idle_timeout = stream_idle_timeout
         self.base_url, self.server_address, self.server_port = _split_base_url(base_url)
         self.model = model
         self.genai_system = genai_system
@@ -160,11 +264,12 @@ class OpenAIProvider:
         self._models_url = f"{self.base_url}/v1/models"
         common = [("user-agent", _USER_AGENT)]
         if api_key is not None:
-            if not api_key or any(c in api_key for c in "\r\n"):
-                raise ValueError(
-                    "api_key must be a non-empty single-line string, or None for no auth"
-                )
+            _check_api_key(api_key)
             common.append(("authorization", f"Bearer {api_key}"))
+        self._redactor = Redactor((api_key,) if api_key else ())
+        self._limiter = EndpointLimiter.for_endpoint(
+            f"{self.server_address}:{self.server_port}", max_in_flight
+        )
         self._probe_headers = (("accept", "application/json"), *common)
         self._headers = (("content-type", "application/json"), *self._probe_headers)
         self._stream_headers = (
@@ -180,9 +285,11 @@ class OpenAIProvider:
             if http_client is not None:
                 transport = HttpxTransport(client=http_client)
             elif self.base_url.startswith("http://"):
-                transport = FastTransport(timeouts=timeouts)
+                transport = FastTransport(timeouts=timeouts, max_response_bytes=max_response_bytes)
             else:
-                transport = HttpxTransport(timeouts=timeouts)
+                transport = HttpxTransport(
+                    timeouts=timeouts, max_response_bytes=max_response_bytes
+                )
         self._transport: Transport = transport
         self._can_stream = isinstance(transport, StreamingTransport)
         self._closed = False
@@ -211,6 +318,11 @@ class OpenAIProvider:
         """The transport moving this provider's bytes."""
         return self._transport
 
+    @property
+    def limiter(self) -> EndpointLimiter:
+        """The in-flight limit shared by every provider of this endpoint."""
+        return self._limiter
+
     # -- operations ----------------------------------------------------------------
     async def ready(self) -> None:
         """Check that the server answers, accepts our credentials, and serves
@@ -224,8 +336,18 @@ class OpenAIProvider:
         Servers that list a model before it can generate (vLLM reports no load
         state) need a one-token warm-up completion to be sure; see the README.
         """
-        raw = await self._send("GET", self._models_url, self._probe_headers, None)
-        check_models_response(raw.status, raw.headers, raw.body, self.model, url=self._models_url)
+        deadline = self.deadline
+        with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+            try:
+                raw = await self._send("GET", self._models_url, self._probe_headers, None)
+                check_models_response(
+                    raw.status, raw.headers, raw.body, self.model, url=self._models_url
+                )
+            except ProviderError as exc:
+                self._redactor.scrub_error(exc)
+                raise
+            return
+        raise self._timeout("GET", self._models_url, deadline, scope)
 
     async def complete(
         self,
@@ -238,6 +360,7 @@ class OpenAIProvider:
         *,
         stream: bool = False,
         on_token: TokenCallback | None = None,
+        deadline: float | None = None,
     ) -> Response:
         """One chat completion; see the module docs and spec llm-provider §5.
 
@@ -255,11 +378,39 @@ class OpenAIProvider:
         is the same whole ``Response``. ``on_token``'s deltas are numbered
         from 0 for this call, across retry attempts. Without ``stream=True``
         no deltas are reported.
+
+        ``deadline``: seconds each attempt may take in all (default: the
+        provider's ``deadline``).
+
+        Every bad argument raises ``ProviderInvalidRequest`` before anything
+        is sent.
         """
         if config is not None and not isinstance(config, RuntimeConfig):
-            config = RuntimeConfig.from_mapping(config)
+            if not isinstance(config, Mapping):
+                raise ProviderInvalidRequest(
+                    f"config must be a RuntimeConfig or a mapping, got {type(config).__name__}"
+                )
+            try:
+                config = RuntimeConfig.from_mapping(config)
+            except (TypeError, ValueError) as exc:
+                raise ProviderInvalidRequest(f"config: {exc}") from exc
+        if retry is not None and not isinstance(retry, RetryConfig):
+            raise ProviderInvalidRequest(
+                f"retry must be a RetryConfig or None, got {type(retry).__name__}"
+            )
+        if not isinstance(stream, bool):
+            raise ProviderInvalidRequest(f"stream must be True or False, got {stream!r}")
+        if on_token is not None and not callable(on_token):
+            raise ProviderInvalidRequest("on_token must be callable")
+        if deadline is not None:
+            try:
+                check_seconds("deadline", deadline)
+            except (TypeError, ValueError) as exc:
+                raise ProviderInvalidRequest(str(exc)) from None
         choice: ToolChoice | None = normalize_tool_choice(tool_choice)
-        request = CompletionRequest(messages, tools, config, response_schema, choice, bool(stream))
+        request = CompletionRequest(
+            messages, tools, config, response_schema, choice, stream, deadline
+        )
         if on_token is not None:
             with token_sink(on_token):
                 if retry is not None:
@@ -270,19 +421,61 @@ class OpenAIProvider:
         return await self.call(request)
 
     async def call(self, request: CompletionRequest) -> Response:
-        """Send ``request``: the innermost handler for call-level middleware."""
-        tools = validate_request(request)
-        if request.stream:
-            return await self._call_streaming(request, tools)
-        body = encode_chat_request(self.model, request, fallback=self._fallback)
-        raw = await self._send("POST", self._chat_url, self._headers, body)
-        return decode_chat_response(
-            raw.status,
-            raw.headers,
-            raw.body,
-            tools=tools,
-            response_schema=request.response_schema,
-            url=self._chat_url,
+        """Send ``request``: the innermost handler for call-level middleware.
+
+        Validates and encodes it (``ProviderInvalidRequest`` before anything
+        is sent), waits for a place under the endpoint's in-flight limit,
+        sends it and reads the reply, all within the call's deadline.
+        Every error leaving here has had the API key and any bearer token
+        redacted from its server-supplied text.
+        """
+        if not isinstance(request, CompletionRequest):
+            raise ProviderInvalidRequest(
+                f"call() takes a CompletionRequest, got {type(request).__name__}"
+            )
+        deadline = request.deadline
+        if deadline is None:
+            deadline = self.deadline
+        elif isinstance(deadline, bool) or not isinstance(deadline, int | float) or not (
+            deadline >= 0
+        ):
+            raise ProviderInvalidRequest(f"deadline must be seconds >= 0, got {deadline!r}")
+        limiter = self._limiter
+        with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
+            try:
+                tools = validate_request(request)
+                if request.stream:
+                    body = self._streaming_body(request)
+                else:
+                    body = encode_chat_request(self.model, request, fallback=self._fallback)
+                await limiter.acquire()
+                try:
+                    if request.stream:
+                        return await self._call_streaming(request, tools, body)
+                    raw = await self._send("POST", self._chat_url, self._headers, body)
+                finally:
+                    limiter.release()
+                return decode_chat_response(
+                    raw.status,
+                    raw.headers,
+                    raw.body,
+                    tools=tools,
+                    response_schema=request.response_schema,
+                    url=self._chat_url,
+                )
+            except ProviderError as exc:
+                self._redactor.scrub_error(exc)
+                raise
+        raise self._timeout("POST", self._chat_url, deadline, scope)
+
+    @staticmethod
+    def _timeout(
+        method: str, url: str, deadline: float | None, scope: anyio.CancelScope
+    ) -> ProviderTimeout:
+        return ProviderTimeout(
+            f"{method} {url}: the call's deadline of {deadline} s passed before the reply was "
+            f"complete (set OpenAIProvider(deadline=...) or complete(deadline=...))",
+            deadline=deadline,
         )
 
     async def _send(
@@ -291,10 +484,9 @@ class OpenAIProvider:
         try:
             return await self._transport.request(method, url, headers, body)
         except TransportError as exc:
-            raise ProviderUnavailable(f"{method} {url} failed: {exc}") from exc
+            raise _provider_error(method, url, exc) from exc
 
-    async def _call_streaming(self, request: CompletionRequest, tools: dict[str, Tool]) -> Response:
-        transport = cast(StreamingTransport, self._transport)
+    def _streaming_body(self, request: CompletionRequest) -> bytes:
         if not self.supports_streaming:
             raise ProviderInvalidRequest(
                 f"{type(self).__name__}'s wire mapping does not support streaming; "
@@ -306,7 +498,12 @@ class OpenAIProvider:
                 f"{type(self._transport).__name__} has none (use HttpxTransport, or add stream() "
                 f"to it: see openarmature_nodes.llm.transport.StreamingTransport)"
             )
-        body = encode_chat_request(self.model, request, fallback=self._fallback, stream=True)
+        return encode_chat_request(self.model, request, fallback=self._fallback, stream=True)
+
+    async def _call_streaming(
+        self, request: CompletionRequest, tools: dict[str, Tool], body: bytes
+    ) -> Response:
+        transport = cast(StreamingTransport, self._transport)
         sinks = current_token_sinks()
         url = self._chat_url
         asm = ChatStreamAssembler(tools=tools, response_schema=request.response_schema, url=url)
@@ -321,7 +518,16 @@ class OpenAIProvider:
                     return await read_unstreamed(
                         reply, asm, sinks, response_schema=request.response_schema, url=url
                     )
-                await consume_stream(reply, asm, sinks)
+                await consume_stream(reply, asm, sinks, idle_timeout=self.stream_idle_timeout)
         except TransportError as exc:
-            raise ProviderUnavailable(f"POST {url} failed: {exc}") from exc
+            raise _provider_error("POST", url, exc) from exc
         return asm.response()
+
+
+def _provider_error(method: str, url: str, exc: TransportError) -> ProviderError:
+    """The category of a transport failure."""
+    if isinstance(exc, TransportResponseTooLarge):
+        return ProviderInvalidResponse(f"{method} {url}: {exc}")
+    if isinstance(exc, TransportTimeout):
+        return ProviderTimeout(f"{method} {url} failed: {exc}")
+    return ProviderUnavailable(f"{method} {url} failed: {exc}")

@@ -33,6 +33,12 @@ class CompletionRequest(msgspec.Struct, frozen=True):
     (:mod:`~openarmature_nodes.llm.tokens`); the result is the same whole
     ``Response`` either way. It is part of the request so that every layer
     of a call-level onion sees, and passes on, the mode the caller chose.
+
+    ``deadline``: seconds this call's attempt may take in all (waiting for a
+    place under the endpoint's in-flight limit, connecting, sending, and
+    reading the whole reply, streamed or not); ``None`` uses the provider's
+    default (``OpenAIProvider(deadline=...)``, 300 s unless set). When it
+    elapses the call fails with ``ProviderTimeout`` (``provider_unavailable``).
     """
 
     messages: Sequence[Message]
@@ -41,3 +47,4 @@ class CompletionRequest(msgspec.Struct, frozen=True):
     response_schema: Any = None
     tool_choice: ToolChoice | None = None
     stream: bool = False
+    deadline: float | None = None

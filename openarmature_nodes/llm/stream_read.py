@@ -10,11 +10,13 @@ them once the reply's status and content type are known.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 
+from .errors import ProviderTimeout
 from .messages import TextBlock, ThinkingBlock
 from .openai_decode import decode_chat_response
 from .openai_stream import ChatStreamAssembler, Delta
@@ -36,32 +38,56 @@ def _report(sinks: tuple[TokenSink, ...], deltas: Any) -> None:
 
 
 async def consume_stream(
-    reply: StreamingResponse, asm: ChatStreamAssembler, sinks: tuple[TokenSink, ...]
+    reply: StreamingResponse,
+    asm: ChatStreamAssembler,
+    sinks: tuple[TokenSink, ...],
+    *,
+    idle_timeout: float | None = None,
 ) -> None:
     """Feed the body to ``asm`` as it arrives, reporting deltas to ``sinks``.
 
     Stops reading at ``data: [DONE]`` (then drains what follows, bounded, so
     the connection can be reused) or at the end of the body; the body
     iterator is closed either way.
+
+    ``idle_timeout``: when no new chunk (a ``data:`` event carrying a
+    completion chunk) arrives for that many seconds, raise
+    :class:`ProviderTimeout`. Comments (``: ping``) and other bytes that
+    complete no chunk do not count as progress, so a server that only sends
+    keep-alive pings is a stalled stream. One cancel scope serves the whole
+    stream: its deadline is moved when a chunk arrives.
     """
     pieces = reply.aiter_bytes()
+    idle = math.inf if idle_timeout is None else idle_timeout
     try:
-        async for piece in pieces:
-            deltas = asm.feed(piece)
-            if sinks:
-                _report(sinks, deltas)
-            if asm.done:
-                break
-        else:
-            deltas = asm.feed_eof()
-            if sinks:
-                _report(sinks, deltas)
-            return
+        with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
+            seen = asm.chunks
+            async for piece in pieces:
+                deltas = asm.feed(piece)
+                if asm.chunks != seen:
+                    seen = asm.chunks
+                    scope.deadline = anyio.current_time() + idle
+                if sinks:
+                    _report(sinks, deltas)
+                if asm.done:
+                    break
+            else:
+                deltas = asm.feed_eof()
+                if sinks:
+                    _report(sinks, deltas)
+                return
+        if scope.cancelled_caught:
+            raise ProviderTimeout(
+                f"the stream stalled: no new chunk for {idle_timeout} s "
+                f"({asm.chunks} chunks received; keep-alive comments do not count)",
+                deadline=idle_timeout,
+            )
         await _drain(pieces)
     finally:
         aclose = getattr(pieces, "aclose", None)
         if aclose is not None:
-            await aclose()
+            with anyio.CancelScope(shield=True):
+                await aclose()
 
 
 async def read_unstreamed(

@@ -3,7 +3,10 @@
 :func:`validate_request` checks everything the spec says must hold before a
 request may leave the process: message order and per-role shape, content
 blocks, tool-call id matching, unique tool names, valid tool schemas, the
-``tool_choice`` rules, the response schema and the declared config types.
+``tool_choice`` rules, the response schema, the declared config fields'
+types and ranges, the tool-name pattern, and that no number anywhere in
+the body is NaN or infinite (JSON has no such numbers: encoders would
+silently send ``null``, and the server would use its own default).
 The first violation raises :class:`ProviderInvalidRequest` with a message
 that points at the offending item (``messages[2] (tool): ...``). Nothing is
 sent in that case.
@@ -11,6 +14,8 @@ sent in that case.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,7 +40,10 @@ from .messages import (
 from .request import CompletionRequest
 from .structured import schema_info
 
-__all__ = ["normalize_tool_choice", "validate_request"]
+__all__ = ["TOOL_NAME_PATTERN", "check_finite", "normalize_tool_choice", "validate_request"]
+
+TOOL_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What OpenAI accepts as a function name (and what vLLM's parsers expect)."""
 
 _DETAILS = frozenset({"auto", "low", "high"})
 _CHOICES = frozenset({"auto", "required", "none"})
@@ -57,7 +65,25 @@ def validate_request(request: CompletionRequest) -> dict[str, Tool]:
             schema_info(request.response_schema)
         except (ValueError, TypeError) as exc:
             raise _bad(f"response_schema: {exc}") from exc
+        if isinstance(request.response_schema, Mapping):
+            check_finite(request.response_schema, "response_schema")
     return tools
+
+
+def check_finite(value: Any, where: str) -> None:
+    """Raise ``ProviderInvalidRequest`` if a float anywhere in ``value`` (nested
+    mappings and sequences) is NaN or infinite."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _bad(f"{where}: {value!r} is not a finite number (JSON has no NaN/Infinity)")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(item, str | int):
+                check_finite(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            if not isinstance(item, str | int):
+                check_finite(item, f"{where}[{i}]")
 
 
 def _validate_messages(messages: Sequence[Any]) -> None:
@@ -175,6 +201,7 @@ def _validate_assistant(msg: AssistantMessage, where: str, call_ids: set[str]) -
                 raise _bad(
                     f"{cwhere}: arguments must be a JSON object (repair degraded tool calls first)"
                 )
+            check_finite(call.arguments, f"{cwhere}.arguments")
             local.add(call.id)
         call_ids.update(local)
     content = msg.content
@@ -212,6 +239,10 @@ def _validate_tools(tools: Any) -> dict[str, Tool]:
             raise _bad(f"{where}: expected a Tool, got {type(tool).__name__}")
         if not isinstance(tool.name, str) or not tool.name:
             raise _bad(f"{where}: name must be a non-empty string")
+        if not TOOL_NAME_PATTERN.fullmatch(tool.name):
+            raise _bad(
+                f"{where}: tool name {tool.name!r} must be 1-64 letters, digits, '_' or '-'"
+            )
         if tool.name in by_name:
             raise _bad(f"{where}: duplicate tool name {tool.name!r}")
         if not isinstance(tool.description, str):
@@ -225,6 +256,7 @@ def _validate_tools(tools: Any) -> dict[str, Tool]:
             validator_for(params)
         except SchemaError as exc:
             raise _bad(f"{where} ({tool.name}): invalid parameters schema: {exc}") from exc
+        check_finite(params, f"{where} ({tool.name}).parameters")
         by_name[tool.name] = tool
     return by_name
 
@@ -271,22 +303,51 @@ _INT_FIELDS = ("max_tokens", "seed")
 _CHECKED_CONFIGS: dict[int, RuntimeConfig] = {}
 
 
+# Declared ranges every OpenAI-compatible server agrees on: (low, high, low
+# inclusive?); a value outside is refused before sending. Temperature has no
+# upper bound here: the spec calls its range provider-specific (OpenAI stops
+# at 2, vLLM does not).
+_RANGES: dict[str, tuple[float, float, bool]] = {
+    "temperature": (0.0, math.inf, True),
+    "top_p": (0.0, 1.0, False),
+    "frequency_penalty": (-2.0, 2.0, True),
+    "presence_penalty": (-2.0, 2.0, True),
+    "max_tokens": (1, math.inf, True),
+    "seed": (-(2**63), 2**64 - 1, True),
+}
+
+
+def _check_range(name: str, v: float) -> None:
+    low, high, inclusive = _RANGES[name]
+    if not math.isfinite(v):
+        raise _bad(f"config.{name} must be a finite number, got {v!r}")
+    if v > high or v < low or (v == low and not inclusive):
+        bracket = "[" if inclusive else "("
+        raise _bad(f"config.{name} must be in {bracket}{low:g}, {high:g}], got {v!r}")
+
+
 def _validate_config(config: Any) -> None:
     if not isinstance(config, RuntimeConfig):
         raise _bad(f"config must be a RuntimeConfig, got {type(config).__name__}")
     extras = config.extras  # a mutable mapping: checked on every call, cheaply when empty
     if not isinstance(extras, Mapping) or (extras and not all(isinstance(k, str) for k in extras)):
         raise _bad("config.extras must be a mapping with string keys")
+    if extras:
+        check_finite(extras, "config.extras")
     if _CHECKED_CONFIGS.get(id(config)) is config:
         return  # frozen: its declared fields were checked when first seen
     for name in _NUMBER_FIELDS:
         v = getattr(config, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
-            raise _bad(f"config.{name} must be a number, got {v!r}")
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise _bad(f"config.{name} must be a number, got {v!r}")
+            _check_range(name, v)
     for name in _INT_FIELDS:
         v = getattr(config, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise _bad(f"config.{name} must be an integer, got {v!r}")
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise _bad(f"config.{name} must be an integer, got {v!r}")
+            _check_range(name, v)
     stops = config.stop_sequences
     if stops is not None and (
         isinstance(stops, str)

@@ -20,6 +20,8 @@ from ._base import (
     TransportConnectError,
     TransportError,
     TransportProtocolError,
+    TransportRequestMaybeSent,
+    TransportResponseTooLarge,
     TransportTimeout,
 )
 from .fast import FastTransport, TransportClosed
@@ -37,5 +39,7 @@ __all__ = [
     "TransportError",
     "TransportProtocolError",
     "TransportClosed",
+    "TransportRequestMaybeSent",
+    "TransportResponseTooLarge",
     "TransportTimeout",
 ]

@@ -20,6 +20,7 @@ says so clearly when it is missing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
@@ -34,8 +35,12 @@ __all__ = [
     "Transport",
     "TransportConnectError",
     "TransportError",
+    "MAX_HEAD_BYTES",
     "TransportProtocolError",
+    "TransportRequestMaybeSent",
+    "TransportResponseTooLarge",
     "TransportTimeout",
+    "check_seconds",
 ]
 
 
@@ -52,6 +57,23 @@ class Timeouts(msgspec.Struct, frozen=True):
     read: float | None = 600.0
     write: float | None = 60.0
     pool: float | None = 60.0
+
+    def __post_init__(self) -> None:
+        # Checked here so that a bad value fails at construction, the same way
+        # for every transport, not at call time (after a request was sent).
+        for name in ("connect", "read", "write", "pool"):
+            check_seconds(f"Timeouts.{name}", getattr(self, name))
+
+
+def check_seconds(name: str, value: object, *, allow_none: bool = True) -> None:
+    """Raise ``TypeError``/``ValueError`` (naming ``name``) unless ``value`` is a
+    finite, non-negative number of seconds (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 class RawResponse:
@@ -82,8 +104,28 @@ class TransportTimeout(TransportError):
 
 
 class TransportProtocolError(TransportError):
-    """The peer broke HTTP: a malformed response, a connection closed mid-response,
-    or a body larger than the configured cap."""
+    """The peer broke HTTP: a malformed response (a head larger than
+    :data:`MAX_HEAD_BYTES`, a repeated ``Content-Length`` ...), or a
+    connection closed mid-response."""
+
+
+class TransportResponseTooLarge(TransportProtocolError):
+    """The response body (or a stream's bytes so far) passed the transport's
+    ``max_response_bytes``: detected while reading, the rest is not read."""
+
+
+class TransportRequestMaybeSent(TransportProtocolError):
+    """The connection closed after the whole request was written and before
+    any byte of a response: the server may have received and acted on it, so
+    it is not sent again silently. Transient: a retry layer may count it and
+    decide (the provider reports it as ``provider_unavailable``)."""
+
+
+MAX_HEAD_BYTES = 64 * 1024
+"""The largest response head (status line and headers) both shipped transports
+accept, counted as header name and value bytes. Larger heads fail with
+:class:`TransportProtocolError` on either transport (httpx's own parser
+refuses heads above 100 KiB; ours counts before that)."""
 
 
 @runtime_checkable

@@ -22,12 +22,17 @@ The connection decides two things the pool needs to know afterwards:
 
 * :attr:`reusable`: see :class:`~._response.ResponseReader`; never after a
   timeout.
-* whether a failure is *safe to retry*: when a request was written on a
-  connection that had already served a response and the server then closed or
-  reset it before a single byte of the response arrived, the server almost
-  certainly closed the idle connection as we reused it (the keep-alive race).
-  That failure is raised as :class:`StaleConnection` so the caller can retry
-  once on a fresh connection. Any other failure is final.
+* whether a failure is *safe to retry*: only when nothing of the request
+  could have been acted on. Before writing on a reused connection it looks
+  for a pending end-of-stream (a non-blocking ``MSG_PEEK``: the server
+  closed the idle connection); a write that fails part-way leaves the server
+  an incomplete request. Both raise :class:`StaleConnection`, and the caller
+  sends the request on a fresh connection. A connection that closes after
+  the *whole* request was written and before any response byte (the
+  keep-alive race lost after all) raises
+  :class:`~._base.TransportRequestMaybeSent`: the server may have received
+  the request, so it is never sent again silently; the provider reports it
+  as transient (``provider_unavailable``) for a retry layer to count.
 
 A connection can also hand a response out while its body is still arriving
 (:meth:`Connection.open_stream`, then :meth:`Connection.receive_body` until it
@@ -57,7 +62,13 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.lowlevel
 
-from ._base import RawResponse, Timeouts, TransportProtocolError, TransportTimeout
+from ._base import (
+    RawResponse,
+    Timeouts,
+    TransportProtocolError,
+    TransportRequestMaybeSent,
+    TransportTimeout,
+)
 from ._response import ResponseReader
 from ._watchdog import WATCHDOG, shutdown
 
@@ -82,10 +93,12 @@ _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN})
 
 
 class StaleConnection(Exception):
-    """A reused keep-alive connection died before any response byte arrived.
+    """A reused keep-alive connection was found closed before the request
+    was fully written (a pending end-of-stream, or a failed write).
 
-    Internal to the transport: the request may be retried once on a fresh
-    connection. Never raised for a connection's first request.
+    Internal to the transport: the request may be sent once on a fresh
+    connection, since the server cannot have acted on it. Never raised for a
+    connection's first request.
     """
 
 
@@ -235,8 +248,7 @@ class Connection(ResponseReader):
                 return b""
             await self._receive_some(timeouts.read, False, False)
         pieces = self._body
-        self._body = []
-        self._size = 0  # the cap bounds what is buffered, not the whole stream
+        self._body = []  # (the size cap counts the whole stream: _size is kept)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     # -- I/O -----------------------------------------------------------------
@@ -245,6 +257,17 @@ class Connection(ResponseReader):
         """Write all of ``data``. A request that fits in the socket's buffer
         (the usual case) goes out in one ``send`` without waiting."""
         sock = self._sock
+        if reused:
+            # The server may have closed the idle connection: a pending
+            # end-of-stream (or stray bytes) shows without blocking.
+            try:
+                sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                pass  # nothing pending: the connection is open
+            except OSError as exc:
+                raise StaleConnection from exc
+            else:
+                raise StaleConnection  # end-of-stream, or bytes nobody asked for
         try:
             try:
                 sent = sock.send(data)
@@ -300,7 +323,7 @@ class Connection(ResponseReader):
             if self.timed_out:
                 raise TransportTimeout(f"read timeout: no progress within {read} s") from None
             if self._received == 0 and reused:
-                raise StaleConnection from exc
+                raise _maybe_sent() from exc
             raise TransportProtocolError("connection lost while reading the response") from exc
         if chunk:
             self._feed(chunk)
@@ -312,7 +335,7 @@ class Connection(ResponseReader):
             return False
         if self._received == 0:
             if reused:
-                raise StaleConnection
+                raise _maybe_sent()
             raise TransportProtocolError("server closed the connection without sending a response")
         raise TransportProtocolError(
             "server closed the connection before the response was complete"
@@ -339,3 +362,11 @@ class Connection(ResponseReader):
         if sock.fileno() >= 0:
             anyio.notify_closing(sock)
             sock.close()
+
+
+def _maybe_sent() -> TransportRequestMaybeSent:
+    return TransportRequestMaybeSent(
+        "the server closed a reused keep-alive connection after the whole request was "
+        "written and before any response byte; it may have received the request, so it "
+        "was not sent again"
+    )

@@ -11,10 +11,11 @@ lines: there is no lock.
 Idle connections are a LIFO list: the most recently used connection is the
 one most likely to still be open on the server side, and under light load the
 connections at the bottom expire (``keepalive_expiry``) and get closed, so the
-pool shrinks back. Nothing probes sockets: the cost of taking a connection
-does not grow with the size of the pool. A connection the server closed while
-idle is discovered when it is used, and the transport then retries once on a
-fresh connection (see :class:`~._conn.StaleConnection`).
+pool shrinks back. Nothing probes the idle list: the cost of taking a
+connection does not grow with the size of the pool. The connection taken is
+checked for a pending end-of-stream just before the request is written, and
+replaced by a fresh one if the server closed it (see
+:class:`~._conn.StaleConnection`).
 
 Invariants, checked by the tests through :attr:`Pool.conns`:
 ``len(conns) == len(idle) + connections in use`` and every connection in

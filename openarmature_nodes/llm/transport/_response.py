@@ -12,8 +12,14 @@ about what a response may look like lives in this one file:
 * 1xx interim responses (``100 Continue``) are skipped;
 * a HEAD response ends with its head (llhttp cannot be told that the body it
   announces never comes), and its connection is not reused;
-* a body larger than ``max_body`` and a head larger than
-  :data:`MAX_HEAD_BYTES` are refused;
+* a body larger than ``max_body`` (for a streamed body: all its pieces
+  together) and a head larger than :data:`MAX_HEAD_BYTES` (counted as
+  header name and value bytes, however the head arrived) are refused;
+* a repeated ``Content-Length`` with one value (``5`` twice, or ``5, 5``)
+  is read as that value, as RFC 9110 §8.6 allows and as httpx does;
+  differing values are refused (llhttp refuses any repetition; the head is
+  then re-read once with the duplicates folded, so both shipped transports
+  behave the same);
 * keep-alive is allowed only after a complete response whose server allowed
   it (HTTP/1.1 without ``Connection: close``, HTTP/1.0 with
   ``Connection: keep-alive``) and that was not followed by more bytes;
@@ -29,12 +35,11 @@ from __future__ import annotations
 
 import httptools
 
-from ._base import RawResponse, TransportProtocolError
+from ._base import MAX_HEAD_BYTES, RawResponse, TransportProtocolError, TransportResponseTooLarge
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseReader"]
 
-#: Response heads (status line + headers) larger than this are rejected.
-MAX_HEAD_BYTES = 256 * 1024
+_CONTENT_LENGTH = b"content-length"
 
 # Header names seen on the wire -> lower-cased str. Servers send the same few
 # names in every response, so a dict hit replaces a decode and a lower().
@@ -71,8 +76,10 @@ class ResponseReader:
     __slots__ = (
         "_body",
         "_complete",
+        "_head_chunks",
         "_head_done",
         "_head_only",
+        "_head_size",
         "_headers",
         "_informational",
         "_keep",
@@ -99,6 +106,8 @@ class ResponseReader:
         self._size = 0
         self._status = 0
         self._head_done = False
+        self._head_size = 0
+        self._head_chunks: list[bytes] = []
         self._complete = False
         self._keep = False
         self._too_big = False
@@ -115,6 +124,7 @@ class ResponseReader:
             self._keep = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
         key = _NAMES.get(name)
         if key is None:
             key = _lower_name(name)
@@ -131,6 +141,7 @@ class ResponseReader:
             # 1xx interim response (e.g. 100 Continue): it has no body and the
             # real response follows on the same connection.
             self._informational = True
+            self._head_size = 0
             return
         self._head_done = True
         if self._head_only:
@@ -162,20 +173,62 @@ class ResponseReader:
         """Parse ``chunk``; raise :class:`TransportProtocolError` for a reply
         that breaks the rules of the module docstring."""
         self._received += len(chunk)
+        in_head = not self._head_done
+        if in_head:
+            self._head_chunks.append(chunk)
         try:
             self._parser.feed_data(chunk)
         except httptools.HttpParserUpgrade:
             raise TransportProtocolError("server switched protocols unexpectedly") from None
         except httptools.HttpParserError as exc:
-            if not self._complete:
+            if self._complete:
+                self._keep = False  # junk after a complete response
+            elif in_head and "Content-Length" in str(exc):
+                self._refeed_folded_lengths()
+            else:
                 raise TransportProtocolError(f"malformed HTTP response: {exc}") from None
-            self._keep = False  # junk after a complete response
+        if in_head and self._head_done:
+            self._head_chunks = []
         if self._too_big:
-            raise TransportProtocolError(
+            raise TransportResponseTooLarge(
                 f"response body larger than max_response_bytes ({self._max_body})"
             )
-        if not self._head_done and self._received > MAX_HEAD_BYTES:
+        if self._head_size > MAX_HEAD_BYTES or (
+            not self._head_done and self._received > MAX_HEAD_BYTES + 8192
+        ):
             raise TransportProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+
+    def _refeed_folded_lengths(self) -> None:
+        """llhttp refused a repeated or listed ``Content-Length``: when every
+        value is the same, parse the response again from its start with one
+        ``Content-Length`` line (see the module docstring); else refuse it."""
+        data = b"".join(self._head_chunks)
+        end = data.find(b"\r\n\r\n")
+        lines = data[:end].split(b"\r\n") if end > 0 else []
+        values: set[bytes] = set()
+        kept: list[bytes] = []
+        for i, line in enumerate(lines):
+            name, colon, value = line.partition(b":")
+            if i and colon and name.strip().lower() == _CONTENT_LENGTH:
+                values.update(v.strip() for v in value.split(b","))
+                if len(values) == 1 and not any(
+                    k.partition(b":")[0].strip().lower() == _CONTENT_LENGTH for k in kept
+                ):
+                    kept.append(b"content-length: " + next(iter(values)))
+                continue
+            kept.append(line)
+        if len(values) != 1 or not next(iter(values)).isdigit():
+            raise TransportProtocolError(
+                "malformed HTTP response: conflicting or invalid Content-Length values"
+            )
+        received, head_only = self._received, self._head_only
+        self._parser = httptools.HttpResponseParser(self)
+        self._reset(head_only)
+        self._received = received
+        try:
+            self._parser.feed_data(b"\r\n".join(kept) + data[end:])
+        except httptools.HttpParserError as exc:
+            raise TransportProtocolError(f"malformed HTTP response: {exc}") from None
 
     def _complete_at_eof(self) -> bool:
         """End-of-stream arrived: was the response delimited by the close?"""

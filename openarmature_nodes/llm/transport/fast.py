@@ -23,9 +23,16 @@ Reliability rules (see ``_pool.py`` and ``_conn.py`` for the details):
 * a connection is reused only after a complete response that allowed
   keep-alive; idle connections expire after ``keepalive_expiry`` seconds (or
   sooner if the server announces ``Keep-Alive: timeout=N``);
-* if a *reused* connection turns out to be closed by the server before any
-  byte of the response arrived, the request is sent again, once, on a new
-  connection. Nothing else is ever retried;
+* a request is never sent twice. Before reusing an idle connection it is
+  checked for a pending end-of-stream (the server closed it while idle);
+  such a connection, or one whose write fails part-way, is replaced by a
+  fresh one and the request goes there (the server cannot have acted on
+  it). A reused connection that closes after the whole request was written
+  and before any response byte raises ``TransportRequestMaybeSent`` (the
+  server may have received it: it is not re-sent; the provider reports it
+  as transient ``provider_unavailable``). Idle connections expire before
+  the server would close them (``keepalive_expiry``, and one second under
+  a ``Keep-Alive: timeout=N`` the server announces), so that case is rare;
 * on any error or cancellation the connection is closed, never pooled;
 * ``stream()`` hands the response out once its head has arrived; its body
   is read as the caller asks for it. A body read to its end gives the
@@ -70,8 +77,9 @@ class FastTransport:
 
     ``timeouts``: connect/read/write/pool limits (:class:`Timeouts`).
     ``max_connections``: the most connections open to one origin at once.
-    ``max_response_bytes``: responses with a larger body fail with
-    :class:`TransportProtocolError` (64 MiB by default).
+    ``max_response_bytes``: a response body (or all the pieces of a streamed
+    one) larger than this fails with ``TransportResponseTooLarge`` while it is
+    being read (64 MiB by default).
     ``keepalive_expiry``: seconds an idle connection may be kept for reuse
     (``None``: until the server closes it). The default, 4 s, stays under the
     5 s idle timeout of uvicorn (and so of vLLM), making the keep-alive race
@@ -263,9 +271,10 @@ class FastTransport:
         """``send(conn, data, head_only, timeouts)`` on a pooled (or new)
         connection; returns the connection (the caller gives it back or
         closes it) and what ``send`` returned. On any failure the connection
-        is closed. If a *reused* connection turns out stale, the request goes
-        again, once, on a fresh connection in the same slot: nothing of a
-        response was read, so sending again is safe."""
+        is closed. If a *reused* connection turns out stale before the
+        request was fully written (see :class:`StaleConnection`), the request
+        goes, once, on a fresh connection in the same slot: the server cannot
+        have acted on an incomplete request."""
         timeouts = self._timeouts
         conn = pool.take()
         if conn is None:

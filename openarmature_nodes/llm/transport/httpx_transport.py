@@ -28,11 +28,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import httpx
 
 from ._base import (
+    MAX_HEAD_BYTES,
     RawResponse,
     Timeouts,
     TransportConnectError,
     TransportError,
     TransportProtocolError,
+    TransportResponseTooLarge,
     TransportTimeout,
 )
 from ._stream_context import StreamContext
@@ -52,6 +54,37 @@ def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
     return httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+
+def check_head(response: httpx.Response, max_body: int) -> None:
+    """The response-head rules both transports share: a head of at most
+    :data:`MAX_HEAD_BYTES`, at most one ``Content-Length`` (a repeated one,
+    even with equal values, is refused, as llhttp does for the fast
+    transport), and a declared length within ``max_body``."""
+    raw = response.headers.raw
+    size = 0
+    lengths = 0
+    for name, value in raw:
+        size += len(name) + len(value) + 4
+        if name.lower() == b"content-length":
+            lengths += 1
+    if size > MAX_HEAD_BYTES:
+        raise TransportProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
+    if lengths > 1 or b"," in (response.headers.get("content-length") or "").encode():
+        raise TransportProtocolError("malformed HTTP response: duplicate Content-Length")
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body:
+        raise TransportResponseTooLarge(
+            f"response body larger than max_response_bytes ({max_body}): "
+            f"Content-Length {declared}"
+        )
+
+
+def _too_large(max_body: int) -> TransportResponseTooLarge:
+    return TransportResponseTooLarge(f"response body larger than max_response_bytes ({max_body})")
+
+
 def _translate(exc: Exception) -> TransportError | None:
     """The :class:`TransportError` for an httpx failure (``None``: not one)."""
     if isinstance(exc, httpx.TimeoutException):
@@ -66,7 +99,7 @@ def _translate(exc: Exception) -> TransportError | None:
 class HttpxTransport:
     """A :class:`~openarmature_nodes.llm.transport.Transport` over ``httpx.AsyncClient``."""
 
-    __slots__ = ("_client", "_closed", "_owns")
+    __slots__ = ("_client", "_closed", "_max_body", "_owns")
 
     def __init__(
         self,
@@ -76,7 +109,11 @@ class HttpxTransport:
         limits: httpx.Limits | None = None,
         timeouts: Timeouts | None = None,
         owns_client: bool | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be at least 1")
+        self._max_body = max_response_bytes
         if client is not None and (
             transport is not None or limits is not None or timeouts is not None
         ):
@@ -109,8 +146,22 @@ class HttpxTransport:
     ) -> RawResponse:
         if self._closed:
             raise TransportConnectError("the transport is closed")
+        client = self._client
+        max_body = self._max_body
         try:
-            response = await self._client.request(method, url, headers=headers, content=body)
+            request = client.build_request(method, url, headers=headers, content=body)
+            response = await client.send(request, stream=True)
+            try:
+                check_head(response, max_body)
+                pieces = []
+                size = 0
+                async for piece in response.aiter_bytes():
+                    size += len(piece)
+                    if size > max_body:
+                        raise _too_large(max_body)
+                    pieces.append(piece)
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as exc:
             raise TransportTimeout(f"{type(exc).__name__}: {exc}") from exc
         except httpx.ConnectError as exc:
@@ -118,10 +169,12 @@ class HttpxTransport:
         except (httpx.HTTPError, httpx.StreamError) as exc:
             raise TransportProtocolError(f"{type(exc).__name__}: {exc}") from exc
         except RuntimeError as exc:
-            if self._client.is_closed:
+            if client.is_closed:
                 raise TransportConnectError("the HTTP client is closed") from exc
             raise
-        return RawResponse(response.status_code, dict(response.headers.items()), response.content)
+        return RawResponse(
+            response.status_code, dict(response.headers.items()), b"".join(pieces)
+        )
 
     def stream(
         self,
@@ -165,17 +218,23 @@ class _HttpxStream(StreamContext["HttpxTransport", "_HttpxStreamingResponse"]):
             if isinstance(exc, RuntimeError) and client.is_closed:
                 raise TransportConnectError("the HTTP client is closed") from exc
             raise
-        return _HttpxStreamingResponse(response)
+        try:
+            check_head(response, owner._max_body)
+        except BaseException:
+            await response.aclose()
+            raise
+        return _HttpxStreamingResponse(response, owner._max_body)
 
 
 class _HttpxStreamingResponse:
     """A :class:`~openarmature_nodes.llm.transport.StreamingResponse` over an
     ``httpx.Response`` opened with ``stream=True``."""
 
-    __slots__ = ("_iterator", "_response", "headers", "status")
+    __slots__ = ("_iterator", "_max_body", "_response", "headers", "status")
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, max_body: int) -> None:
         self._response = response
+        self._max_body = max_body
         self.status: int = response.status_code
         self.headers: Mapping[str, str] = dict(response.headers.items())
         self._iterator: _HttpxBody | None = None
@@ -183,17 +242,11 @@ class _HttpxStreamingResponse:
     def aiter_bytes(self) -> AsyncIterator[bytes]:
         if self._iterator is not None:
             raise RuntimeError("the response body can only be iterated once")
-        self._iterator = _HttpxBody(self._response.aiter_bytes())
+        self._iterator = _HttpxBody(self._response.aiter_bytes(), self._max_body)
         return self._iterator
 
     async def aread(self) -> bytes:
-        try:
-            return await self._response.aread()
-        except Exception as exc:
-            translated = _translate(exc)
-            if translated is not None:
-                raise translated from exc
-            raise
+        return b"".join([piece async for piece in self.aiter_bytes()])
 
     async def aclose(self) -> None:
         if self._iterator is not None:
@@ -209,10 +262,11 @@ class _HttpxBody:
     than an async generator, so that leaving a loop early leaves nothing for
     the garbage collector to finalize."""
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_left")
 
-    def __init__(self, inner: AsyncIterator[bytes]) -> None:
+    def __init__(self, inner: AsyncIterator[bytes], max_body: int) -> None:
         self._inner = inner
+        self._left = max_body
 
     def __aiter__(self) -> _HttpxBody:
         return self
@@ -229,6 +283,11 @@ class _HttpxBody:
                     raise translated from exc
                 raise
             if piece:
+                self._left -= len(piece)
+                if self._left < 0:
+                    raise TransportResponseTooLarge(
+                        "response body larger than max_response_bytes"
+                    )
                 return piece
 
     async def aclose(self) -> None:
