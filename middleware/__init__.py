@@ -31,6 +31,7 @@ from openarmature_nodes.retrying import RetryConfig
 
 from .causes import CauseChain, CauseLink, classify_causes, derived_category
 from .cooldown import Cooldown, CooldownMiddleware
+from .degraded import DegradedResponseMiddleware
 from .isolation import FailureIsolationEvent, FailureIsolationMiddleware, Lineage
 from .retry import RetryMiddleware
 from .spans import SpanMiddleware
@@ -43,6 +44,7 @@ __all__ = [
     "CauseLink",
     "Cooldown",
     "CooldownMiddleware",
+    "DegradedResponseMiddleware",
     "FailureIsolationEvent",
     "FailureIsolationMiddleware",
     "Lineage",

@@ -11,9 +11,22 @@ every call holds its next request until the hold ends, then goes::
     onion = [SpanMiddleware(provider), RetryMiddleware(), CooldownMiddleware(cooldown), ...]
 
 Put :class:`CooldownMiddleware` *inside* the retry middleware, so that both
-first attempts and retries pass through it. A hold only ever extends (a shorter
-``retry_after`` learned later never shortens it) and is bounded by
-``max_hold``. Once a hold has passed, a call costs one attribute check.
+first attempts and retries pass through it. Once a hold has passed, a call
+costs one attribute check and one clock read.
+
+The rules of a hold:
+
+* it lasts until the time the server stated: the moment its 429 arrived
+  plus its ``retry_after``; a shorter ``retry_after`` learned later never
+  shortens it;
+* holds do not stack: the 429s of requests that were already in flight
+  when a hold began are the same wave of refusals, and do not extend it.
+  Only a refusal of a request sent after the hold began starts a new one;
+* it never lasts longer than ``max_hold`` (60 s by default, the retry
+  policy's ``max_delay``): a ``retry_after`` longer than that starts no hold
+  at all. Such a wait is longer than any retry would make, so each caller
+  meets the refusal itself and fails at once with it, instead of everyone
+  being held for a minute only to be refused again.
 """
 
 from __future__ import annotations
@@ -41,7 +54,7 @@ class Cooldown:
     ``retry_after`` (default 60 s).
     """
 
-    __slots__ = ("_until", "clock", "max_hold", "sleep")
+    __slots__ = ("_began", "_until", "clock", "max_hold", "sleep")
 
     _registry: ClassVar[dict[str, Cooldown]] = {}
 
@@ -56,6 +69,7 @@ class Cooldown:
         self.sleep = sleep
         self.max_hold = max_hold
         self._until: float | None = None
+        self._began = -math.inf
 
     @classmethod
     def for_endpoint(cls, endpoint: Any) -> Cooldown:
@@ -80,21 +94,31 @@ class Cooldown:
             return 0.0
         return max(0.0, self._until - self.clock())
 
-    def hold_for(self, seconds: float) -> None:
-        """Hold every call for ``seconds`` from now (never shortening a longer hold)."""
-        if not math.isfinite(seconds) or seconds <= 0:
-            return
-        until = self.clock() + min(seconds, self.max_hold)
+    def hold_for(self, seconds: float, *, sent_at: float | None = None) -> bool:
+        """Hold every call for ``seconds`` from now (see the module's rules):
+        not when ``seconds`` exceeds ``max_hold``, and not when the refused
+        request was sent (``sent_at``, on :attr:`clock`) before the current
+        hold began. Returns whether the hold was started or extended."""
+        if not math.isfinite(seconds) or seconds <= 0 or seconds > self.max_hold:
+            return False
+        if sent_at is not None and sent_at < self._began:
+            return False  # the same wave of refusals: no stacking
+        now = self.clock()
+        until = now + seconds
         if self._until is None or until > self._until:
+            if self._until is None or self._until <= now:
+                self._began = now
             self._until = until
+            return True
+        return False
 
-    def learn(self, exc: BaseException) -> bool:
-        """Start or extend the hold if ``exc`` carries a ``retry_after``."""
+    def learn(self, exc: BaseException, *, sent_at: float | None = None) -> bool:
+        """Start or extend the hold if ``exc`` carries a ``retry_after`` (the
+        request having been sent at ``sent_at``, if known)."""
         after = retry_after_of(exc)
         if after is None:
             return False
-        self.hold_for(after)
-        return True
+        return self.hold_for(after, sent_at=sent_at)
 
     async def wait(self) -> None:
         """Return once no hold is in force (at once when there is none)."""
@@ -125,8 +149,9 @@ class CooldownMiddleware:
         cooldown = self.cooldown
         if cooldown._until is not None:
             await cooldown.wait()
+        sent_at = cooldown.clock()
         try:
             return await next(value)
         except Exception as exc:
-            cooldown.learn(exc)
+            cooldown.learn(exc, sent_at=sent_at)
             raise

@@ -24,7 +24,11 @@ Rules the engine keeps, whatever the policy says:
   inspection*).
 - When the failure carries ``retry_after`` (a ``ProviderRateLimit`` from a 429
   with ``Retry-After``), the wait is at least that long: the server's word beats
-  our jitter. ``max_delay`` bounds every wait, including that one.
+  our jitter. When the server asks for more than ``max_delay`` (or for a wait
+  that would end past the ``deadline``), no retry is made: the rate-limit
+  error is raised at once (it carries ``retry_after`` and ``retry_at``, the
+  wall-clock time the refusal ends), rather than retrying early into the
+  same refusal.
 - With a ``deadline``, the loop never sleeps past it: when the next wait would
   end after the deadline, the last error is raised instead.
 
@@ -126,8 +130,8 @@ class RetryConfig:
     Bounds beyond the spec:
 
     ``max_delay``
-        Upper bound on any single wait, ``retry_after`` included (default 60 s;
-        ``None`` for no bound).
+        Upper bound on any single wait (default 60 s; ``None`` for no bound).
+        A failure whose ``retry_after`` exceeds it is not retried at all.
     ``deadline``
         Seconds, measured from the start of the first attempt, after which no
         further attempt starts; a wait that would end past it raises the last
@@ -269,6 +273,13 @@ class _Policy:
         cfg = self.config
         if rs.attempt_number >= cfg.max_attempts:
             return True
+        if cfg.honor_retry_after and cfg.max_delay is not None:
+            exc = self._error(rs)
+            asked = retry_after_of(exc) if exc is not None else None
+            if asked is not None and asked > cfg.max_delay:
+                # The server will refuse until after our longest wait: a retry
+                # would only meet the same refusal. Fail now, with its error.
+                return True
         if cfg.deadline is not None and self.started_at is not None:
             ends_at = cfg.clock() + rs.upcoming_sleep
             if ends_at > self.started_at + cfg.deadline:

@@ -18,6 +18,7 @@ from middleware import RetryMiddleware, SpanMiddleware, StructuredOutputMiddlewa
 from openarmature_nodes.llm import (
     CompletionRequest,
     OpenAIProvider,
+    ProviderInvalidRequest,
     ProviderUnavailable,
     RuntimeConfig,
     StructuredOutputInvalid,
@@ -339,5 +340,5 @@ async def test_provider_complete_retry_runs_the_loop(
     bodies = sent(server)
     assert [b["temperature"] for b in bodies] == [0.0, 0.5, 0.5]
     assert len(bodies[2]["messages"]) == 3 and bodies[1]["messages"] == bodies[0]["messages"]
-    with pytest.raises(TypeError):
+    with pytest.raises(ProviderInvalidRequest):  # a bad argument: the invalid-request category
         await provider.complete([UserMessage(content="p")], retry={"max_attempts": 2})

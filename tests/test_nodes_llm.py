@@ -16,6 +16,7 @@ from opentelemetry.trace import StatusCode
 from middleware import (
     Cooldown,
     CooldownMiddleware,
+    DegradedResponseMiddleware,
     RetryMiddleware,
     SpanMiddleware,
     StructuredOutputMiddleware,
@@ -110,6 +111,7 @@ async def test_default_onion_layers_outermost_first(provider: OpenAIProvider) ->
         CooldownMiddleware,
         WarmupGate,
         StructuredOutputMiddleware,
+        DegradedResponseMiddleware,
     ]
     node = LLMNode(provider, ask, keep_answer)
     assert [type(m) for m in node.middleware] == [type(m) for m in onion]
@@ -125,7 +127,9 @@ async def test_default_onion_shares_the_endpoint_cooldown(provider: OpenAIProvid
 
 async def test_default_onion_can_drop_and_replace_layers(provider: OpenAIProvider) -> None:
     retry = RetryMiddleware(max_attempts=7)
-    onion = default_onion(provider, span=False, retry=retry, cooldown=False, structured=False)
+    onion = default_onion(
+        provider, span=False, retry=retry, cooldown=False, structured=False, degraded=False
+    )
     assert onion[0] is retry
     assert [type(m) for m in onion] == [RetryMiddleware, WarmupGate]
 

@@ -277,10 +277,15 @@ async def test_retry_after_can_be_ignored_and_is_bounded_by_max_delay() -> None:
     _, attempt = flaky(ProviderRateLimit("slow", retry_after=2.0))
     await run_with_retry(config(vt, honor_retry_after=False), attempt)
     assert vt.sleeps == [0.0]
+    # A Retry-After beyond max_delay is not slept short and retried into the
+    # same refusal: the rate-limit error is raised at once (issue 12, defect 3).
     vt = VirtualTime()
-    _seen, attempt = flaky(ProviderRateLimit("slow", retry_after=3600.0))
-    await run_with_retry(config(vt, max_delay=10.0), attempt)
-    assert vt.sleeps == [10.0]
+    refusal = ProviderRateLimit("slow", retry_after=3600.0)
+    seen, attempt = flaky(refusal)
+    with pytest.raises(ProviderRateLimit) as info:
+        await run_with_retry(config(vt, max_delay=10.0), attempt)
+    assert info.value is refusal and seen == [0] and vt.sleeps == []
+    assert info.value.retry_after == 3600.0 and info.value.retry_at is not None
 
 
 async def test_deadline_raises_instead_of_sleeping_past_it() -> None:

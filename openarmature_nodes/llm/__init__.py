@@ -21,6 +21,7 @@ from .config import RuntimeConfig
 from .errors import (
     TRANSIENT_CATEGORIES,
     ProviderAuthentication,
+    ProviderDegradedResponse,
     ProviderError,
     ProviderInvalidModel,
     ProviderInvalidRequest,
@@ -90,6 +91,7 @@ __all__ = [
     "Message",
     "OpenAIProvider",
     "ProviderAuthentication",
+    "ProviderDegradedResponse",
     "ProviderError",
     "ProviderInvalidModel",
     "ProviderInvalidRequest",

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 __all__ = [
     "TRANSIENT_CATEGORIES",
     "ProviderAuthentication",
+    "ProviderDegradedResponse",
     "ProviderError",
     "ProviderInvalidModel",
     "ProviderInvalidRequest",
@@ -77,6 +78,20 @@ class ProviderTimeout(ProviderUnavailable):
     def __init__(self, message: str, *, deadline: float | None = None) -> None:
         super().__init__(message)
         self.deadline = deadline
+
+
+class ProviderDegradedResponse(ProviderUnavailable):
+    """A reply that arrived but ended with ``finish_reason: "error"`` (spec §6:
+    an error event mid-stream, or a finish reason the mapping does not know),
+    raised instead of being returned by the default onion's
+    ``DegradedResponseMiddleware``. Transient, as spec §7 says such a reply is
+    (category ``provider_unavailable``): a retry may succeed. ``response`` is
+    the degraded ``Response``, partial content and all.
+    """
+
+    def __init__(self, message: str, *, response: Any) -> None:
+        super().__init__(message)
+        self.response = response
 
 
 class ProviderInvalidModel(ProviderError):

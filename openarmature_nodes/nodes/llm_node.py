@@ -17,8 +17,10 @@ update``) built from three things you write and one you usually don't:
 
       SpanMiddleware      one OpenTelemetry span per node call
       RetryMiddleware     transient failures, honouring Retry-After
+      CooldownMiddleware  one 429 holds every caller of the server until its stated time
       WarmupGate          the first call waits for one warm-up of the model
       StructuredOutputMiddleware   replies checked against response_schema
+      DegradedResponseMiddleware   finish_reason "error" raised as transient
       provider.call       the HTTP round trip
 
 So a node reads like this::
@@ -53,6 +55,7 @@ import msgspec
 from middleware import (
     Cooldown,
     CooldownMiddleware,
+    DegradedResponseMiddleware,
     RetryMiddleware,
     SpanMiddleware,
     StructuredOutputMiddleware,
@@ -99,17 +102,23 @@ def default_onion(
     cooldown: CooldownMiddleware | Literal[False] | None = None,
     warmup: WarmupGate | Literal[False] | None = None,
     structured: StructuredOutputMiddleware | Literal[False] | None = None,
+    degraded: DegradedResponseMiddleware | Literal[False] | None = None,
 ) -> list[CallMiddleware]:
     """The default call-level onion for ``provider``, outermost first.
 
     ``[SpanMiddleware, RetryMiddleware, CooldownMiddleware, WarmupGate,
-    StructuredOutputMiddleware]``, each with its defaults (retry: 3 attempts,
-    full-jitter backoff from 1 s, at least the server's ``Retry-After``;
-    cooldown: the endpoint's process-wide :class:`Cooldown`, so one 429 holds
-    every caller of that server instead of each discovering it; warm-up:
-    ``ready()`` then a one-token completion, polled for up to 600 s).
+    StructuredOutputMiddleware, DegradedResponseMiddleware]``, each with its
+    defaults (retry: 3 attempts, full-jitter backoff from 1 s, at least the
+    server's ``Retry-After``, and none at all when the server asks for more
+    than 60 s; cooldown: the endpoint's process-wide :class:`Cooldown`, so
+    one 429 holds every caller of that server until the time it stated;
+    warm-up: ``ready()`` then a one-token completion, with 30 s for a server
+    that is not up yet or still loading, see :class:`WarmupGate`; degraded: a
+    reply with ``finish_reason == "error"`` is raised as a transient
+    ``ProviderDegradedResponse``, so it is retried, then raised).
     Pass an instance to configure a layer, a :class:`RetryConfig` for retry,
-    or ``False`` to leave a layer out.
+    or ``False`` to leave a layer out (``degraded=False`` returns degraded
+    replies as they are).
 
     Why this order: the span is outermost so that one node call is one span,
     whatever happens inside; retry sits outside the gate so that a call that
@@ -134,6 +143,8 @@ def default_onion(
         layers.append(warmup if warmup is not None else WarmupGate(provider))
     if structured is not False:
         layers.append(structured if structured is not None else StructuredOutputMiddleware())
+    if degraded is not False:
+        layers.append(degraded if degraded is not None else DegradedResponseMiddleware())
     return layers
 
 
