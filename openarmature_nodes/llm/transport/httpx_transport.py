@@ -19,6 +19,18 @@ object created it (override with ``owns_client``).
 stream=True)`` behind the same exception translation; leaving its context
 closes the response, which hands a fully read connection back to httpx's pool
 and closes one whose body was not read to the end.
+
+Requests beyond the pool's ``max_connections`` wait here, in a FIFO of our
+own (:class:`~._limiter.InFlightLimiter`), not in httpcore's pool: httpcore
+rescans every queued request against every connection whenever one request
+ends or is cancelled, so cancelling a fan-out of a few hundred queued calls
+took 0.3-1 s there; with its queue kept empty it is as quick as the fast
+transport's. (A client you pass in keeps its own limits and gets no such
+gate unless you also pass ``max_in_flight``.)
+
+Both transports share the response rules of
+:data:`~._base.MAX_HEAD_BYTES` and ``Content-Length`` (see :func:`check_head`)
+and enforce ``max_response_bytes`` while reading.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from ._base import (
     TransportResponseTooLarge,
     TransportTimeout,
 )
+from ._limiter import InFlightLimiter
 from ._stream_context import StreamContext
 
 __all__ = ["HttpxTransport"]
@@ -99,7 +112,7 @@ def _translate(exc: Exception) -> TransportError | None:
 class HttpxTransport:
     """A :class:`~openarmature_nodes.llm.transport.Transport` over ``httpx.AsyncClient``."""
 
-    __slots__ = ("_client", "_closed", "_max_body", "_owns")
+    __slots__ = ("_client", "_closed", "_gate", "_max_body", "_owns")
 
     def __init__(
         self,
@@ -110,10 +123,14 @@ class HttpxTransport:
         timeouts: Timeouts | None = None,
         owns_client: bool | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_in_flight: int | None = None,
     ) -> None:
         if max_response_bytes < 1:
             raise ValueError("max_response_bytes must be at least 1")
         self._max_body = max_response_bytes
+        if max_in_flight is None and client is None:
+            max_in_flight = (limits or DEFAULT_LIMITS).max_connections
+        self._gate = InFlightLimiter(max_in_flight) if max_in_flight is not None else None
         if client is not None and (
             transport is not None or limits is not None or timeouts is not None
         ):
@@ -148,6 +165,9 @@ class HttpxTransport:
             raise TransportConnectError("the transport is closed")
         client = self._client
         max_body = self._max_body
+        gate = self._gate
+        if gate is not None:
+            await gate.acquire()
         try:
             request = client.build_request(method, url, headers=headers, content=body)
             response = await client.send(request, stream=True)
@@ -172,6 +192,9 @@ class HttpxTransport:
             if client.is_closed:
                 raise TransportConnectError("the HTTP client is closed") from exc
             raise
+        finally:
+            if gate is not None:
+                gate.release()
         return RawResponse(
             response.status_code, dict(response.headers.items()), b"".join(pieces)
         )
@@ -208,32 +231,43 @@ class _HttpxStream(StreamContext["HttpxTransport", "_HttpxStreamingResponse"]):
         if owner._closed:
             raise TransportConnectError("the transport is closed")
         client = owner.client
+        gate = owner._gate
+        if gate is not None:
+            await gate.acquire()
         try:
-            request = client.build_request(method, url, headers=headers, content=body)
-            response = await client.send(request, stream=True)
-        except Exception as exc:
-            translated = _translate(exc)
-            if translated is not None:
-                raise translated from exc
-            if isinstance(exc, RuntimeError) and client.is_closed:
-                raise TransportConnectError("the HTTP client is closed") from exc
-            raise
-        try:
-            check_head(response, owner._max_body)
+            try:
+                request = client.build_request(method, url, headers=headers, content=body)
+                response = await client.send(request, stream=True)
+            except Exception as exc:
+                translated = _translate(exc)
+                if translated is not None:
+                    raise translated from exc
+                if isinstance(exc, RuntimeError) and client.is_closed:
+                    raise TransportConnectError("the HTTP client is closed") from exc
+                raise
+            try:
+                check_head(response, owner._max_body)
+            except BaseException:
+                await response.aclose()
+                raise
         except BaseException:
-            await response.aclose()
+            if gate is not None:
+                gate.release()
             raise
-        return _HttpxStreamingResponse(response, owner._max_body)
+        return _HttpxStreamingResponse(response, owner._max_body, gate)
 
 
 class _HttpxStreamingResponse:
     """A :class:`~openarmature_nodes.llm.transport.StreamingResponse` over an
     ``httpx.Response`` opened with ``stream=True``."""
 
-    __slots__ = ("_iterator", "_max_body", "_response", "headers", "status")
+    __slots__ = ("_gate", "_iterator", "_max_body", "_response", "headers", "status")
 
-    def __init__(self, response: httpx.Response, max_body: int) -> None:
+    def __init__(
+        self, response: httpx.Response, max_body: int, gate: InFlightLimiter | None
+    ) -> None:
         self._response = response
+        self._gate = gate
         self._max_body = max_body
         self.status: int = response.status_code
         self.headers: Mapping[str, str] = dict(response.headers.items())
@@ -249,9 +283,14 @@ class _HttpxStreamingResponse:
         return b"".join([piece async for piece in self.aiter_bytes()])
 
     async def aclose(self) -> None:
-        if self._iterator is not None:
-            await self._iterator.aclose()
-        await self._response.aclose()
+        gate, self._gate = self._gate, None
+        try:
+            if self._iterator is not None:
+                await self._iterator.aclose()
+            await self._response.aclose()
+        finally:
+            if gate is not None:
+                gate.release()
 
     def __repr__(self) -> str:
         return f"<streaming response {self.status}>"
