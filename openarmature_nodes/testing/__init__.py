@@ -24,7 +24,7 @@ from ._http import ReceivedRequest
 from .faults import MalformedKind, RetryAfterForm
 from .replies import ToolPolicy, completion_body
 from .schema import example_from_schema
-from .script import Reply, ScriptEntry, ScriptFunction
+from .script import RawBytes, Reply, ScriptEntry, ScriptFunction
 from .server import CHAT_PATH, MODELS_PATH, EmbeddedServer
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "MODELS_PATH",
     "EmbeddedServer",
     "MalformedKind",
+    "RawBytes",
     "ReceivedRequest",
     "Reply",
     "RetryAfterForm",

@@ -35,7 +35,7 @@ __all__ = [
 
 RetryAfterForm = Literal["seconds", "http-date", "ms", "both", "none"]
 MalformedKind = Literal["not_json", "truncated", "missing_choices", "empty_choices", "empty_body"]
-FaultKind = Literal["rate_limit", "server_error", "malformed", "drop"]
+FaultKind = Literal["rate_limit", "server_error", "malformed", "drop", "raw"]
 
 
 class FaultRule(msgspec.Struct):
@@ -48,6 +48,7 @@ class FaultRule(msgspec.Struct):
     status: int = 500
     style: Literal["openai", "text"] = "openai"
     malformed: MalformedKind = "not_json"
+    raw: Any = None
 
 
 class FaultQueue:

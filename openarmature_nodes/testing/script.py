@@ -26,7 +26,23 @@ import msgspec
 
 from ._http import ReceivedRequest
 
-__all__ = ["Reply", "ScriptEntry", "ScriptFunction", "as_reply"]
+__all__ = ["RawBytes", "Reply", "ScriptEntry", "ScriptFunction", "as_reply"]
+
+
+class RawBytes(msgspec.Struct, frozen=True):
+    """What a hostile or broken server writes, byte for byte.
+
+    ``pieces`` are written one after another, ``interval`` seconds apart;
+    then ``repeat`` (if given) is written every ``interval`` seconds for as
+    long as the client stays (a drip that never ends, or SSE ``: ping``
+    comments forever); then the connection is closed (``then="close"``) or
+    held open without another byte (``"hang"``) until the server stops.
+    """
+
+    pieces: tuple[bytes, ...] = ()
+    interval: float = 0.0
+    repeat: bytes | None = None
+    then: Literal["close", "hang"] = "close"
 
 
 class Reply(msgspec.Struct, frozen=True):
@@ -36,6 +52,10 @@ class Reply(msgspec.Struct, frozen=True):
     decides what happens to the TCP connection: ``"keep"`` (normal keep-alive),
     ``"close"`` (answer with ``Connection: close``, then close), ``"drop"``
     (close *without* answering: the client sees the connection die mid-request).
+
+    ``raw`` (fault injection, :meth:`EmbeddedServer.raw_fault
+    <openarmature_nodes.testing.EmbeddedServer.raw_fault>`): bytes written to
+    the socket as they are, instead of a rendered response; see :class:`RawBytes`.
     """
 
     status: int = 200
@@ -43,6 +63,7 @@ class Reply(msgspec.Struct, frozen=True):
     headers: Mapping[str, str] = msgspec.field(default_factory=dict)
     delay: float = 0.0
     connection: Literal["keep", "close", "drop"] = "keep"
+    raw: RawBytes | None = None
 
     def render(self) -> tuple[int, list[tuple[str, str]], bytes]:
         """``(status, headers, body bytes)`` with a content type filled in."""

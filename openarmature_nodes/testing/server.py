@@ -42,7 +42,7 @@ import httptools
 from . import _app
 from ._http import BodyTooLarge, ReceivedRequest, RequestParser, render_response
 from .faults import malform
-from .script import Reply
+from .script import RawBytes, Reply
 from .state import CHAT_PATH, MODELS_PATH, ServerState
 
 __all__ = ["CHAT_PATH", "MODELS_PATH", "EmbeddedServer"]
@@ -247,6 +247,9 @@ class EmbeddedServer(ServerState):
                     await anyio.sleep(reply.delay)
                 if reply.connection == "drop":
                     return
+                if reply.raw is not None:
+                    await _write_raw(stream, reply.raw)
+                    return
                 served += 1
                 close = reply.connection == "close" or not request.keep_alive
                 limit = self.close_after
@@ -339,3 +342,17 @@ class EmbeddedServer(ServerState):
             detect_prompt_schema=self.detect_prompt_schema,
             json_schema_support=self.json_schema_support,
         )
+
+
+async def _write_raw(stream: anyio.abc.SocketStream, raw: RawBytes) -> None:
+    """Write a :class:`RawBytes` fault to the socket (the caller closes it after)."""
+    for i, piece in enumerate(raw.pieces):
+        if i and raw.interval:
+            await anyio.sleep(raw.interval)
+        await stream.send(piece)
+    if raw.repeat is not None:
+        while True:
+            await anyio.sleep(raw.interval)
+            await stream.send(raw.repeat)
+    if raw.then == "hang":
+        await anyio.sleep_forever()

@@ -24,7 +24,7 @@ from .faults import (
     server_error_reply,
 )
 from .replies import ToolPolicy
-from .script import Reply, ScriptEntry, ScriptFunction, as_reply
+from .script import RawBytes, Reply, ScriptEntry, ScriptFunction, as_reply
 
 __all__ = ["CHAT_PATH", "MODELS_PATH", "ServerState"]
 
@@ -150,6 +150,19 @@ class ServerState:
         """Close the connection instead of answering the next ``count`` requests."""
         self._faults.add(FaultRule("drop", path, count))
 
+    def raw_fault(
+        self,
+        raw: RawBytes,
+        count: int | None = 1,
+        *,
+        path: str = CHAT_PATH,
+    ) -> None:
+        """Answer the next ``count`` requests (every one, with ``None``) by
+        writing ``raw``'s bytes as they are: a slow drip, a stream of
+        keep-alive comments that never ends, a huge or malformed head, a
+        response that stops mid-way (see :class:`~.script.RawBytes`)."""
+        self._faults.add(FaultRule("raw", path, count, raw=raw))
+
     def reset_faults(self) -> None:
         """Forget every pending fault and scripted reply."""
         self._faults.clear()
@@ -191,6 +204,8 @@ class ServerState:
             return server_error_reply(rule.status, rule.style)
         if rule.kind == "drop":
             return Reply(connection="drop")
+        if rule.kind == "raw":
+            return Reply(raw=rule.raw)
         return rule.malformed
 
     def _loading_now(self, probe: bool) -> bool:
