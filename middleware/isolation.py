@@ -18,7 +18,7 @@ what it never retried).
 Which failures are caught:
 
 - ``catch``: a set of categories matched against the *derived* category of the
-  exception's cause chain (:func:`middleware.causes.classify_causes`), i.e.
+  exception's cause chain (:func:`openarmature_nodes.middleware.causes.classify_causes`), i.e.
   resolved through the engine's ``node_exception`` carriers. An uncategorized
   failure has no derived category and is never caught by ``catch``.
 - ``predicate``: ``(exception) -> bool`` on the surface exception.

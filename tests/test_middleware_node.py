@@ -11,7 +11,14 @@ import anyio
 import msgspec
 import pytest
 
-from middleware import (
+from openarmature_nodes.graph import END, GraphBuilder, NodeEvent, State, append
+from openarmature_nodes.llm.errors import (
+    ProviderAuthentication,
+    ProviderInvalidResponse,
+    ProviderRateLimit,
+    ProviderUnavailable,
+)
+from openarmature_nodes.middleware import (
     FailureIsolationEvent,
     FailureIsolationMiddleware,
     Lineage,
@@ -21,13 +28,6 @@ from middleware import (
     classify_causes,
     compose,
     derived_category,
-)
-from openarmature_nodes.graph import END, GraphBuilder, NodeEvent, State, append
-from openarmature_nodes.llm.errors import (
-    ProviderAuthentication,
-    ProviderInvalidResponse,
-    ProviderRateLimit,
-    ProviderUnavailable,
 )
 from openarmature_nodes.onion import attempt_index
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
