@@ -41,7 +41,7 @@ Each change of state is logged once (``logging`` at INFO, logger
 ``openarmature_nodes.middleware.warmup``) and added as an event
 (``openarmature.warmup.state``, with ``state``, ``elapsed_s``, ``probes`` and
 the error category) to the current OpenTelemetry span: the call's span when
-the gate sits inside :class:`~middleware.spans.SpanMiddleware`, as in the
+the gate sits inside :class:`~openarmature_nodes.middleware.spans.SpanMiddleware`, as in the
 default onion.
 
 Exactly one warm-up runs however many callers arrive while the gate is

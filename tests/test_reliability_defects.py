@@ -23,7 +23,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from middleware import Cooldown, CooldownMiddleware, RetryMiddleware, SpanMiddleware, WarmupGate
 from openarmature_nodes.llm import (
     CompletionRequest,
     ProviderAuthentication,
@@ -39,6 +38,13 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.openai_errors import HTTPErrorReply
 from openarmature_nodes.llm.transport import HttpxTransport, Timeouts
+from openarmature_nodes.middleware import (
+    Cooldown,
+    CooldownMiddleware,
+    RetryMiddleware,
+    SpanMiddleware,
+    WarmupGate,
+)
 from openarmature_nodes.nodes import default_onion
 from openarmature_nodes.onion import compose
 from openarmature_nodes.retrying import RetryConfig, constant_backoff

@@ -52,15 +52,6 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
-from middleware import (
-    Cooldown,
-    CooldownMiddleware,
-    DegradedResponseMiddleware,
-    RetryMiddleware,
-    SpanMiddleware,
-    StructuredOutputMiddleware,
-    WarmupGate,
-)
 from openarmature_nodes.llm import (
     CompletionRequest,
     Message,
@@ -70,6 +61,15 @@ from openarmature_nodes.llm import (
     ToolChoice,
 )
 from openarmature_nodes.llm.validation import normalize_tool_choice
+from openarmature_nodes.middleware import (
+    Cooldown,
+    CooldownMiddleware,
+    DegradedResponseMiddleware,
+    RetryMiddleware,
+    SpanMiddleware,
+    StructuredOutputMiddleware,
+    WarmupGate,
+)
 from openarmature_nodes.onion import Middleware, compose
 from openarmature_nodes.retrying import RetryConfig
 
