@@ -27,3 +27,15 @@ def real_server_promised() -> None:
     problem = broken_promise()
     if problem is not None:
         pytest.fail(f"OPENARMATURE_REAL_LLM_URL is set but {problem}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault suite's summary line (faults x layers x loops x transports,
+    failures), printed at the end of the run when the suite ran."""
+    from tests.fault_results import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.write_sep("=", "fault suite")
+        for line in lines:
+            terminalreporter.write_line(line)

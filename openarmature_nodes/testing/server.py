@@ -299,7 +299,8 @@ class EmbeddedServer(ServerState):
         route = self._route(request)
         if isinstance(route, Reply):
             return route
-        fault = self._fire_fault(request.path)
+        chosen = self.fault_filter
+        fault = self._fire_fault(request.path) if chosen is None or chosen(request) else None
         if isinstance(fault, Reply):
             return fault
         reply = await self._answer(request, route, seq)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from . import _app
@@ -68,6 +68,10 @@ class ServerState:
         self.detect_prompt_schema = detect_prompt_schema
         self.close_after = close_after
         self.close_style = close_style
+        self.fault_filter: Callable[[ReceivedRequest], bool] | None = None
+        """When set, only requests it returns ``True`` for may take an injected
+        fault (the others are answered normally and leave the faults pending):
+        a test can pick exactly which requests fail."""
         self.idle_timeout = idle_timeout
         self._host, self._want_port = host, port
         self._lock = threading.Lock()
