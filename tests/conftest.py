@@ -6,7 +6,22 @@ Mark async test modules with ``pytestmark = pytest.mark.anyio``; the
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
+
+# The fuzzers (tests/test_fuzz.py) run 2,000 examples each by default, in CI
+# too; HYPOTHESIS_PROFILE=dev runs 200 for a quick local pass.
+settings.register_profile(
+    "ci",
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=False,
+)
+settings.register_profile("dev", parent=settings.get_profile("ci"), max_examples=200)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # ``server`` (an in-process EmbeddedServer) and ``provider`` (an OpenAIProvider bound
 # to it) for any test; a module that defines its own fixture of that name keeps it.
