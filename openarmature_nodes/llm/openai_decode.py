@@ -137,7 +137,8 @@ def response_from_raw(
     choice = typed.choices[0]
     msg = choice.message
     assert msg is not None
-    finish: FinishReason = _FINISH.get(choice.finish_reason, "error")
+    reason = choice.finish_reason  # any JSON: a list or an object is not hashable
+    finish: FinishReason = _FINISH.get(reason, "error") if isinstance(reason, str) else "error"
     text = _content(msg.content)
     reasoning = _reasoning(msg)
     content: str | list[AssistantBlock] | None = text
