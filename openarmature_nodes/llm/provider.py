@@ -27,6 +27,7 @@ and returns the same whole ``Response`` as the atomic path
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
@@ -62,6 +63,7 @@ from .transport import (
     StreamingTransport,
     Timeouts,
     Transport,
+    TransportDeadline,
     TransportError,
     TransportResponseTooLarge,
     TransportTimeout,
@@ -77,6 +79,7 @@ __all__ = [
 ]
 
 _USER_AGENT = "openarmature-nodes/0.1"
+_monotonic = time.monotonic
 
 DEFAULT_DEADLINE = 300.0
 """Seconds one call (one attempt) may take in all, unless overridden."""
@@ -209,6 +212,7 @@ class OpenAIProvider:
         "_headers",
         "_limiter",
         "_models_url",
+        "_native_deadline",
         "_probe_headers",
         "_redactor",
         "_stream_headers",
@@ -292,6 +296,9 @@ class OpenAIProvider:
                 )
         self._transport: Transport = transport
         self._can_stream = isinstance(transport, StreamingTransport)
+        # The fast transport enforces a deadline with its watchdog thread, at the
+        # cost of a float: no cancel scope per call on the hot path.
+        self._native_deadline = type(transport) is FastTransport
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -440,6 +447,8 @@ class OpenAIProvider:
             deadline >= 0
         ):
             raise ProviderInvalidRequest(f"deadline must be seconds >= 0, got {deadline!r}")
+        if self._native_deadline and deadline is not None and not request.stream:
+            return await self._call_native(request, deadline)
         limiter = self._limiter
         with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
             try:
@@ -468,9 +477,45 @@ class OpenAIProvider:
                 raise
         raise self._timeout("POST", self._chat_url, deadline, scope)
 
+    async def _call_native(self, request: CompletionRequest, deadline: float) -> Response:
+        """:meth:`call` over the fast transport: its watchdog enforces the
+        deadline, so the common case needs no cancel scope (only a wait for a
+        place under the in-flight limit gets one)."""
+        ends = _monotonic() + deadline
+        limiter = self._limiter
+        url = self._chat_url
+        try:
+            tools = validate_request(request)
+            body = encode_chat_request(self.model, request, fallback=self._fallback)
+            if not limiter.try_acquire():
+                with anyio.move_on_after(deadline) as scope:
+                    await limiter.acquire()
+                if scope.cancelled_caught:
+                    raise self._timeout("POST", url, deadline, scope)
+            try:
+                transport = cast(FastTransport, self._transport)
+                raw = await transport.request("POST", url, self._headers, body, deadline=ends)
+            except TransportDeadline:
+                raise self._timeout("POST", url, deadline, None) from None
+            except TransportError as exc:
+                raise _provider_error("POST", url, exc) from exc
+            finally:
+                limiter.release()
+            return decode_chat_response(
+                raw.status,
+                raw.headers,
+                raw.body,
+                tools=tools,
+                response_schema=request.response_schema,
+                url=url,
+            )
+        except ProviderError as exc:
+            self._redactor.scrub_error(exc)
+            raise
+
     @staticmethod
     def _timeout(
-        method: str, url: str, deadline: float | None, scope: anyio.CancelScope
+        method: str, url: str, deadline: float | None, scope: anyio.CancelScope | None
     ) -> ProviderTimeout:
         return ProviderTimeout(
             f"{method} {url}: the call's deadline of {deadline} s passed before the reply was "

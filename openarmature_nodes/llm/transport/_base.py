@@ -34,6 +34,7 @@ __all__ = [
     "Timeouts",
     "Transport",
     "TransportConnectError",
+    "TransportDeadline",
     "TransportError",
     "MAX_HEAD_BYTES",
     "TransportProtocolError",
@@ -107,6 +108,11 @@ class TransportProtocolError(TransportError):
     """The peer broke HTTP: a malformed response (a head larger than
     :data:`MAX_HEAD_BYTES`, a repeated ``Content-Length`` ...), or a
     connection closed mid-response."""
+
+
+class TransportDeadline(TransportTimeout):
+    """The caller's overall deadline for the request passed (the fast
+    transport's ``request(..., deadline=...)``)."""
 
 
 class TransportResponseTooLarge(TransportProtocolError):

@@ -65,6 +65,7 @@ import anyio.lowlevel
 from ._base import (
     RawResponse,
     Timeouts,
+    TransportDeadline,
     TransportProtocolError,
     TransportRequestMaybeSent,
     TransportTimeout,
@@ -150,6 +151,7 @@ class Connection(ResponseReader):
     __slots__ = (
         "__weakref__",
         "_sock",
+        "call_deadline",
         "deadline",
         "expires_at",
         "requests",
@@ -162,6 +164,7 @@ class Connection(ResponseReader):
         self.requests = 0
         self.expires_at = _INF
         self.deadline = _INF
+        self.call_deadline = _INF
         self.timed_out = False
         WATCHDOG.watch(self)
 
@@ -277,7 +280,7 @@ class Connection(ResponseReader):
                 await self._send_rest(memoryview(data)[sent:], timeouts.write)
         except _BROKEN as exc:
             if self.timed_out:
-                raise TransportTimeout(
+                raise self._timeout(
                     f"write timeout: no progress within {timeouts.write} s"
                 ) from None
             if reused:
@@ -287,10 +290,15 @@ class Connection(ResponseReader):
     async def _wait(
         self, until_ready: Callable[[socket.socket], Awaitable[None]], limit: float | None
     ) -> None:
-        """Wait for the socket, at most ``limit`` seconds (the watchdog then
-        shuts it down, which ends the wait)."""
+        """Wait for the socket, at most ``limit`` seconds and never past
+        :attr:`call_deadline` (the watchdog then shuts it down, which ends
+        the wait)."""
+        ends = self.call_deadline
         if limit is not None:
-            WATCHDOG.arm(self, _monotonic() + limit)
+            at = _monotonic() + limit
+            WATCHDOG.arm(self, at if at < ends else ends)
+        elif ends != _INF:
+            WATCHDOG.arm(self, ends)
         try:
             await until_ready(self._sock)
         finally:
@@ -321,7 +329,7 @@ class Connection(ResponseReader):
                     wait = True
         except _BROKEN as exc:
             if self.timed_out:
-                raise TransportTimeout(f"read timeout: no progress within {read} s") from None
+                raise self._timeout(f"read timeout: no progress within {read} s") from None
             if self._received == 0 and reused:
                 raise _maybe_sent() from exc
             raise TransportProtocolError("connection lost while reading the response") from exc
@@ -330,7 +338,7 @@ class Connection(ResponseReader):
             return True
         # End-of-stream.
         if self.timed_out:
-            raise TransportTimeout(f"read timeout: no progress within {read} s")
+            raise self._timeout(f"read timeout: no progress within {read} s")
         if self._complete_at_eof():
             return False
         if self._received == 0:
@@ -340,6 +348,12 @@ class Connection(ResponseReader):
         raise TransportProtocolError(
             "server closed the connection before the response was complete"
         )
+
+    def _timeout(self, message: str) -> TransportTimeout:
+        """The watchdog shut the socket down: the call's deadline, or a phase timeout."""
+        if _monotonic() >= self.call_deadline:
+            return TransportDeadline("the call's deadline passed before the response was complete")
+        return TransportTimeout(message)
 
     # -- closing -------------------------------------------------------------
 

@@ -42,6 +42,13 @@ class InFlightLimiter:
         """Callers waiting for a place."""
         return len(self._waiters)
 
+    def try_acquire(self) -> bool:
+        """Take a free place without waiting; ``False`` when none is free."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take a place, waiting for one if all ``limit`` are taken."""
         if self.in_flight < self.limit and not self._waiters:

@@ -35,6 +35,15 @@ from ._conn import Connection, open_socket
 __all__ = ["Pool", "TransportClosed"]
 
 _monotonic = time.monotonic
+_INF = float("inf")
+
+
+def _bound(limit: float | None, deadline: float) -> float | None:
+    """``limit`` seconds, cut short so as to end by ``deadline`` (monotonic)."""
+    if deadline == _INF:
+        return limit
+    left = max(deadline - _monotonic(), 0.0)
+    return left if limit is None or left < limit else limit
 
 
 class TransportClosed(TransportConnectError, RuntimeError):
@@ -104,10 +113,11 @@ class Pool:
                 return idle.pop()
         return None
 
-    async def acquire(self, timeouts: Timeouts) -> Connection | None:
+    async def acquire(self, timeouts: Timeouts, deadline: float = _INF) -> Connection | None:
         """An idle connection, or ``None`` meaning "you hold a slot: connect".
 
-        Waits (at most ``timeouts.pool`` seconds) when every slot is taken.
+        Waits (at most ``timeouts.pool`` seconds, and not past ``deadline``, a
+        ``time.monotonic()`` instant) when every slot is taken.
         """
         if self.closed:
             raise TransportClosed("the transport is closed")
@@ -132,7 +142,7 @@ class Pool:
         if self.slots < self.max_connections:
             self.slots += 1
             return None
-        return await self._wait(timeouts.pool)
+        return await self._wait(_bound(timeouts.pool, deadline))
 
     async def _wait(self, limit: float | None) -> Connection | None:
         waiter = _Waiter()
@@ -213,10 +223,11 @@ class Pool:
 
     # -- opening and closing -------------------------------------------------
 
-    async def connect(self, timeouts: Timeouts) -> Connection:
-        """Open a connection in a slot the caller holds (freed on failure)."""
+    async def connect(self, timeouts: Timeouts, deadline: float = _INF) -> Connection:
+        """Open a connection in a slot the caller holds (freed on failure), in
+        at most ``timeouts.connect`` seconds and not past ``deadline``."""
         try:
-            with anyio.fail_after(timeouts.connect):
+            with anyio.fail_after(_bound(timeouts.connect, deadline)):
                 sock = await open_socket(self.host, self.port)
         except TimeoutError:
             self.free_slot()

@@ -7,7 +7,9 @@ timeouts of an HTTP client are for stalls that almost never happen, so the
 common case should pay almost nothing for them.
 
 How: each connection carries a ``deadline`` (``time.monotonic()`` seconds,
-``inf`` when no request is in flight). Arming a timeout is one attribute store
+``inf`` when no request is in flight): the end of the current wait, or the
+caller's overall deadline for the request (``FastTransport.request(...,
+deadline=)``, the provider's per-call deadline) if that comes first. Arming a timeout is one attribute store
 and a float comparison. A single daemon thread per process, :class:`Watchdog`,
 sleeps until the earliest deadline among the connections it watches, and when
 a deadline has passed it marks the connection ``timed_out`` and calls

@@ -65,6 +65,7 @@ _MANAGED = frozenset({"host", "content-length", "transfer-encoding", "connection
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 _CACHE_LIMIT = 512
 _END = b"\r\n"
+_INF = float("inf")
 _R = TypeVar("_R")
 
 
@@ -231,8 +232,16 @@ class FastTransport:
         url: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
+        *,
+        deadline: float | None = None,
     ) -> RawResponse:
         """Send one request and return the whole response.
+
+        ``deadline``: a ``time.monotonic()`` instant by which the whole
+        exchange (a free connection, connecting, sending, the whole response)
+        must be over, else ``TransportDeadline``. It is enforced by the same
+        watchdog as the read and write timeouts, so it costs no cancel scope
+        (the provider passes its per-call deadline this way).
 
         Raises ``ValueError`` for a request that cannot be sent (bad URL,
         method or header; nothing is sent), :class:`TransportClosed` after
@@ -240,7 +249,10 @@ class FastTransport:
         protocol failures.
         """
         pool, data, head_only = self._encode(method, url, headers, body)
-        conn, response = await self._exchange(pool, Connection.roundtrip, data, head_only)
+        conn, response = await self._exchange(
+            pool, Connection.roundtrip, data, head_only, _INF if deadline is None else deadline
+        )
+        conn.call_deadline = _INF
         if not (conn.reusable and pool.release(conn)):
             await self._drop(pool, conn)
         return response
@@ -267,6 +279,7 @@ class FastTransport:
         send: Callable[[Connection, bytes, bool, Timeouts], Awaitable[_R]],
         data: bytes,
         head_only: bool,
+        deadline: float = float("inf"),
     ) -> tuple[Connection, _R]:
         """``send(conn, data, head_only, timeouts)`` on a pooled (or new)
         connection; returns the connection (the caller gives it back or
@@ -278,9 +291,10 @@ class FastTransport:
         timeouts = self._timeouts
         conn = pool.take()
         if conn is None:
-            conn = await pool.acquire(timeouts)
+            conn = await pool.acquire(timeouts, deadline)
             if conn is None:
-                conn = await pool.connect(timeouts)
+                conn = await pool.connect(timeouts, deadline)
+        conn.call_deadline = deadline
         try:
             return conn, await send(conn, data, head_only, timeouts)
         except StaleConnection:
@@ -288,14 +302,15 @@ class FastTransport:
         except BaseException:
             await self._drop(pool, conn)
             raise
-        conn = await self._replace(pool, conn)
+        conn = await self._replace(pool, conn, deadline)
+        conn.call_deadline = deadline
         try:
             return conn, await send(conn, data, head_only, timeouts)
         except BaseException:
             await self._drop(pool, conn)
             raise
 
-    async def _replace(self, pool: Pool, conn: Connection) -> Connection:
+    async def _replace(self, pool: Pool, conn: Connection, deadline: float) -> Connection:
         """A fresh connection in the slot of ``conn``, which went stale."""
         pool.conns.discard(conn)  # its slot is kept for the replacement
         try:
@@ -303,7 +318,7 @@ class FastTransport:
         except BaseException:
             pool.free_slot()
             raise
-        return await pool.connect(self._timeouts)
+        return await pool.connect(self._timeouts, deadline)
 
     def _encode(
         self,
