@@ -6,7 +6,7 @@ through carries a validated ``parsed`` value, or raises
 :class:`~openarmature_nodes.llm.errors.StructuredOutputInvalid` with its full
 surface (``output_content``, ``error_message``, ``finish_reason``, ``usage``,
 ``schema``). Validation is the provider's own
-:func:`~openarmature_nodes.llm.structured.validate_structured`: there is one
+:func:`~openarmature_nodes.llm.wire.structured.validate_structured`: there is one
 validator, not two.
 
 ``send_schema=True`` (default) puts the schema on the request, so the server is
@@ -38,7 +38,7 @@ from openarmature_nodes.llm.errors import StructuredOutputInvalid
 from openarmature_nodes.llm.messages import Message
 from openarmature_nodes.llm.request import CompletionRequest
 from openarmature_nodes.llm.response import Response
-from openarmature_nodes.llm.structured import validate_structured
+from openarmature_nodes.llm.wire.structured import validate_structured
 
 __all__ = ["StructuredOutputMiddleware"]
 

@@ -40,7 +40,7 @@ Check = Callable[[Any, str], str | None]
 class SchemaError(ValueError):
     """The schema itself is malformed (a keyword with a value of the wrong shape)."""
 
-    __module__ = "openarmature_nodes.llm.jsonschema"  # where it is documented and imported
+    __module__ = "openarmature_nodes.llm.wire.jsonschema"  # where it is documented and imported
 
 
 # --- JSON value semantics -----------------------------------------------------------
