@@ -301,3 +301,49 @@ async def test_deadline_against_a_long_retry_after() -> None:
     with pytest.raises(ProviderRateLimit):
         await run_with_retry(config(vt, deadline=10.0), attempt)
     assert vt.sleeps == [] and seen == [0]
+
+
+# --- tenacity, used as designed ------------------------------------------------
+
+
+async def test_default_sleep_is_anyio_sleep_on_both_loops() -> None:
+    # No injected sleep: tenacity awaits anyio.sleep, which must work on this backend.
+    seen, attempt = flaky(ProviderUnavailable("down"), ProviderUnavailable("down"))
+    cfg = RetryConfig(backoff=constant_backoff(0.0))
+    assert cfg.sleep is anyio.sleep
+    assert await run_with_retry(cfg, attempt) == "ok"
+    assert seen == [0, 1, 2]
+
+
+async def test_the_configured_sleep_is_the_one_that_waits() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    seen, attempt = flaky(ProviderUnavailable("a"), ProviderUnavailable("b"))
+    cfg = RetryConfig(backoff=constant_backoff(0.5), sleep=sleep, max_delay=None)
+    assert await run_with_retry(cfg, attempt) == "ok"
+    assert waits == [0.5, 0.5] and seen == [0, 1, 2]
+
+
+def test_the_engine_uses_only_tenacitys_public_names() -> None:
+    import ast
+    import inspect
+
+    import tenacity
+
+    from openarmature_nodes import retrying
+
+    tree = ast.parse(inspect.getsource(retrying))
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tenacity"):
+            assert node.module == "tenacity", f"imports from {node.module}"
+            used |= {alias.name for alias in node.names}
+        if isinstance(node, ast.Import):
+            assert not [a for a in node.names if a.name.startswith("tenacity")]
+    assert used and used <= set(tenacity.__all__)
+    source = inspect.getsource(retrying)
+    for private in ("begin(", ".iter(", "DoAttempt", "DoSleep", "set_exception", "type: ignore"):
+        assert private not in source, private
