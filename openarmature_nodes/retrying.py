@@ -50,7 +50,7 @@ import anyio
 from tenacity import AsyncRetrying, RetryCallState
 
 from ._retry_rules import (
-    TRANSIENT_CATEGORY_NAMES,
+    TRANSIENT_CATEGORIES,
     Backoff,
     constant_backoff,
     default_classifier,
@@ -61,7 +61,7 @@ from ._retry_rules import (
 )
 
 __all__ = [
-    "TRANSIENT_CATEGORY_NAMES",
+    "TRANSIENT_CATEGORIES",
     "Backoff",
     "Classifier",
     "OnRetry",

@@ -347,3 +347,24 @@ def test_the_engine_uses_only_tenacitys_public_names() -> None:
     source = inspect.getsource(retrying)
     for private in ("begin(", ".iter(", "DoAttempt", "DoSleep", "set_exception", "type: ignore"):
         assert private not in source, private
+
+
+def test_transient_is_decided_in_one_place() -> None:
+    """The error classes' ``transient`` flags, the LLM layer's exported set and
+    the retry engine's classifier all read the one list."""
+    from openarmature_nodes import retrying
+    from openarmature_nodes.llm import errors
+
+    assert errors.TRANSIENT_CATEGORIES is retrying.TRANSIENT_CATEGORIES
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    classes = subclasses(errors.ProviderError)
+    assert len(classes) >= 10
+    for cls in classes:
+        instance = cls.__new__(cls)
+        in_list = cls.category in errors.TRANSIENT_CATEGORIES
+        assert cls.transient is in_list, cls
+        assert is_transient(instance) is in_list, cls
+    assert {c.category for c in classes if c.transient} == errors.TRANSIENT_CATEGORIES
