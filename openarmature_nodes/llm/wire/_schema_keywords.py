@@ -109,8 +109,12 @@ def short(value: Any) -> str:
 
 
 def check_count(value: Any, name: str) -> None:
-    """Raise :class:`SchemaError` unless ``value`` is ``None`` or an int >= 0."""
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+    """Raise :class:`SchemaError` unless ``value`` is ``None`` or an integer >= 0
+    (``2.0`` counts: JSON Schema integers are numbers with no fraction)."""
+    if value is None:
+        return
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral or value < 0:
         raise SchemaError(f"{name} must be a non-negative integer")
 
 
