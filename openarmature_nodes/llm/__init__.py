@@ -68,6 +68,7 @@ from .wire.structured import validate_structured
 if TYPE_CHECKING:  # imported on first use: see __getattr__
     from .provider import OpenAIProvider
     from .transport import (
+        FastTransport,
         HttpxTransport,
         RawResponse,
         StreamingResponse,
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # imported on first use: see __getattr__
     )
 
 _TRANSPORT_NAMES = frozenset({
+    "FastTransport",
     "HttpxTransport",
     "RawResponse",
     "StreamingResponse",
@@ -121,6 +123,7 @@ __all__ = [
     "CompletionRequest",
     "ContentBlock",
     "DeltaKind",
+    "FastTransport",
     "FinishReason",
     "HTTPErrorReply",
     "HttpxTransport",

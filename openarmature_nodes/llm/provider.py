@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from openarmature_nodes.retrying import RetryConfig
+
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
 from .errors import ProviderInvalidRequest, ProviderUnavailable
@@ -231,16 +233,18 @@ class OpenAIProvider:
     async def complete(
         self,
         messages: Sequence[Message],
+        *,
         tools: Sequence[Tool] | None = None,
         config: RuntimeConfig | Mapping[str, Any] | None = None,
         response_schema: Any = None,
         tool_choice: ToolChoice | Mapping[str, str] | None = None,
-        retry: Any = None,
-        *,
+        retry: RetryConfig | None = None,
         stream: bool = False,
         on_token: TokenCallback | None = None,
     ) -> Response:
         """One chat completion; see the module docs and spec llm-provider §5.
+
+        Every option after ``messages`` is keyword-only.
 
         ``config`` may also be a plain mapping (declared names fill the declared
         fields, other keys become extras). ``tool_choice`` may be

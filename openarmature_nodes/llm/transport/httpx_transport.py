@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import httpx
 
 from ._base import (
+    ClosesOnExit,
     RawResponse,
     Timeouts,
     TransportConnectError,
@@ -70,7 +71,7 @@ def _translate(exc: Exception, client: httpx.AsyncClient | None = None) -> Excep
     return exc
 
 
-class HttpxTransport:
+class HttpxTransport(ClosesOnExit):
     """A :class:`~openarmature_nodes.llm.transport.Transport` over ``httpx.AsyncClient``."""
 
     __slots__ = ("_client", "_closed", "_owns")
