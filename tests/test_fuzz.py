@@ -22,11 +22,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from openarmature_nodes.llm import ProviderError, Response, Tool
-from openarmature_nodes.llm.openai_errors import error_from_reply
-from openarmature_nodes.llm.openai_stream import ChatStreamAssembler
-from openarmature_nodes.llm.openai_wire import decode_chat_response
 from openarmature_nodes.llm.transport import TransportProtocolError
 from openarmature_nodes.llm.transport._response import ResponseReader
+from openarmature_nodes.llm.wire.decode import decode_chat_response
+from openarmature_nodes.llm.wire.error_reply import error_from_reply
+from openarmature_nodes.llm.wire.stream import ChatStreamAssembler
 
 TOOLS = {
     "lookup": Tool(

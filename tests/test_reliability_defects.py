@@ -36,8 +36,8 @@ from openarmature_nodes.llm import (
     Tool,
     UserMessage,
 )
-from openarmature_nodes.llm.openai_errors import HTTPErrorReply
 from openarmature_nodes.llm.transport import HttpxTransport, Timeouts
+from openarmature_nodes.llm.wire.error_reply import HTTPErrorReply
 from openarmature_nodes.middleware import (
     Cooldown,
     CooldownMiddleware,

@@ -10,7 +10,7 @@ error before the error leaves it (:meth:`Redactor.scrub_error`), so nothing
 above the provider ever sees the secret.
 
 The unredacted body of an HTTP error reply stays reachable only through the
-explicit accessor :meth:`~openarmature_nodes.llm.openai_errors.HTTPErrorReply.raw_body`.
+explicit accessor :meth:`~openarmature_nodes.llm.wire.error_reply.HTTPErrorReply.raw_body`.
 """
 
 from __future__ import annotations

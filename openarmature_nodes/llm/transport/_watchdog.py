@@ -9,16 +9,16 @@ common case should pay almost nothing for them.
 How: each connection carries a ``deadline`` (``time.monotonic()`` seconds,
 ``inf`` when no request is in flight): the end of the current wait, or the
 caller's overall deadline for the request (``FastTransport.request(...,
-deadline=)``, the provider's per-call deadline) if that comes first. Arming a timeout is one attribute store
-and a float comparison. A single daemon thread per process, :class:`Watchdog`,
-sleeps until the earliest deadline among the connections it watches, and when
-a deadline has passed it marks the connection ``timed_out`` and calls
-``shutdown(SHUT_RDWR)`` on its socket. ``shutdown`` is safe from any thread:
-it does not close the file descriptor, it only ends the byte streams, so the
-request waiting for its socket to be readable (or writable) on whichever event
-loop wakes up, finds end-of-stream (or a broken pipe), sees ``timed_out`` and raises
-:class:`~._base.TransportTimeout`. The event loop still owns the socket and
-closes it as usual.
+deadline=)``, the provider's per-call deadline) if that comes first. Arming a
+timeout is one attribute store and a float comparison. A single daemon thread
+per process, :class:`Watchdog`, sleeps until the earliest deadline among the
+connections it watches, and when a deadline has passed it marks the connection
+``timed_out`` and calls ``shutdown(SHUT_RDWR)`` on its socket. ``shutdown`` is
+safe from any thread: it does not close the file descriptor, it only ends the
+byte streams, so the request waiting for its socket to be readable (or
+writable) on whichever event loop wakes up, finds end-of-stream (or a broken
+pipe), sees ``timed_out`` and raises :class:`~._base.TransportTimeout`. The
+event loop still owns the socket and closes it as usual.
 
 The thread never closes anything and touches no event loop, so it works the
 same under asyncio and trio. Correctness points:

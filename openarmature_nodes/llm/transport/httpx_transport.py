@@ -41,10 +41,10 @@ import httpx
 
 from ._base import (
     MAX_HEAD_BYTES,
+    ClosesOnExit,
     RawResponse,
     Timeouts,
     TransportConnectError,
-    TransportError,
     TransportProtocolError,
     TransportResponseTooLarge,
     TransportTimeout,
@@ -98,18 +98,26 @@ def _too_large(max_body: int) -> TransportResponseTooLarge:
     return TransportResponseTooLarge(f"response body larger than max_response_bytes ({max_body})")
 
 
-def _translate(exc: Exception) -> TransportError | None:
-    """The :class:`TransportError` for an httpx failure (``None``: not one)."""
+def _translate(exc: Exception, client: httpx.AsyncClient | None = None) -> Exception:
+    """The one mapping of httpx failures to :class:`TransportError`\\ s.
+
+    Timeouts, connect failures and every other httpx error become their
+    transport category; httpx's ``RuntimeError`` for a request on a closed
+    ``client`` becomes a connect error. Anything else is returned as it is
+    (the caller re-raises it unchanged).
+    """
     if isinstance(exc, httpx.TimeoutException):
         return TransportTimeout(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, httpx.ConnectError):
         return TransportConnectError(f"cannot connect: {exc}")
     if isinstance(exc, httpx.HTTPError | httpx.StreamError):
         return TransportProtocolError(f"{type(exc).__name__}: {exc}")
-    return None
+    if client is not None and isinstance(exc, RuntimeError) and client.is_closed:
+        return TransportConnectError("the HTTP client is closed")
+    return exc
 
 
-class HttpxTransport:
+class HttpxTransport(ClosesOnExit):
     """A :class:`~openarmature_nodes.llm.transport.Transport` over ``httpx.AsyncClient``."""
 
     __slots__ = ("_client", "_closed", "_gate", "_max_body", "_owns")
@@ -182,16 +190,11 @@ class HttpxTransport:
                     pieces.append(piece)
             finally:
                 await response.aclose()
-        except httpx.TimeoutException as exc:
-            raise TransportTimeout(f"{type(exc).__name__}: {exc}") from exc
-        except httpx.ConnectError as exc:
-            raise TransportConnectError(f"cannot connect: {exc}") from exc
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise TransportProtocolError(f"{type(exc).__name__}: {exc}") from exc
-        except RuntimeError as exc:
-            if client.is_closed:
-                raise TransportConnectError("the HTTP client is closed") from exc
-            raise
+        except Exception as exc:
+            err = _translate(exc, client)
+            if err is exc:
+                raise
+            raise err from exc
         finally:
             if gate is not None:
                 gate.release()
@@ -239,12 +242,10 @@ class _HttpxStream(StreamContext["HttpxTransport", "_HttpxStreamingResponse"]):
                 request = client.build_request(method, url, headers=headers, content=body)
                 response = await client.send(request, stream=True)
             except Exception as exc:
-                translated = _translate(exc)
-                if translated is not None:
-                    raise translated from exc
-                if isinstance(exc, RuntimeError) and client.is_closed:
-                    raise TransportConnectError("the HTTP client is closed") from exc
-                raise
+                err = _translate(exc, client)
+                if err is exc:
+                    raise
+                raise err from exc
             try:
                 check_head(response, owner._max_body)
             except BaseException:
@@ -317,10 +318,10 @@ class _HttpxBody:
             except StopAsyncIteration:
                 raise
             except Exception as exc:
-                translated = _translate(exc)
-                if translated is not None:
-                    raise translated from exc
-                raise
+                err = _translate(exc)
+                if err is exc:
+                    raise
+                raise err from exc
             if piece:
                 self._left -= len(piece)
                 if self._left < 0:

@@ -19,10 +19,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import RuntimeConfig
-from .errors import ProviderInvalidRequest
-from .jsonschema import SchemaError, validator_for
-from .messages import (
+from openarmature_nodes.llm.config import RuntimeConfig
+from openarmature_nodes.llm.errors import ProviderInvalidRequest
+from openarmature_nodes.llm.messages import (
     AssistantMessage,
     ImageBlock,
     InlineSource,
@@ -37,7 +36,9 @@ from .messages import (
     UrlSource,
     UserMessage,
 )
-from .request import CompletionRequest
+from openarmature_nodes.llm.request import CompletionRequest
+
+from .jsonschema import SchemaError, validator_for
 from .structured import schema_info
 
 __all__ = ["TOOL_NAME_PATTERN", "check_finite", "normalize_tool_choice", "validate_request"]
