@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from openarmature_nodes.graph import NodeEvent
-from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.conformance.fixtures import Case, check_directives, unknown_predicate
 
 from . import graph_build as gb
 from . import graph_engine as ge
@@ -138,7 +138,7 @@ def check_event_predicate(events: list[NodeEvent], name: str, want: Any, where: 
                 f"{where}: {name} = {want!r} does not hold over {len(subset)} events: {seen}"
             )
             return
-    raise UnknownDirective(f"unknown event predicate {name!r} in {where}")
+    unknown_predicate(name, where)
 
 
 def _node_events(events: list[Any]) -> list[NodeEvent]:

@@ -25,7 +25,7 @@ from openarmature_nodes.graph import (
     GraphRuntimeError,
     NodeEvent,
 )
-from tests.conformance.fixtures import Case, check_directives
+from tests.conformance.fixtures import Case, check_directives, unknown_predicate
 
 from .graph_build import (
     CASE_LEVEL_KEYS,
@@ -436,7 +436,8 @@ async def _invariant(
 ) -> None:
     check = INVARIANTS.get(name)
     if check is None:
-        raise AssertionError(f"unknown invariant {name!r}")
+        unknown_predicate(name, f"{ctx.case.test_id}.invariants")
+        return
     result = check(ctx, graph, value, outcome, scoped)
     if hasattr(result, "__await__"):
         await result

@@ -46,7 +46,12 @@ from middleware import (
 )
 from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
-from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.conformance.fixtures import (
+    Case,
+    UnknownDirective,
+    check_directives,
+    unknown_predicate,
+)
 
 from . import graph_build as gb
 
@@ -439,7 +444,8 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
     for name, want in invariants.items():
         check = INVARIANTS.get(name)
         if check is None:
-            raise UnknownDirective(f"unknown invariant {name!r} in {where}")
+            unknown_predicate(name, f"{where}.invariants")
+            continue
         if want:
             check(ctx, data, final, error, f"{where}.invariants.{name}")
 
