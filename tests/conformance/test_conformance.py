@@ -26,6 +26,7 @@ from .fixtures import (
     skipped_predicates,
     spec_dir,
 )
+from .matchers import fresh_bindings, reset_bindings
 
 pytestmark = pytest.mark.anyio
 
@@ -72,9 +73,11 @@ else:
             pytest.skip(f"deferred: {reason}")
         skipped: list[tuple[str, str]] = []
         token = skipped_predicates.set(skipped)
+        table = fresh_bindings()
         try:
             await _runner(case.capability)(case)
         finally:
+            reset_bindings(table)
             skipped_predicates.reset(token)
             if skipped:
                 request.node.user_properties.append(("skipped_predicates", skipped))

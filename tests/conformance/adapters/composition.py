@@ -36,6 +36,7 @@ from typing import Any
 import anyio
 
 from openarmature_nodes.graph import Branch, FanOut, ParallelBranches
+from tests.conformance import vocabulary as _vocab
 from tests.conformance.fixtures import check_directives
 
 from . import graph_build as gb
@@ -67,10 +68,14 @@ def _success(state: Any, spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _literal_or_field(state, copy.deepcopy(v)) for k, v in spec.items()}
 
 
+FLAKY_BY_INDEX_KEYS = frozenset({"fail_when_idx", "fail_count_per_idx", "success_compute",
+                                 "category"})
+FLAKY_INSTANCE_KEYS = frozenset({"fail_count_per_instance", "category", "success_compute"})
+
+
 def _flaky_by_index(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     where = f"{nb.graph_name}.nodes.{nb.name}.flaky_by_index"
-    known = {"fail_when_idx", "fail_count_per_idx", "success_compute", "category"}
-    check_directives(value, known, where)
+    check_directives(value, FLAKY_BY_INDEX_KEYS, where)
     success = dict(value.get("success_compute") or {})
     category = value.get("category", "provider_unavailable")
     item_field = _item_field_of(ctx, nb)
@@ -93,7 +98,7 @@ def _flaky_by_index(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
 
 def _flaky_instance_only(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     where = f"{nb.graph_name}.nodes.{nb.name}.flaky_instance_only"
-    check_directives(value, {"fail_count_per_instance", "category", "success_compute"}, where)
+    check_directives(value, FLAKY_INSTANCE_KEYS, where)
     success = dict(value.get("success_compute") or {})
     category = value.get("category")
     limit = int(value.get("fail_count_per_instance", 1))
@@ -305,6 +310,10 @@ gb.NODE_DIRECTIVES.update({
     "flaky_instance_only": _flaky_instance_only,
     "sleep_ms": _sleep_ms,
 })
+
+_vocab.register("pipeline-utilities", FAN_OUT_KEYS | BRANCH_KEYS | {"branches", "errors_field"})
+_vocab.register("pipeline-utilities", FLAKY_BY_INDEX_KEYS | FLAKY_INSTANCE_KEYS)
+_vocab.register("pipeline-utilities", STATE_CALLABLES)
 
 from . import composition_checks  # noqa: E402  (expectations / invariants of these fixtures)
 

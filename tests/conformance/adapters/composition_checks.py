@@ -24,6 +24,8 @@ from typing import Any
 from openarmature_nodes.graph import NodeEvent
 from tests.conformance.fixtures import Case, check_directives, unknown_predicate
 
+from tests.conformance import vocabulary as _vocab
+
 from . import graph_build as gb
 from . import graph_engine as ge
 
@@ -126,6 +128,11 @@ def _subject(events: list[NodeEvent], subject: str) -> list[NodeEvent]:
             return [e for e in inner if e.fan_out_index is not None]
         return [e for e in inner if e.branch_name == head]
     return [e for e in events if e.node_name == subject]
+
+
+def resolves(name: str) -> bool:
+    """Does the event-predicate grammar interpret ``name``?"""
+    return any(name.endswith("_" + pred) for pred in PREDICATES)
 
 
 def check_event_predicate(events: list[NodeEvent], name: str, want: Any, where: str) -> None:
@@ -494,6 +501,8 @@ def _as_invariant(check: Check) -> Callable[..., None]:
 
 for _name, _check in PU_INVARIANTS.items():
     ge.INVARIANTS.setdefault(_name, _as_invariant(_check))
+
+_vocab.register_resolver("graph-engine", resolves)
 
 
 # --- routing pipeline-utilities cases -------------------------------------------------------------

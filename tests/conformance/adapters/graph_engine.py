@@ -25,7 +25,14 @@ from openarmature_nodes.graph import (
     GraphRuntimeError,
     NodeEvent,
 )
-from tests.conformance.fixtures import Case, check_directives, unknown_predicate
+from tests.conformance import vocabulary as _vocab
+from tests.conformance.fixtures import (
+    Case,
+    FixtureSchemaInvalid,
+    check_directives,
+    unknown_predicate,
+)
+from tests.conformance.matchers import value_matches
 
 from .graph_build import (
     CASE_LEVEL_KEYS,
@@ -122,6 +129,9 @@ async def run_graph_case(ctx: BuildContext) -> None:
     _check_event_shapes(ctx)
 
 
+INVOKE_KEYS = frozenset({"drain"})
+
+
 def _invocations(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if "invocations" in data:
         return list(data["invocations"])
@@ -129,10 +139,14 @@ def _invocations(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if not any(k in data for k in runnable):
         return []
     inv = dict(data.get("invoke") or data.get("invoke_with") or {})
-    check_directives(inv, {"drain"}, "invoke")
+    check_directives(inv, INVOKE_KEYS, "invoke")
     spec: dict[str, Any] = {"initial_state": data.get("initial_state") or {}}
     if "drain" in inv:
         spec["drain"] = inv["drain"]
+    if "caller_invocation_id" in data:
+        spec["caller_invocation_id"] = data["caller_invocation_id"]
+    if "caller_correlation_id" in data:  # §5.7: the single-invocation spelling
+        spec["correlation_id"] = data["caller_correlation_id"]
     expected = dict(data.get("expected") or {})
     if "expected_error" in data:
         expected["expected_error"] = data["expected_error"]
@@ -150,7 +164,7 @@ def _wants_hidden_recorder(data: Mapping[str, Any], invocations: list[Mapping[st
 
 INVOCATION_KEYS = {
     "name", "description", "initial_state", "drain", "expected", "caller_invocation_id",
-    "correlation_id", "caller_metadata",
+    "correlation_id",
 }
 
 
@@ -224,7 +238,7 @@ def _check_expected(
 @expectation("final_state")
 def _final_state(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
     assert outcome.error is None, f"run failed: {outcome.error!r}"
-    assert plain(outcome.final) == value, f"final state {plain(outcome.final)} != {value}"
+    value_matches(value, plain(outcome.final), "final_state")
 
 
 @expectation("execution_order")
@@ -256,12 +270,14 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+EXPECTED_ERROR_KEYS = frozenset(
+    {"category", "raised_from", "message", "recoverable_state", "execution_order"}
+)
+
+
 @expectation("expected_error")
 def _expected_error(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
-    check_directives(
-        value, {"category", "raised_from", "message", "recoverable_state", "execution_order"},
-        "expected_error",
-    )
+    check_directives(value, EXPECTED_ERROR_KEYS, "expected_error")
     err = outcome.error
     assert err is not None, f"expected {value.get('category')}, run completed: {outcome.final}"
     assert err.category == value["category"], f"category {err.category} != {value['category']}"
@@ -286,10 +302,11 @@ def _drain_summary(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) 
     _summary(outcome.drain, value, "drain_summary")
 
 
+SUMMARY_KEYS = frozenset({"timeout_reached", "undelivered_count", "undelivered_count_min"})
+
+
 def _summary(got: DrainSummary | None, value: Mapping[str, Any], where: str) -> None:
-    check_directives(
-        value, {"timeout_reached", "undelivered_count", "undelivered_count_min"}, where
-    )
+    check_directives(value, SUMMARY_KEYS, where)
     assert got is not None, f"{where}: no drain summary recorded"
     if "timeout_reached" in value:
         assert got.timeout_reached == value["timeout_reached"], f"{where}: {got}"
@@ -311,6 +328,19 @@ def _node_snapshots(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any)
         snaps = outcome.record.node_snapshots.get(node, {})
         for obs, events in per_observer.items():
             _match_events(snaps.get(obs, []), events, f"snapshot {node}/{obs}")
+
+
+@expectation("final_accumulator_state")
+def _final_accumulator(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
+    """The accumulate observer's bucket for this invocation, after the drain (§5.8)."""
+    for name, events in value.items():
+        rec = ctx.observers.get(name)
+        if rec is None or rec.behavior != "accumulate":
+            raise FixtureSchemaInvalid(
+                f"fixture_schema_invalid: final_accumulator_state names {name!r}, which is no "
+                f"accumulate observer of the case")
+        bucket = rec.buckets.get(outcome.record.invocation_id, [])
+        _match_events(bucket, events, f"final_accumulator_state.{name}")
 
 
 @expectation("observer_events")
@@ -385,13 +415,14 @@ def match_event(ev: NodeEvent, exp: Mapping[str, Any], where: str) -> None:
             assert ev.error.category == cat, f"{where}: error {ev.error.category} != {cat}"
             assert ev.post_state is None, f"{where}: post_state set on a failed event"
         elif key in ("pre_state", "post_state"):
-            assert plain(getattr(ev, key)) == want, f"{where}: {key} {plain(getattr(ev, key))}"
+            value_matches(want, plain(getattr(ev, key)), f"{where}.{key}")
         elif key == "parent_states":
-            assert [plain(s) for s in ev.parent_states] == list(want), f"{where}: parent_states"
+            value_matches(list(want), [plain(s) for s in ev.parent_states],
+                          f"{where}.parent_states")
         elif key in ("namespace", "fan_out_index_chain", "branch_name_chain"):
             assert list(getattr(ev, key)) == list(want), f"{where}: {key} {getattr(ev, key)}"
         else:
-            assert getattr(ev, key) == want, f"{where}: {key} {getattr(ev, key)!r} != {want!r}"
+            value_matches(want, getattr(ev, key), f"{where}.{key}")
 
 
 def _check_event_shapes(ctx: BuildContext) -> None:
@@ -534,5 +565,10 @@ def _edge_fail(ctx: BuildContext, graph: Any, value: Any, outcome: Outcome, scop
 
 
 __all__ = ["EXPECTATIONS", "INVARIANTS", "Outcome", "match_event", "run_case", "run_graph_case"]
+
+_vocab.register("graph-engine", EXPECTATIONS)
+_vocab.register("graph-engine", INVARIANTS)
+_vocab.register("graph-engine", INVOCATION_KEYS | INVOKE_KEYS)
+_vocab.register("graph-engine", EVENT_KEYS | EXPECTED_ERROR_KEYS | SUMMARY_KEYS)
 
 from . import composition  # noqa: E402,F401  (fan-out / parallel-branches directives and checks)

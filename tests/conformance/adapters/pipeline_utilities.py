@@ -53,6 +53,9 @@ from tests.conformance.fixtures import (
     unknown_predicate,
 )
 
+from tests.conformance import vocabulary as _vocab
+from tests.conformance.matchers import value_matches
+
 from . import graph_build as gb
 
 Next = Callable[[Any], Awaitable[Any]]
@@ -72,8 +75,12 @@ class MockFailure(Exception):
         self.transient = transient
 
 
+FAILURE_KEYS = frozenset({"transient", "category", "message", "cause"})
+FLAKY_KEYS = frozenset({"failure_sequence", "success_update"})
+
+
 def _failure(spec: Mapping[str, Any], where: str) -> MockFailure:
-    check_directives(spec, {"transient", "category", "message", "cause"}, where)
+    check_directives(spec, FAILURE_KEYS, where)
     exc = MockFailure(str(spec.get("message") or ""), spec.get("category"),
                       bool(spec.get("transient", False)))
     if spec.get("cause") is not None:
@@ -88,7 +95,7 @@ def _counters(ctx: gb.BuildContext) -> dict[str, int]:
 
 def _flaky(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     where = f"{nb.graph_name}.nodes.{nb.name}.flaky"
-    check_directives(value, {"failure_sequence", "success_update"}, where)
+    check_directives(value, FLAKY_KEYS, where)
     sequence = list(value.get("failure_sequence") or [])
     for i, entry in enumerate(sequence):
         if entry is not None:
@@ -223,10 +230,12 @@ def _classifier(spec: Any, where: str) -> dict[str, Any]:
     raise UnknownDirective(f"classifier type {spec.get('type')!r} in {where}")
 
 
+RETRY_KEYS = frozenset({"type", "name", "max_attempts", "backoff", "classifier"})
+
+
 def _retry(ctx: gb.BuildContext, cfg: Mapping[str, Any]) -> gb.Middleware:
     where = "retry"
-    check_directives(cfg, {"type", "name", "max_attempts", "backoff", "classifier"},
-                     where)
+    check_directives(cfg, RETRY_KEYS, where)
     kw: dict[str, Any] = {}
     if "max_attempts" in cfg:
         kw["max_attempts"] = int(cfg["max_attempts"])
@@ -313,10 +322,13 @@ def _on_caught(ctx: gb.BuildContext, spec: Any, where: str) -> Any:
     return on_caught
 
 
+ISOLATION_KEYS = frozenset({"type", "name", "degraded_update", "event_name", "catch", "predicate",
+                            "on_caught"})
+
+
 def _failure_isolation(ctx: gb.BuildContext, cfg: Mapping[str, Any]) -> gb.Middleware:
     where = "failure_isolation"
-    check_directives(cfg, {"type", "name", "degraded_update", "event_name", "catch", "predicate",
-                           "on_caught"}, where)
+    check_directives(cfg, ISOLATION_KEYS, where)
     return FailureIsolationMiddleware(
         degraded_update=_degraded(cfg["degraded_update"], f"{where}.degraded_update"),
         event_name=str(cfg["event_name"]),
@@ -413,7 +425,7 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
         assert final is not None, f"{where}: no final state"
         got = _builtins(final)
         got.update(ctx.scratch.get("side_channel") or {})
-        assert got == expected["final_state"], f"{where}.final_state: {got!r}"
+        value_matches(expected["final_state"], got, f"{where}.final_state")
     if "execution_order" in expected:
         got_order = ctx.current.execution_order
         assert got_order == expected["execution_order"], f"{where}.execution_order: {got_order}"
@@ -537,6 +549,8 @@ def _check_observer_event(events: list[Any], spec: Mapping[str, Any], where: str
         assert event.error is None, f"{where}: error {event.error!r}"
 
 
+CAUGHT_KEYS = frozenset({"category", "message", "chain"})
+CHAIN_LINK_KEYS = frozenset({"category", "message", "carrier"})
 FI_KEYS = frozenset({"event_name", "wrapped_node_lineage", "pre_state", "post_state",
                      "caught_exception"})
 
@@ -556,7 +570,7 @@ def _check_fi_event(event: FailureIsolationEvent, spec: Mapping[str, Any], where
         assert _builtins(event.post_state) == spec["post_state"], f"{where}.post_state"
     if "caught_exception" in spec:
         want = spec["caught_exception"]
-        check_directives(want, {"category", "message", "chain"}, f"{where}.caught_exception")
+        check_directives(want, CAUGHT_KEYS, f"{where}.caught_exception")
         chain = event.caught_exception
         if "category" in want:
             assert chain.category == want["category"], f"{where}: category {chain.category!r}"
@@ -657,6 +671,11 @@ INVARIANTS: dict[str, Invariant] = {
     "engine_sees_degraded_return": _degraded_reached_engine,
     "node_level_chain_is_single_non_carrier_link": _single_non_carrier,
 }
+
+_vocab.register("pipeline-utilities", FAILURE_KEYS | FLAKY_KEYS | RETRY_KEYS | ISOLATION_KEYS)
+_vocab.register("pipeline-utilities", CAUGHT_KEYS | CHAIN_LINK_KEYS | FI_KEYS | {"caught_exception"})
+_vocab.register("pipeline-utilities", EXPECTED_KEYS | ERROR_KEYS | {"clock_stub", "seconds"})
+_vocab.register("pipeline-utilities", INVARIANTS)
 
 from .composition import wrap_pipeline_utilities  # noqa: E402  (fan-out / parallel branches)
 
