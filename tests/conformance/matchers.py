@@ -91,7 +91,8 @@ def value_matches(expected: Any, actual: Any, where: str, table: Bindings | None
             assert ok, f"{where}: {actual!r} is not 32 lowercase hex characters"
             return
         if expected == "<any-string>":
-            assert isinstance(actual, str) and actual, f"{where}: {actual!r} is not a non-empty string"
+            ok = isinstance(actual, str) and bool(actual)
+            assert ok, f"{where}: {actual!r} is not a non-empty string"
             return
         if _BINDING.match(expected):
             if expected not in table:

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from . import matchers  # noqa: F401  (registers the value matchers)
 from .fixtures import spec_dir
 from .test_conformance import under_ci
-from . import matchers  # noqa: F401  (registers the value matchers)
 from .vocabulary import known, load_adapters
 
 SPEC = spec_dir() / "spec" / "conformance-adapter" / "spec.md"

@@ -22,9 +22,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from openarmature_nodes.graph import NodeEvent
-from tests.conformance.fixtures import Case, check_directives, unknown_predicate
-
 from tests.conformance import vocabulary as _vocab
+from tests.conformance.fixtures import Case, check_directives, unknown_predicate
 
 from . import graph_build as gb
 from . import graph_engine as ge

@@ -76,12 +76,12 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.jsonschema import json_equal
 from openarmature_nodes.llm.tokens import TokenDelta, token_sink
+from tests.conformance import vocabulary as _vocab
 from tests.conformance.adapters.llm_provider_stream import (
     STREAM_INVARIANTS,
     check_stream_raw,
     sse_reply,
 )
-from tests.conformance import vocabulary as _vocab
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives, unknown_predicate
 from tests.conformance.matchers import value_matches
 from tests.transports import KINDS, TransportFactory, loopback_transports

@@ -46,14 +46,13 @@ from middleware import (
 )
 from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
+from tests.conformance import vocabulary as _vocab
 from tests.conformance.fixtures import (
     Case,
     UnknownDirective,
     check_directives,
     unknown_predicate,
 )
-
-from tests.conformance import vocabulary as _vocab
 from tests.conformance.matchers import value_matches
 
 from . import graph_build as gb
@@ -673,7 +672,8 @@ INVARIANTS: dict[str, Invariant] = {
 }
 
 _vocab.register("pipeline-utilities", FAILURE_KEYS | FLAKY_KEYS | RETRY_KEYS | ISOLATION_KEYS)
-_vocab.register("pipeline-utilities", CAUGHT_KEYS | CHAIN_LINK_KEYS | FI_KEYS | {"caught_exception"})
+_vocab.register("pipeline-utilities", CAUGHT_KEYS | CHAIN_LINK_KEYS | FI_KEYS)
+_vocab.register("pipeline-utilities", {"caught_exception"})
 _vocab.register("pipeline-utilities", EXPECTED_KEYS | ERROR_KEYS | {"clock_stub", "seconds"})
 _vocab.register("pipeline-utilities", INVARIANTS)
 
