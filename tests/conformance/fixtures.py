@@ -56,9 +56,14 @@ class Case:
         return f"{self.capability}/{self.fixture}[{self.name}]"
 
 
-def load_cases(capability: str) -> list[Case]:
-    """All cases of one capability, in fixture-file order."""
-    folder = spec_dir() / "spec" / capability / "conformance"
+OWN_CASES = Path(__file__).with_name("own_cases")
+
+
+def load_cases(capability: str, folder: Path | None = None) -> list[Case]:
+    """All cases of one capability, in fixture-file order (from the spec's
+    ``conformance/`` folder, or from ``folder``: our own cases)."""
+    if folder is None:
+        folder = spec_dir() / "spec" / capability / "conformance"
     out: list[Case] = []
     if not folder.is_dir():
         return out

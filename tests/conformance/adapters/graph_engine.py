@@ -397,6 +397,7 @@ def _of(ctx: BuildContext, event: Any, outcome: Outcome) -> bool:
 EVENT_KEYS = {
     "step", "phase", "node_name", "namespace", "pre_state", "post_state", "parent_states", "error",
     "attempt_index", "fan_out_index", "branch_name", "fan_out_index_chain", "branch_name_chain",
+    "invocation_id", "correlation_id",
 }
 
 

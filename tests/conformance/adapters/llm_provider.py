@@ -81,6 +81,7 @@ from tests.conformance.adapters.llm_provider_stream import (
     STREAM_INVARIANTS,
     check_stream_raw,
     sse_reply,
+    terminal_usage,
 )
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives, unknown_predicate
 from tests.conformance.matchers import value_matches
@@ -753,8 +754,13 @@ def _no_stream_key(o: Outcome, model: str) -> None:
 
 
 def _raw_usage_verbatim(o: Outcome, model: str) -> None:
+    """``raw.usage`` holds the server's usage block value for value (a malformed
+    counter is kept as sent, §6 / §7): the body's, or a stream's terminal one."""
     _succeeded(o, model)
-    sent = (o.served[-1].get("body") or {}).get("usage")
+    if "stream_body" in o.served[-1]:
+        sent = terminal_usage(o)
+    else:
+        sent = (o.served[-1].get("body") or {}).get("usage")
     got = o.response.raw.get("usage") if o.response else None
     assert isinstance(sent, dict) and isinstance(got, dict)
     for k, v in sent.items():
