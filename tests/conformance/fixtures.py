@@ -113,6 +113,26 @@ def need(mapping: Any, key: str, where: str) -> Any:
     return mapping[key]
 
 
+def as_schema_error(exc: KeyError, where: str) -> BaseException:
+    """A ``KeyError`` raised by adapter code reading the fixture, as a
+    :class:`FixtureSchemaInvalid` naming the key and the adapter function (the
+    directive's handler) that needed it. A ``KeyError`` from deeper down (the
+    implementation under test) is returned unchanged: it is not the fixture's."""
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None or "/tests/conformance/" not in last.tb_frame.f_code.co_filename:
+        return exc
+    code = last.tb_frame.f_code
+    handler = f"{Path(code.co_filename).name}:{last.tb_lineno} {code.co_name}"
+    err = FixtureSchemaInvalid(f"fixture_schema_invalid: {where}: the directive read by "
+                               f"{handler} requires the key {exc.args[0]!r}, which is missing")
+    err.__cause__ = exc
+    return err
+
+
 UNKNOWN_ENV = "OPENARMATURE_CONFORMANCE_UNKNOWN"
 
 

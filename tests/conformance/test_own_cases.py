@@ -12,7 +12,7 @@ import pytest
 
 from .fixtures import OWN_CASES, Case, load_cases
 from .matchers import fresh_bindings, reset_bindings
-from .test_conformance import ADAPTERS, _runner
+from .test_conformance import ADAPTERS, run_named
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +31,6 @@ def test_own_cases_exist() -> None:
 async def test_own_case(case: Case) -> None:
     table = fresh_bindings()
     try:
-        await _runner(case.capability)(case)
+        await run_named(case)
     finally:
         reset_bindings(table)

@@ -49,7 +49,7 @@ from openarmature_nodes.graph import (
 )
 from openarmature_nodes.graph.nodes import NodeKind
 from tests.conformance import vocabulary as _vocab
-from tests.conformance.fixtures import Case, check_directives
+from tests.conformance.fixtures import Case, check_directives, need
 
 Action = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
 Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
@@ -331,10 +331,10 @@ def _target(value: Any) -> Any:
 
 def _add_edge(ctx: BuildContext, builder: GraphBuilder[Any], edge: Any, where: str) -> None:
     check_directives(edge, EDGE_KEYS, f"{where}.edges")
-    source = str(edge["from"])
+    source = str(need(edge, "from", f"{where}.edges[]"))
     cond = edge.get("condition")
     if cond is None:
-        builder.add_edge(source, _target(edge["to"]))
+        builder.add_edge(source, _target(need(edge, "to", f"{where}.edges[{source}]")))
         return
     if "callable" in cond:
         factory = EDGE_CALLABLES.get(cond["callable"])
@@ -344,8 +344,9 @@ def _add_edge(ctx: BuildContext, builder: GraphBuilder[Any], edge: Any, where: s
         builder.add_conditional_edge(source, factory(ctx, cond), destinations=dests)
         return
     check_directives(cond, CONDITION_KEYS, f"{where}.edges.condition")
-    fname, value = str(cond["if_field"]), cond.get("equals")
-    then, other = _target(cond["then"]), _target(cond["else"])
+    cw = f"{where}.edges[{source}].condition"
+    fname, value = str(need(cond, "if_field", cw)), cond.get("equals")
+    then, other = _target(need(cond, "then", cw)), _target(need(cond, "else", cw))
 
     def route(state: Any) -> Any:
         return then if getattr(state, fname, None) == value else other
@@ -471,7 +472,8 @@ def _invoke_drain_events_for(ctx: BuildContext, nb: NodeBuild, value: Any) -> No
         rec = ctx.current
         rec.node_drain_summaries[nb.name] = summary
         if observer is not None:
-            snap = list(ctx.observers[observer].buckets.get(inv_id, ()))
+            watched = need(ctx.observers, observer, f"{where}.snapshot_observer")
+            snap = list(watched.buckets.get(inv_id, ()))
             rec.node_snapshots.setdefault(nb.name, {})[observer] = snap
 
     nb.actions.append(act)

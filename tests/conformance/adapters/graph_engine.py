@@ -30,6 +30,7 @@ from tests.conformance.fixtures import (
     Case,
     FixtureSchemaInvalid,
     check_directives,
+    need,
     unknown_predicate,
 )
 from tests.conformance.matchers import value_matches
@@ -256,7 +257,9 @@ def _outcome(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> Non
 @expectation("error")
 def _error(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
     check_directives(value, {"category"}, "expected.error")
-    assert outcome.error is not None and outcome.error.category == value["category"]
+    want = need(value, "category", "expected.error")
+    assert outcome.error is not None, f"expected.error: the run completed: {outcome.final}"
+    assert outcome.error.category == want, f"error category {outcome.error.category} != {want}"
 
 
 @expectation("no_propagated_error")
@@ -346,7 +349,7 @@ def _final_accumulator(ctx: BuildContext, graph: Any, outcome: Outcome, value: A
 @expectation("observer_events")
 def _observer_events(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
     for name, events in value.items():
-        rec = ctx.observers[name]
+        rec = need(ctx.observers, name, "observer_events (an observer the case declares)")
         mine = [e for e in rec.events if _of(ctx, e, outcome)]
         _match_events(mine, events, f"observer {name}")
 

@@ -51,11 +51,13 @@ from tests.conformance.fixtures import (
     Case,
     UnknownDirective,
     check_directives,
+    need,
     unknown_predicate,
 )
 from tests.conformance.matchers import value_matches
 
 from . import graph_build as gb
+from . import graph_engine as ge
 
 Next = Callable[[Any], Awaitable[Any]]
 
@@ -329,8 +331,8 @@ def _failure_isolation(ctx: gb.BuildContext, cfg: Mapping[str, Any]) -> gb.Middl
     where = "failure_isolation"
     check_directives(cfg, ISOLATION_KEYS, where)
     return FailureIsolationMiddleware(
-        degraded_update=_degraded(cfg["degraded_update"], f"{where}.degraded_update"),
-        event_name=str(cfg["event_name"]),
+        degraded_update=_degraded(need(cfg, "degraded_update", where), f"{where}.degraded_update"),
+        event_name=str(need(cfg, "event_name", where)),
         catch=set(cfg["catch"]) if cfg.get("catch") is not None else None,
         predicate=_predicate(cfg.get("predicate"), f"{where}.predicate"),
         on_caught=_on_caught(ctx, cfg.get("on_caught"), f"{where}.on_caught"),
@@ -373,7 +375,7 @@ async def run_case(case: Case) -> None:
         graph = gb.build_graph(ctx, data, name="outer").compile()
         ctx.outer = graph
         expected = dict(data.get("expected") or {})
-        check_directives(expected, EXPECTED_KEYS, f"{where}.expected")
+        check_directives(expected, EXPECTED_KEYS | set(ge.EXPECTATIONS), f"{where}.expected")
         gb.attach_observers(ctx, list(data.get("observers") or []))
 
         async def collect_fi(event: Any) -> None:  # framework events arrive on the queue
@@ -417,7 +419,7 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
 
     if "expected_error" in data:
         _check_error(ctx, error, data["expected_error"], f"{where}.expected_error")
-    elif error is not None:
+    elif error is not None and not _errored_expected(expected):
         raise AssertionError(f"{where}: unexpected {error!r}") from error
 
     if "final_state" in expected:
@@ -439,7 +441,8 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
             _check_events(implicit, want_events, f"{where}.observer_events")
         else:
             for obs, evs in want_events.items():
-                _check_events(ctx.observers[obs].events, evs, f"{where}.observer_events.{obs}")
+                rec = need(ctx.observers, obs, f"{where}.observer_events")
+                _check_events(rec.events, evs, f"{where}.observer_events.{obs}")
     if "expected_observer_event" in expected:
         _check_observer_event(implicit, expected["expected_observer_event"],
                               f"{where}.expected_observer_event")
@@ -450,6 +453,7 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
                         f"{where}.expected_failure_isolation_event")
     if expected.get("no_failure_isolation_event"):
         assert events == [], f"{where}: unexpected failure-isolation event {events!r}"
+    _shared_expectations(ctx, graph, expected, final, error)
     invariants = dict(data.get("invariants") or {})
     invariants.update(expected.get("invariants") or {})
     for name, want in invariants.items():
@@ -461,11 +465,26 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
             check(ctx, data, final, error, f"{where}.invariants.{name}")
 
 
+def _errored_expected(expected: Mapping[str, Any]) -> bool:
+    return expected.get("outcome") == "errored" or "error" in expected or (
+        "expected_error" in expected)
+
+
+def _shared_expectations(ctx: gb.BuildContext, graph: Any, expected: Mapping[str, Any],
+                         final: Any, error: GraphRuntimeError | None) -> None:
+    """The rest of the §5.8 vocabulary (``outcome``, ``error``, ``drain_summary``, ...),
+    checked by the graph-engine adapter's table on this run's outcome."""
+    outcome = ge.Outcome(ctx.current, final=final, error=error)
+    for key, value in expected.items():
+        if key not in EXPECTED_KEYS:
+            ge.EXPECTATIONS[key](ctx, graph, outcome, value)
+
+
 def _check_error(ctx: gb.BuildContext, error: GraphRuntimeError | None, spec: Mapping[str, Any],
                  where: str) -> None:
     check_directives(spec, ERROR_KEYS, where)
     assert error is not None, f"{where}: the invocation succeeded"
-    assert error.category == spec["category"], f"{where}: category {error.category!r}"
+    assert error.category == need(spec, "category", where), f"{where}: category {error.category!r}"
     if "raised_from" in spec:
         assert getattr(error, "node_name", None) == spec["raised_from"], f"{where}: raised_from"
     if "message" in spec:
