@@ -1,0 +1,103 @@
+"""Spec MUSTs no conformance fixture at hand checks (issue 11, item 5), each pinned here.
+
+- pipeline-utilities §9.1: ``fan_out_empty`` is not transient; retry MUST NOT retry it.
+- pipeline-utilities §6.1: the default classifier reads one carrier level deep: a
+  ``node_exception`` whose direct cause is transient is transient; a transient two
+  carriers down is the inner scope's to retry.
+- llm-provider §5 ``ready()``: MUST NOT be called automatically by ``complete()``.
+
+Every async test runs on asyncio and trio (the provider test over both transports).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import msgspec
+import pytest
+
+from openarmature_nodes.graph import END, GraphBuilder, NodeException, State, append
+from openarmature_nodes.llm import OpenAIProvider, ProviderUnavailable, UserMessage
+from openarmature_nodes.middleware import RetryMiddleware
+from openarmature_nodes.retrying import constant_backoff, default_classifier
+from tests.transports import (  # noqa: F401  (fixtures used by name)
+    loopback_transport,
+    transport_kind,
+    transports,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class Item(State):
+    x: int = 0
+    y: int = 0
+
+
+class Parent(State):
+    items: list[int] = msgspec.field(default_factory=list)
+    ys: Annotated[list[int], append] = msgspec.field(default_factory=list)
+
+
+async def test_retry_never_retries_an_empty_fan_out() -> None:
+    runs = {"fan": 0}
+
+    async def count_runs(state: Any, nxt: Any) -> Any:
+        runs["fan"] += 1
+        return await nxt(state)
+
+    async def body(s: Item) -> dict[str, Any]:
+        return {"y": s.x}
+
+    leaf = GraphBuilder(Item).add_node("w", body).add_edge("w", END).set_entry("w").compile()
+    retry = RetryMiddleware(max_attempts=4, backoff=constant_backoff(0))
+    graph = (GraphBuilder(Parent)
+             .add_fan_out_node("fan", leaf, middleware=[retry, count_runs], items_field="items",
+                               item_field="x", collect_field="y", target_field="ys")
+             .add_edge("fan", END).set_entry("fan").compile())
+    with pytest.raises(NodeException) as info:
+        await graph.invoke(Parent(items=[]))
+    assert runs["fan"] == 1, "fan_out_empty was retried"
+    cause: BaseException | None = info.value
+    categories = []
+    while cause is not None:
+        categories.append(getattr(cause, "category", None))
+        cause = cause.__cause__
+    assert "fan_out_empty" in categories, categories
+
+
+def carrier(cause: BaseException) -> NodeException:
+    exc = NodeException.__new__(NodeException)
+    Exception.__init__(exc, "carrier")
+    exc.__cause__ = cause
+    return exc
+
+
+def test_default_classifier_reads_one_carrier_level() -> None:
+    transient = ProviderUnavailable("down")
+    assert default_classifier(transient) is True
+    assert default_classifier(carrier(transient)) is True
+    assert default_classifier(carrier(carrier(transient))) is False
+
+
+@pytest.mark.usefixtures("transports")
+async def test_complete_never_calls_ready() -> None:
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.method != "POST":
+            return httpx.Response(500, json={"error": {"message": "ready() must not run"}})
+        return httpx.Response(200, json={
+            "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                         "finish_reason": "stop"}],
+        })
+
+    async with OpenAIProvider("http://llm.test", "m",
+                              transport=loopback_transport(handler)) as provider:
+        reply = await provider.complete([UserMessage("hi")])
+        await provider.complete([UserMessage("again")])
+    assert reply.message.content == "ok"
+    assert seen == ["POST /v1/chat/completions"] * 2, seen
