@@ -99,6 +99,36 @@ class FixtureSchemaInvalid(AssertionError):
     """``fixture_schema_invalid``: a directive lacks a key it requires (or has a bad shape)."""
 
 
+class FixtureVersionUnsupported(AssertionError):
+    """``fixture_version_unsupported``: the fixture targets a newer adapter (§4.4, §8.5)."""
+
+
+def adapter_version() -> tuple[int, ...]:
+    """The spec version the adapter targets: ``[tool.openarmature]`` in ``pyproject.toml``."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    return _version(str(data["tool"]["openarmature"]["openarmature_spec_version"]))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.strip().lstrip("v").split("."))
+    except ValueError:
+        raise FixtureSchemaInvalid(
+            f"fixture_schema_invalid: conformance_version {text!r} is not a version") from None
+
+
+def check_version(case: Case) -> None:
+    """Refuse a case whose ``conformance_version`` is above the adapter's (§4.4)."""
+    declared = case.data.get("conformance_version", case.document.get("conformance_version"))
+    if declared is None:
+        return
+    if _version(str(declared)) > adapter_version():
+        ours = ".".join(map(str, adapter_version()))
+        raise FixtureVersionUnsupported(
+            f"fixture_version_unsupported: {case.test_id} declares conformance_version "
+            f"{declared}; this adapter targets {ours}")
+
+
 class ConformanceDriftWarning(UserWarning):
     """A fixture-specific invariant predicate was skipped in spec-drift mode."""
 

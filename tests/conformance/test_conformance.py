@@ -21,6 +21,7 @@ import pytest
 from .fixtures import (
     Case,
     as_schema_error,
+    check_version,
     deferral_reason,
     load_cases,
     load_deferrals,
@@ -54,6 +55,7 @@ def _runner(capability: str) -> Callable[[Case], Awaitable[None]]:
 
 async def run_named(case: Case) -> None:
     """Run ``case``; a key the adapter needed but the fixture lacks fails naming it."""
+    check_version(case)
     try:
         await _runner(case.capability)(case)
     except KeyError as exc:

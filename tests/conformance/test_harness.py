@@ -146,6 +146,17 @@ async def test_a_keyerror_from_adapter_code_is_named() -> None:
     assert pipeline_utilities.run_case is not None and graph_engine.run_case is not None
 
 
+async def test_a_newer_conformance_version_is_refused() -> None:
+    from .fixtures import FixtureVersionUnsupported, adapter_version
+
+    assert adapter_version() == (0, 109, 0)
+    older = graph_case({"final_state": {"n": 1}}, conformance_version="0.48.0")
+    await run_graph(older)
+    newer = graph_case({"final_state": {"n": 1}}, conformance_version="0.110.0")
+    with pytest.raises(FixtureVersionUnsupported, match=r"0\.110\.0"):
+        await run_graph(newer)
+
+
 # --- value matchers (§5.10) -------------------------------------------------------------------
 
 
