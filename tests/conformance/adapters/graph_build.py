@@ -49,7 +49,7 @@ from openarmature_nodes.graph import (
 )
 from openarmature_nodes.graph.nodes import NodeKind
 from tests.conformance import vocabulary as _vocab
-from tests.conformance.fixtures import Case, check_directives, need
+from tests.conformance.fixtures import Case, FixtureSchemaInvalid, check_directives, need
 
 Action = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
 Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
@@ -139,7 +139,23 @@ class BuildContext:
             return self.subgraph(target)
         if target == "inner" and len(self.subgraph_defs) >= 1:
             return self.subgraph(list(self.subgraph_defs)[-1])
-        raise AssertionError(f"observer target {target!r} names no graph")
+        runs = self._subgraph_run_by_node(target)
+        if runs is not None:  # §5.5: a node name targets the subgraph that node runs
+            return self.subgraph(runs)
+        raise FixtureSchemaInvalid(
+            f"fixture_schema_invalid: observer target {target!r} names no graph or subgraph node")
+
+    def _subgraph_run_by_node(self, node: str) -> str | None:
+        graphs = [self.case.data.get("graph", self.case.data), *self.subgraph_defs.values()]
+        for gdef in graphs:
+            spec = (gdef.get("nodes") or {}).get(node)
+            if isinstance(spec, Mapping):
+                if isinstance(spec.get("subgraph"), str):
+                    return str(spec["subgraph"])
+                fan_out = spec.get("fan_out")
+                if isinstance(fan_out, Mapping) and isinstance(fan_out.get("subgraph"), str):
+                    return str(fan_out["subgraph"])
+        return None
 
 
 # --- state schemas --------------------------------------------------------------------
