@@ -5,12 +5,16 @@
   ``node_exception`` whose direct cause is transient is transient; a transient two
   carriers down is the inner scope's to retry.
 - llm-provider §5 ``ready()``: MUST NOT be called automatically by ``complete()``.
+- llm-provider §7 *Malformed usage counter*: a counter that is valid JSON but out of
+  any float's range (``1e400``) MUST NOT make the call raise; it is not reported and
+  its value stays on ``raw`` (atomic and streamed replies).
 
 Every async test runs on asyncio and trio (the provider test over both transports).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any
 
 import httpx
@@ -101,3 +105,43 @@ async def test_complete_never_calls_ready() -> None:
         await provider.complete([UserMessage("again")])
     assert reply.message.content == "ok"
     assert seen == ["POST /v1/chat/completions"] * 2, seen
+
+
+OUT_OF_RANGE = b"1e400"
+ATOMIC = (b'{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+          b'"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+          b'"usage":{"prompt_tokens":' + OUT_OF_RANGE + b',"completion_tokens":5,'
+          b'"total_tokens":99999999999999999999999}}')
+STREAMED = (b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+            b'"delta":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}\n\n'
+            b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[],'
+            b'"usage":{"prompt_tokens":' + OUT_OF_RANGE + b',"completion_tokens":5,'
+            b'"total_tokens":99999999999999999999999}}\n\ndata: [DONE]\n\n')
+
+
+@pytest.mark.usefixtures("transports")
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_out_of_range_usage_counter_is_not_reported(stream: bool) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if stream:
+            return httpx.Response(200, content=STREAMED,
+                                  headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, content=ATOMIC, headers={"content-type": "application/json"})
+
+    async with OpenAIProvider("http://llm.test", "m",
+                              transport=loopback_transport(handler)) as provider:
+        reply = await provider.complete([UserMessage("hi")], stream=stream)
+    assert reply.message.content == "ok" and reply.finish_reason == "stop"
+    usage = reply.usage
+    assert (usage.prompt_tokens, usage.completion_tokens) == (None, 5)
+    assert usage.total_tokens == 99999999999999999999999  # a sound, if huge, integer stands
+    assert reply.raw["usage"]["prompt_tokens"] == Decimal("1e400")  # kept, not repaired
+
+
+def test_decode_json_still_refuses_what_is_not_json() -> None:
+    from openarmature_nodes.llm.openai_decode import decode_json
+
+    assert decode_json(b'{"a": 1.5, "b": 1e400}') == {"a": 1.5, "b": Decimal("1e400")}
+    for bad in (b'{"a": 1e400', b'{"a": nope}', b"1e400 1"):
+        with pytest.raises(msgspec.DecodeError):
+            decode_json(bad)

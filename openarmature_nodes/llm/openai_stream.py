@@ -49,7 +49,7 @@ import msgspec
 
 from .errors import ProviderInvalidResponse, ProviderUnavailable
 from .messages import Tool
-from .openai_decode import response_from_raw
+from .openai_decode import decode_json, response_from_raw
 from .openai_errors import error_from_reply
 from .response import Response
 from .sse import SSEEvent, SSEParser
@@ -229,7 +229,7 @@ class ChatStreamAssembler:
             self.done = True
             return
         try:
-            raw = _decode_any.decode(data)
+            raw = decode_json(data)
         except msgspec.DecodeError as exc:
             raise _invalid(f"event {self._chunks} is not JSON ({exc})", exc) from exc
         if not isinstance(raw, dict):
