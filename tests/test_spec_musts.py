@@ -4,6 +4,9 @@
 - pipeline-utilities §6.1: the default classifier reads one carrier level deep: a
   ``node_exception`` whose direct cause is transient is transient; a transient two
   carriers down is the inner scope's to retry.
+- pipeline-utilities §11.9 / §11.6: ``parallel_branches_branch_failed`` inherits the
+  transient classification of the branch failure it wraps, so a retry around the
+  parallel-branches node re-runs it (all branches) for a transient branch failure.
 - llm-provider §5 ``ready()``: MUST NOT be called automatically by ``complete()``.
 - llm-provider §7 *Malformed usage counter*: a counter that is valid JSON but out of
   any float's range (``1e400``) MUST NOT make the call raise; it is not reported and
@@ -21,7 +24,15 @@ import httpx
 import msgspec
 import pytest
 
-from openarmature_nodes.graph import END, GraphBuilder, NodeException, State, append
+from openarmature_nodes.graph import (
+    END,
+    Branch,
+    GraphBuilder,
+    NodeException,
+    ParallelBranchFailed,
+    State,
+    append,
+)
 from openarmature_nodes.llm import OpenAIProvider, ProviderUnavailable, UserMessage
 from openarmature_nodes.middleware import RetryMiddleware
 from openarmature_nodes.retrying import constant_backoff, default_classifier
@@ -83,6 +94,56 @@ def test_default_classifier_reads_one_carrier_level() -> None:
     assert default_classifier(transient) is True
     assert default_classifier(carrier(transient)) is True
     assert default_classifier(carrier(carrier(transient))) is False
+
+
+class Pair(State):
+    a: int = 0
+    b: int = 0
+
+
+@pytest.mark.parametrize("shape", ["call", "subgraph"])
+async def test_retry_around_parallel_branches_reruns_on_a_transient_branch_failure(
+    shape: str,
+) -> None:
+    runs = {"a": 0, "b": 0}
+
+    async def branch_a(state: Any) -> dict[str, Any]:
+        runs["a"] += 1
+        if runs["a"] == 1:
+            raise ProviderUnavailable("branch a: first try")
+        return {"a": 1}
+
+    async def branch_b(state: Any) -> dict[str, Any]:
+        runs["b"] += 1
+        return {"b": 2}
+
+    def branch(fn: Any, field: str) -> Branch:
+        if shape == "call":
+            return Branch(call=fn)
+        sub = GraphBuilder(Pair).add_node("n", fn).add_edge("n", END).set_entry("n").compile()
+        return Branch(subgraph=sub, outputs={field: field})
+
+    retry = RetryMiddleware(max_attempts=2, backoff=constant_backoff(0))
+    graph = (GraphBuilder(Pair)
+             .add_parallel_branches_node("pb", {"a": branch(branch_a, "a"),
+                                                "b": branch(branch_b, "b")}, middleware=[retry])
+             .add_edge("pb", END).set_entry("pb").compile())
+    final = await graph.invoke(Pair())
+    assert (final.a, final.b) == (1, 2)
+    assert runs["a"] == 2 and runs["b"] >= 1  # the whole node ran again (§11.6)
+
+
+def test_branch_failure_classification_follows_the_wrapped_failure() -> None:
+    def failed(cause: BaseException) -> ParallelBranchFailed:
+        err = ParallelBranchFailed("branch failed", branch_name="a", node_name="pb",
+                                   recoverable_state=None)
+        err.__cause__ = cause
+        return err
+
+    assert default_classifier(failed(carrier(ProviderUnavailable("x")))) is True
+    assert default_classifier(failed(ProviderUnavailable("x"))) is True
+    assert default_classifier(failed(carrier(ValueError("x")))) is False
+    assert default_classifier(failed(carrier(carrier(ProviderUnavailable("x"))))) is False
 
 
 @pytest.mark.usefixtures("transports")
