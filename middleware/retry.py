@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
-from openarmature_nodes.context import attempt_index
+from openarmature_nodes.context import attempt_index, run_scope
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.request import CompletionRequest
 from openarmature_nodes.retrying import RetryConfig, run_with_retry
@@ -47,16 +47,21 @@ class GaveUp:
     innermost retry's counter is the one the node's events carry, graph-engine
     §6). Isolation then reports that attempt in its event's lineage: by the
     time it catches, the retries have restored the context's attempt index.
+
+    Only a retry in the isolation's own scope records (the same node step, or the
+    same fan-out instance / branch): a retry inside a fan-out instance re-runs
+    the instance, not the fan-out node an isolation around that node wraps.
     """
 
-    __slots__ = ("attempt", "exc")
+    __slots__ = ("attempt", "exc", "scope")
 
     def __init__(self) -> None:
         self.exc: BaseException | None = None
         self.attempt = 0
+        self.scope: object = run_scope.get()
 
     def record(self, exc: BaseException, attempt: int) -> None:
-        if self.exc is not exc:
+        if self.exc is not exc and run_scope.get() is self.scope:
             self.exc, self.attempt = exc, attempt
 
     def attempt_of(self, exc: BaseException) -> int | None:

@@ -165,6 +165,30 @@ async def test_instance_isolation_outside_instance_retry_reports_each_instances_
     assert inner == [(1, 0), (1, 1), (1, 2)]
 
 
+async def test_node_isolation_around_a_fan_out_reports_the_fan_out_nodes_attempt() -> None:
+    """An instance retry re-runs the instance, not the fan-out node: an isolation
+    around the fan-out node reports that node's own attempt (0)."""
+
+    async def body(s: Item) -> dict[str, Any]:
+        raise ConnectionError("every instance fails")
+
+    leaf = GraphBuilder(Item).add_node("work", body).add_edge("work", END).set_entry("work")
+    degrade = FailureIsolationMiddleware(degraded_update={"results": [-1]}, event_name="fan")
+    graph = (GraphBuilder(Parent)
+             .add_fan_out_node("fan", leaf.compile(), middleware=[degrade],
+                               items_field="items", item_field="x", collect_field="result",
+                               target_field="results", instance_middleware=[retry(3)])
+             .add_edge("fan", END).set_entry("fan").compile())
+    rec = Recorder()
+    async with graph:
+        final = await graph.invoke(Parent(items=[1]), observers=[rec])
+        await graph.drain()
+    assert final.results == [-1]
+    (event,) = rec.isolated()
+    assert [e.attempt_index for e in rec.nodes("work") if e.phase == "completed"] == [0, 1, 2]
+    assert event.namespace == ("fan",) and event.attempt_index == 0 == degraded_attempt(rec, "fan")
+
+
 async def test_count_mode_instances_under_retry_carry_the_retried_attempt_indexes() -> None:
     attempts: dict[int, int] = {}
 
