@@ -7,6 +7,8 @@
 - pipeline-utilities §11.9 / §11.6: ``parallel_branches_branch_failed`` inherits the
   transient classification of the branch failure it wraps, so a retry around the
   parallel-branches node re-runs it (all branches) for a transient branch failure.
+- graph-engine §6: ``drain_events_for`` an invocation whose events were all delivered
+  returns at once with an empty summary; the states an event carries are immutable.
 - llm-provider §5 ``ready()``: MUST NOT be called automatically by ``complete()``.
 - llm-provider §7 *Malformed usage counter*: a counter that is valid JSON but out of
   any float's range (``1e400``) MUST NOT make the call raise; it is not reported and
@@ -94,6 +96,32 @@ def test_default_classifier_reads_one_carrier_level() -> None:
     assert default_classifier(transient) is True
     assert default_classifier(carrier(transient)) is True
     assert default_classifier(carrier(carrier(transient))) is False
+
+
+async def test_delivered_invocation_drains_at_once_and_event_states_are_immutable() -> None:
+    from openarmature_nodes.graph import DrainSummary, NodeEvent
+
+    events: list[Any] = []
+
+    async def watch(event: Any) -> None:
+        events.append(event)
+
+    async def body(s: Item) -> dict[str, Any]:
+        return {"y": 1}
+
+    graph = GraphBuilder(Item).add_node("n", body).add_edge("n", END).set_entry("n").compile()
+    async with graph:
+        await graph.invoke(Item(), observers=[watch], invocation_id="inv-1")
+        await graph.drain()
+        assert await graph.drain_events_for("inv-1") == DrainSummary(0, False)
+        assert await graph.drain_events_for("inv-1", timeout=0) == DrainSummary(0, False)
+    done = [e for e in events if isinstance(e, NodeEvent) and e.phase == "completed"]
+    assert done and done[0].post_state is not None
+    with pytest.raises(AttributeError):
+        done[0].post_state.y = 5  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        done[0].pre_state.y = 5  # type: ignore[misc]
+    assert isinstance(done[0].parent_states, tuple) and isinstance(done[0].namespace, tuple)
 
 
 class Pair(State):
