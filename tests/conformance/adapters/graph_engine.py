@@ -8,6 +8,7 @@ entries to :data:`EXPECTATIONS` / :data:`INVARIANTS` (``name -> check``).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import warnings
@@ -469,13 +470,49 @@ async def _invariant(
     ctx: BuildContext, graph: CompiledGraph[Any], name: str, value: Any, outcome: Outcome,
     scoped: list[tuple[Recorder, frozenset[str] | None]],
 ) -> None:
-    check = INVARIANTS.get(name)
+    check = INVARIANTS.get(name) or _family(name)
     if check is None:
         unknown_predicate(name, f"{ctx.case.test_id}.invariants")
         return
     result = check(ctx, graph, value, outcome, scoped)
     if hasattr(result, "__await__"):
         await result
+
+
+# --- predicate families: names read by their words (graph-engine §6 drain rules) -------------
+
+_REJECTS_TIMEOUT = re.compile(r"^(?=.*timeout)(?=.*reject)(?=.*(negative|nan)).*$")
+
+
+def _family(name: str) -> Invariant | None:
+    """A predicate interpreted by its words rather than listed: the MUST-reject rule
+    for bad drain timeouts (``..._negative_..._timeout_..._rejected``, ``nan``)."""
+    if _REJECTS_TIMEOUT.match(name):
+        bad = [v for word, v in (("negative", -1.0), ("nan", math.nan)) if word in name]
+        return _rejects_bad_timeouts(bad)
+    return None
+
+
+def _rejects_bad_timeouts(bad: list[float]) -> Invariant:
+    async def check(ctx: BuildContext, graph: CompiledGraph[Any], value: Any, outcome: Outcome,
+                    scoped: Any) -> None:
+        for timeout in bad:
+            for name in ("drain", "drain_events_for"):
+                args = () if name == "drain" else (outcome.record.invocation_id or "x",)
+                try:
+                    await getattr(graph, name)(*args, timeout=timeout)
+                except (ValueError, TypeError):
+                    rejected = True
+                else:
+                    rejected = False
+                assert rejected == bool(value), f"{name}(timeout={timeout}) rejected={rejected}"
+
+    return check
+
+
+def resolves(name: str) -> bool:
+    """Does a predicate family interpret ``name``?"""
+    return _family(name) is not None
 
 
 @invariant("drain_returned_within_timeout")
@@ -572,6 +609,7 @@ __all__ = ["EXPECTATIONS", "INVARIANTS", "Outcome", "match_event", "run_case", "
 
 _vocab.register("graph-engine", EXPECTATIONS)
 _vocab.register("graph-engine", INVARIANTS)
+_vocab.register_resolver("graph-engine", resolves)
 _vocab.register("graph-engine", INVOCATION_KEYS | INVOKE_KEYS)
 _vocab.register("graph-engine", EVENT_KEYS | EXPECTED_ERROR_KEYS | SUMMARY_KEYS)
 
