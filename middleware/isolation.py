@@ -30,6 +30,11 @@ callable of the input state), reports a :class:`FailureIsolationEvent` (event
 name, the wrapped node's lineage, pre state, the degraded update, and the
 cause chain) on the graph's observer queue, awaits ``on_caught(exc)`` if given,
 and returns the update. It logs nothing itself.
+
+The lineage's ``attempt_index`` is the attempt that failed: when a retry inside
+gave up (``[isolation, retry]``), the index of its last attempt, the one the
+node's last events carry (:class:`~.retry.GaveUp`), not the index the retry
+restored on its way out.
 """
 
 from __future__ import annotations
