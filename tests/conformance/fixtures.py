@@ -216,4 +216,4 @@ def check_directives(mapping: Any, known: set[str] | frozenset[str], where: str)
         return
     unknown = sorted(set(mapping) - set(known))
     if unknown:
-        raise UnknownDirective(f"unknown directive(s) {unknown} in {where}")
+        raise UnknownDirective(f"fixture_directive_unknown: {unknown} in {where}")
