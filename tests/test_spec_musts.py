@@ -228,7 +228,7 @@ async def test_an_out_of_range_usage_counter_is_not_reported(stream: bool) -> No
 
 
 def test_decode_json_still_refuses_what_is_not_json() -> None:
-    from openarmature_nodes.llm.openai_decode import decode_json
+    from openarmature_nodes.llm.wire.decode import decode_json
 
     assert decode_json(b'{"a": 1.5, "b": 1e400}') == {"a": 1.5, "b": Decimal("1e400")}
     for bad in (b'{"a": 1e400', b'{"a": nope}', b"1e400 1"):
