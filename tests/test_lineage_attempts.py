@@ -189,6 +189,33 @@ async def test_node_isolation_around_a_fan_out_reports_the_fan_out_nodes_attempt
     assert event.namespace == ("fan",) and event.attempt_index == 0 == degraded_attempt(rec, "fan")
 
 
+async def test_branch_isolation_outside_branch_retry_reports_the_branchs_last_attempt() -> None:
+    from openarmature_nodes.graph import Branch
+
+    async def down(state: Any) -> dict[str, Any]:
+        raise ConnectionError("branch down")
+
+    async def fine(state: Any) -> dict[str, Any]:
+        return {"out": "fine"}
+
+    degrade = FailureIsolationMiddleware(degraded_update={"out": "degraded"}, event_name="br")
+    graph = (GraphBuilder(Flat)
+             .add_parallel_branches_node("pb", {
+                 "bad": Branch(call=down, middleware=(degrade, retry(3))),
+                 "good": Branch(call=fine),
+             })
+             .add_edge("pb", END).set_entry("pb").compile())
+    rec = Recorder()
+    async with graph:
+        await graph.invoke(Flat(), observers=[rec])
+        await graph.drain()
+    (event,) = rec.isolated()
+    assert (event.branch_name, event.attempt_index) == ("bad", 2)
+    bad = [e.attempt_index for e in rec.events
+           if isinstance(e, NodeEvent) and e.branch_name == "bad" and e.phase == "completed"]
+    assert bad[-1] == 2
+
+
 async def test_count_mode_instances_under_retry_carry_the_retried_attempt_indexes() -> None:
     attempts: dict[int, int] = {}
 
