@@ -157,6 +157,23 @@ async def test_a_newer_conformance_version_is_refused() -> None:
         await run_graph(newer)
 
 
+async def test_wrap_with_middleware_records_markers_in_nesting_order() -> None:
+    import yaml
+
+    from .adapters import graph_build as gb
+    from .fixtures import OWN_CASES
+
+    path = OWN_CASES / "graph-engine" / "003-wrapped-node-markers.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    ctx = gb.BuildContext(Case("graph-engine", path.stem, "main", data, data, path))
+    token = gb.bind_context(ctx)
+    try:
+        await graph_engine.run_graph_case(ctx)
+    finally:
+        gb._CTX.reset(token)
+    assert ctx.scratch["middleware_log"] == ["outer-in", "inner-in", "inner-out", "outer-out"]
+
+
 # --- value matchers (§5.10) -------------------------------------------------------------------
 
 
