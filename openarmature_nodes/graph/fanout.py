@@ -65,6 +65,7 @@ from ._kinds import (
 from ._pool import run_indexed
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
+from .executors import FanOutBatch, FanOutExecutor
 from .nodes import Inner
 from .reducers import last_write_wins
 from .state import Schema
@@ -161,6 +162,7 @@ class FanOut(ConcurrentKind):
         extra_outputs: Mapping[str, str] | None = None,
         instance_middleware: Sequence[Middleware[Any, Any]] = (),
         error_record: ErrorRecord = default_error_record,
+        executor: FanOutExecutor | None = None,
     ) -> None:
         from .compiled import CompiledGraph
 
@@ -187,6 +189,7 @@ class FanOut(ConcurrentKind):
         self.extra_outputs = dict(extra_outputs or {})
         self.instance_middleware = tuple(instance_middleware)
         self.error_record = error_record
+        self.executor = executor  # None: run_indexed here (see .executors)
         self.name = ""
         self._keys: tuple[str, ...] = ()
         self._lww_extra: frozenset[str] = frozenset()
@@ -289,9 +292,17 @@ class FanOut(ConcurrentKind):
                 run = compose(self.instance_middleware, self._observed_instance(step, i))
                 return await run_with_lineage(view_step(step, inst, fan_out_index=i), run, inst)
 
-        outcome = await run_indexed(
-            count, job, limit=limit, fail_fast=self.error_policy == "fail_fast"
-        )
+        if self.executor is None:
+            outcome = await run_indexed(
+                count, job, limit=limit, fail_fast=self.error_policy == "fail_fast"
+            )
+        else:
+            outcome = await self.executor.run(FanOutBatch(
+                node_name=self.name, count=count, limit=limit,
+                fail_fast=self.error_policy == "fail_fast", subgraph=self.graph,
+                keys=self._keys, instance_middleware=self.instance_middleware,
+                instance=enter, job=job, step=step,
+            ))
         if outcome.failures and self.error_policy == "fail_fast":
             raise next(iter(outcome.failures.values()))
         return self._fan_in(outcome.results, outcome.failures, count)
