@@ -342,6 +342,11 @@ class DaskExecutor:
             )
         except TimeoutError:
             return [], str(getattr(self.client, "status", "running"))
+        except Exception as exc:  # futures cancelled under us: the scheduler went away
+            raise ClusterUnavailable(
+                f"the cluster cancelled this run's chunks ({type(exc).__name__}); the "
+                f"scheduler is gone or was restarted (client {self.client.status!r})"
+            ) from exc
         out: list[tuple[Any, bytes | BaseException]] = []
         for fut in finished:
             try:
@@ -354,7 +359,7 @@ class DaskExecutor:
         try:
             if futures:
                 self.client.cancel(futures)
-            self.client.run(cancel_run, self.runtime.name, run_id, wait=False)
+            self.client.run(cancel_run, self.runtime.name, run_id)
         except Exception:
             pass
 

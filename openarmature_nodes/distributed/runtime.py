@@ -247,6 +247,8 @@ class WorkerRuntime(WorkerPlugin):
         limiter = self._limiter(task.limit)
         middleware = self._instance_middleware(task.middleware_digest, blob)
 
+        completed: set[int] = set()  # a fail-fast stop leaves the others unfinished
+
         async def job(k: int) -> Any:
             index = task.indices[k]
             seen: list[object] = []
@@ -273,6 +275,7 @@ class WorkerRuntime(WorkerPlugin):
                         events.append((index, _pickle_events(seen)))
             if isinstance(result, Mapping):
                 result = {key: result[key] for key in keys if key in result}
+            completed.add(k)
             return result
 
         scope = anyio.CancelScope()
@@ -281,7 +284,7 @@ class WorkerRuntime(WorkerPlugin):
             with scope:
                 outcome = await run_indexed(n, job, limit=None, fail_fast=task.fail_fast)
                 for k, result in enumerate(outcome.results):
-                    if k not in outcome.failures:
+                    if k in completed:
                         ok.append((task.indices[k], msgspec.Raw(_wire.encode(result))))
                 for k, exc in outcome.failures.items():
                     failed.append(_wire.failure(task.indices[k], exc))
