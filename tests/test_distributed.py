@@ -119,6 +119,30 @@ async def test_collect_matches_local(client: Client, anyio_backend: str) -> None
     assert [e["fan_out_index"] for e in remote.errors] == ["7", "123", "499"]
 
 
+async def test_instance_middleware_degrades_slots_as_locally(
+    client: Client, anyio_backend: str
+) -> None:
+    from openarmature_nodes.middleware import FailureIsolationMiddleware
+
+    records = [("bad " if i % 50 == 3 else "") + f"r{i}" for i in range(200)]
+    degrade = [FailureIsolationMiddleware(
+        degraded_update={"summary": "(unavailable)"}, event_name="degraded"
+    )]
+    local = await parent(make_pure_graph(), instance_middleware=degrade).invoke(
+        Batch(records=records)
+    )
+    executor = _pure(client, anyio_backend, chunk_size=30)
+    try:
+        remote = await parent(
+            make_pure_graph(), instance_middleware=degrade, executor=executor
+        ).invoke(Batch(records=records))
+    finally:
+        await _close(executor)
+    assert remote.summaries == local.summaries
+    assert remote.summaries.count("(unavailable)") == 4
+    assert remote.summaries[3] == "(unavailable)"
+
+
 async def test_fail_fast_matches_local_and_cancels_outstanding_chunks(
     client: Client, anyio_backend: str
 ) -> None:
