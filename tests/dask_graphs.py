@@ -88,3 +88,14 @@ def parent(subgraph: CompiledGraph[Any], **fan_out: Any) -> CompiledGraph[Batch]
         )
         .add_edge("enrich", END).set_entry("enrich").compile()
     )
+
+
+class Other(State):
+    record: str = ""
+    summary: str = ""
+
+
+def make_other_graph() -> CompiledGraph[Other]:
+    """A factory building a graph over another state class than the parent's subgraph."""
+    return (GraphBuilder(Other).add_node("reverse", _pure)
+            .add_edge("reverse", END).set_entry("reverse").compile())

@@ -240,6 +240,26 @@ async def test_events_come_back_as_the_instances(client: Client, anyio_backend: 
     assert len(steps) == len(set(steps)) == 11  # the fan-out node and ten instances
 
 
+async def test_factory_building_another_graph_fails_clearly(
+    client: Client, anyio_backend: str
+) -> None:
+    from openarmature_nodes.distributed import WorkerRuntimeError
+
+    runtime = WorkerRuntime("tests.dask_graphs:make_other_graph", backend=anyio_backend)  # type: ignore[arg-type]
+    executor = DaskExecutor(client, runtime=runtime, chunk_size=5)
+    try:
+        with pytest.raises(GraphRuntimeError) as err:
+            await parent(make_pure_graph(), executor=executor).invoke(
+                Batch(records=["a", "b", "c"])
+            )
+    finally:
+        await _close(executor)
+    cause = err.value.__cause__
+    assert isinstance(cause, WorkerRuntimeError)
+    assert "must build the same subgraph" in str(cause)
+    assert executor.stats.resubmitted == 0  # a deterministic failure is not retried
+
+
 class MainRecord(State):
     record: str = ""
     summary: str = ""

@@ -31,6 +31,7 @@ class ChunkTask(msgspec.Struct, frozen=True, kw_only=True):
     observed: bool
     limit: int | None  # per-worker instance concurrency
     middleware_digest: str  # "" when the fan-out has no instance middleware
+    state_class: str  # "module:qualname" of the parent's subgraph state class
 
 
 class Failure(msgspec.Struct, frozen=True, array_like=True):

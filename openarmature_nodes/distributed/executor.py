@@ -85,7 +85,7 @@ from openarmature_nodes.graph.executors import FanOutBatch, Outcome
 
 from . import _wire
 from ._importable import check_class, check_picklable, resolve
-from .errors import ClusterUnavailable, NotImportable, WorkerRuntimeError
+from .errors import ClusterUnavailable, DistributedError, NotImportable, WorkerRuntimeError
 from .runtime import WorkerRuntime, cancel_run, run_chunk
 
 __all__ = ["DaskExecutor", "DispatchStats"]
@@ -146,6 +146,7 @@ class DaskExecutor:
         self.stall_timeout = stall_timeout
         self.stats = DispatchStats()
         self._registered = False
+        self._state_class = ""
 
     def __repr__(self) -> str:
         return (f"DaskExecutor(runtime={self.runtime!r}, chunk_size={self.chunk_size}, "
@@ -160,7 +161,9 @@ class DaskExecutor:
                 f"fan-out {batch.node_name!r}: a DaskExecutor runs a compiled subgraph built "
                 "by the worker runtime's factory; an instance callable cannot be shipped"
             )
-        check_class(batch.subgraph.schema.cls, f"fan-out {batch.node_name!r} subgraph state")
+        self._state_class = check_class(
+            batch.subgraph.schema.cls, f"fan-out {batch.node_name!r} subgraph state"
+        )
         factory = resolve(self.runtime.factory, "worker runtime factory")
         if not callable(factory):
             raise NotImportable(f"worker runtime factory {self.runtime.factory!r} is not callable")
@@ -186,7 +189,7 @@ class DaskExecutor:
         return _wire.encode(_wire.ChunkTask(
             run_id=run_id, chunk=chunk, indices=indices, states=msgspec.Raw(states),
             keys=list(batch.keys), fail_fast=batch.fail_fast, observed=batch.observed,
-            limit=limit, middleware_digest=digest,
+            limit=limit, middleware_digest=digest, state_class=self._state_class,
         ))
 
     async def run(self, batch: FanOutBatch) -> Outcome:
@@ -240,6 +243,11 @@ class DaskExecutor:
                             raise ClusterUnavailable(
                                 f"fan-out {batch.node_name!r}: chunk {chunk} was lost with "
                                 f"the cluster connection (client {status})"
+                            ) from outcome
+                        if isinstance(outcome, DistributedError):  # deterministic: no retry
+                            raise WorkerRuntimeError(
+                                f"fan-out {batch.node_name!r}: chunk {chunk} failed on its "
+                                f"worker: {outcome}"
                             ) from outcome
                         if retries.get(chunk, 0) >= self.max_chunk_retries:
                             raise WorkerRuntimeError(

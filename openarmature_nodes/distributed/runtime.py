@@ -242,7 +242,17 @@ class WorkerRuntime(WorkerPlugin):
         events: list[tuple[int, bytes]] = []
         if task.run_id in self._cancelled:
             return self._reply(task, ok, failed, events, began)
-        states = msgspec.msgpack.decode(task.states, type=list[graph.schema.cls])  # type: ignore[name-defined]
+        cls = graph.schema.cls
+        if f"{cls.__module__}:{cls.__qualname__}" != task.state_class:
+            raise WorkerRuntimeError(
+                f"the worker runtime {self.factory!r} built a graph over "
+                f"{cls.__module__}:{cls.__qualname__}, but the fan-out's subgraph state is "
+                f"{task.state_class}: the factory must build the same subgraph"
+            )
+        try:
+            states = msgspec.msgpack.decode(task.states, type=list[cls])  # type: ignore[valid-type]
+        except msgspec.ValidationError as exc:
+            raise WorkerRuntimeError(f"chunk {task.chunk}: instance states: {exc}") from exc
         keys = tuple(task.keys)
         limiter = self._limiter(task.limit)
         middleware = self._instance_middleware(task.middleware_digest, blob)
@@ -286,8 +296,8 @@ class WorkerRuntime(WorkerPlugin):
                 for k, result in enumerate(outcome.results):
                     if k in completed:
                         ok.append((task.indices[k], msgspec.Raw(_wire.encode(result))))
-                for k, exc in outcome.failures.items():
-                    failed.append(_wire.failure(task.indices[k], exc))
+                for k, err in outcome.failures.items():
+                    failed.append(_wire.failure(task.indices[k], err))
         finally:
             scopes = self._scopes.get(task.run_id)
             if scopes is not None:

@@ -35,6 +35,10 @@ subgraph field names holding ``collect_field`` (and any ``extra_outputs``
 fields). A failure-isolation middleware degrading an instance therefore
 returns e.g. ``{"summary": ""}``; a missing ``collect_field`` leaves a
 ``None`` in that instance's slot rather than dropping it.
+
+Where instances run: here by default; ``executor=`` hands the projected
+instances to a :class:`~.executors.FanOutExecutor` (e.g. a Dask cluster, see
+:mod:`openarmature_nodes.distributed`) under the same contract.
 """
 
 from __future__ import annotations
