@@ -10,8 +10,8 @@ later task times out. So they are refused here, with the fix in the message.
 
 from __future__ import annotations
 
-import importlib
 import pickle
+import pkgutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,11 +51,9 @@ def resolve(spec: str, what: str) -> Any:
         raise NotImportable(f"{what} {spec!r} must be written 'package.module:name'")
     if module_name == "__main__":
         raise NotImportable(f"{what} {spec!r} lives in __main__; {_FIX}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    try:  # the user's module, by the name the workers will use (never one of ours)
+        obj: Any = pkgutil.resolve_name(spec)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise NotImportable(f"{what} {spec!r} cannot be imported here: {exc}") from exc
     return obj
 
