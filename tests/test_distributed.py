@@ -260,6 +260,35 @@ async def test_factory_building_another_graph_fails_clearly(
     assert executor.stats.resubmitted == 0  # a deterministic failure is not retried
 
 
+async def test_on_result_is_called_once_per_index(client: Client, anyio_backend: str) -> None:
+    from openarmature_nodes.graph.executors import FanOutBatch
+
+    sub = make_pure_graph()
+    records = [("bad " if i == 4 else "") + f"r{i}" for i in range(30)]
+    seen: list[tuple[int, Any, str | None]] = []
+
+    async def on_result(i: int, result: Any, error: Exception | None) -> None:
+        seen.append((i, result, None if error is None else getattr(error, "category", "?")))
+
+    async def never(i: int) -> Any:
+        raise AssertionError("a remote executor must not run jobs locally")
+
+    batch = FanOutBatch(
+        node_name="enrich", count=30, limit=4, fail_fast=False, subgraph=sub, keys=("summary",),
+        instance_middleware=(), instance=lambda i: Record(record=records[i]), job=never,
+        on_result=on_result,
+    )
+    executor = _pure(client, anyio_backend, chunk_size=7)
+    try:
+        outcome = await executor.run(batch)
+    finally:
+        await _close(executor)
+    assert sorted(i for i, _, _ in seen) == list(range(30))
+    assert list(outcome.failures) == [4]
+    assert outcome.results[3] == {"summary": "3r"}
+    assert [e for i, _, e in seen if i == 4] == ["node_exception"]
+
+
 class MainRecord(State):
     record: str = ""
     summary: str = ""

@@ -274,12 +274,16 @@ class DaskExecutor:
                         if not done[index]:
                             done[index] = True
                             results[index] = _as_mapping(contribution.decode(raw))
+                            if batch.on_result is not None:
+                                await batch.on_result(index, results[index], None)
                         else:
                             stats.duplicates_dropped += 1
                     for f in sorted(reply.failed, key=lambda f: f.index):
                         if not done[f.index]:
                             done[f.index] = True
                             failures[f.index] = _wire.failure_exception(f)
+                            if batch.on_result is not None:
+                                await batch.on_result(f.index, None, failures[f.index])
                     for index, events in reply.events:
                         batch.relay(index, _unpickle_events(events))
                     if batch.fail_fast and failures:

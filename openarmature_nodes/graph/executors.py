@@ -71,6 +71,10 @@ class FanOutBatch:
         job: ``job(i)`` runs instance ``i`` here, in this event loop, through the
             instance middleware, and returns its contribution.
         step: the fan-out node's step when the run is observed, else ``None``.
+        on_result: awaited by an executor that runs instances elsewhere, once per
+            index as its contribution (``error`` ``None``) or failure is merged:
+            the hook for per-instance bookkeeping such as a checkpoint (a local
+            run does that inside ``job``).
     """
 
     node_name: str
@@ -83,6 +87,7 @@ class FanOutBatch:
     instance: Callable[[int], Any]
     job: Callable[[int], Awaitable[Any]]
     step: Step | None = None
+    on_result: Callable[[int, Any, Exception | None], Awaitable[None]] | None = None
     _levels: dict[int, Level] = field(default_factory=dict, repr=False)
     _steps: dict[tuple[int, str, int], int] = field(default_factory=dict, repr=False)
 

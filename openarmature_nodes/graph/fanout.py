@@ -66,7 +66,7 @@ from ._kinds import (
     run_with_lineage,
     view_step,
 )
-from ._pool import run_indexed
+from ._pool import Outcome, run_indexed
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
 from .executors import FanOutBatch, FanOutExecutor
@@ -218,6 +218,20 @@ class FanOut(ConcurrentKind):
         """The instance subgraph (none for an instance callable)."""
         return (self.graph,) if self.graph is not None else ()
 
+    def _execute(
+        self, count: int, job: Callable[[int], Awaitable[Any]], limit: int | None,
+        enter: Callable[[int], Any], step: Step | None,
+    ) -> Awaitable[Outcome]:
+        """Run every instance: in this loop, or through ``executor`` (see :mod:`.executors`)."""
+        fail_fast = self.error_policy == "fail_fast"
+        if self.executor is None:
+            return run_indexed(count, job, limit=limit, fail_fast=fail_fast)
+        return self.executor.run(FanOutBatch(
+            node_name=self.name, count=count, limit=limit, fail_fast=fail_fast,
+            subgraph=self.graph, keys=self._keys, instance_middleware=self.instance_middleware,
+            instance=enter, job=job, step=step,
+        ))
+
     async def _resolve(self, state: Any) -> tuple[int, list[Any] | None, int | None]:
         items: list[Any] | None = None
         if self.items_field is not None:
@@ -296,17 +310,7 @@ class FanOut(ConcurrentKind):
                 run = compose(self.instance_middleware, self._observed_instance(step, i))
                 return await run_with_lineage(view_step(step, inst, fan_out_index=i), run, inst)
 
-        if self.executor is None:
-            outcome = await run_indexed(
-                count, job, limit=limit, fail_fast=self.error_policy == "fail_fast"
-            )
-        else:
-            outcome = await self.executor.run(FanOutBatch(
-                node_name=self.name, count=count, limit=limit,
-                fail_fast=self.error_policy == "fail_fast", subgraph=self.graph,
-                keys=self._keys, instance_middleware=self.instance_middleware,
-                instance=enter, job=job, step=step,
-            ))
+        outcome = await self._execute(count, job, limit, enter, step)
         if outcome.failures and self.error_policy == "fail_fast":
             raise next(iter(outcome.failures.values()))
         return self._fan_in(outcome.results, outcome.failures, count)
