@@ -66,10 +66,10 @@ from ._kinds import (
     run_with_lineage,
     view_step,
 )
-from ._pool import Outcome, run_indexed
+from ._pool import run_indexed
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
-from .executors import FanOutBatch, FanOutExecutor
+from .executors import FanOutBatch, FanOutExecutor, Outcome
 from .nodes import Inner
 from .reducers import last_write_wins
 from .state import Schema
