@@ -128,17 +128,36 @@ async def test_instance_middleware_degrades_slots_as_locally(
     degrade = [FailureIsolationMiddleware(
         degraded_update={"summary": "(unavailable)"}, event_name="degraded"
     )]
-    local = await parent(make_pure_graph(), instance_middleware=degrade).invoke(
-        Batch(records=records)
+    from openarmature_nodes.middleware import FailureIsolationEvent
+
+    async def observed(graph: Any, inv: str) -> tuple[Batch, list[tuple[Any, ...]]]:
+        seen: list[Any] = []
+
+        async def observer(event: Any) -> None:
+            seen.append(event)
+
+        final = await graph.invoke(Batch(records=records), observers=[observer],
+                                   invocation_id=inv)
+        await graph.drain_events_for(inv, timeout=10)
+        isolation = [e for e in seen if isinstance(e, FailureIsolationEvent)]
+        return final, sorted(
+            (e.fan_out_index, e.namespace, e.invocation_id, e.lineage.fan_out_index_chain,
+             e.post_state["summary"]) for e in isolation
+        )
+
+    local, local_events = await observed(
+        parent(make_pure_graph(), instance_middleware=degrade), "run"
     )
     executor = _pure(client, anyio_backend, chunk_size=30)
     try:
-        remote = await parent(
-            make_pure_graph(), instance_middleware=degrade, executor=executor
-        ).invoke(Batch(records=records))
+        remote, remote_events = await observed(
+            parent(make_pure_graph(), instance_middleware=degrade, executor=executor), "run"
+        )
     finally:
         await _close(executor)
     assert remote.summaries == local.summaries
+    assert remote_events == local_events
+    assert [e[0] for e in remote_events] == [3, 53, 103, 153]
     assert remote.summaries.count("(unavailable)") == 4
     assert remote.summaries[3] == "(unavailable)"
 

@@ -35,11 +35,14 @@ How a run goes:
 5. ``fail_fast``: the first failing chunk's lowest failed index is the failure
    reported; outstanding chunks are cancelled on the scheduler and running
    ones on their workers. ``collect``: every chunk runs.
-6. Observed runs: each instance's events ride back with its chunk's reply and
-   are re-emitted, as that instance's (``fan_out_index``, namespace, step
-   numbers re-stamped), onto the parent's observer queue when the chunk's reply
-   arrives: instance by instance in index order within a chunk, chunks in
-   completion order.
+6. Observed runs: each instance's events (its subgraph's node and call events,
+   and the events its instance middleware emits, e.g. a failure isolation's)
+   ride back with its chunk's reply and are re-emitted, as that instance's
+   (``fan_out_index``, namespace, lineage chains and step numbers re-stamped),
+   onto the parent's observer queue when the chunk's reply arrives: instance by
+   instance in index order within a chunk, chunks in completion order. Events
+   are therefore delivered per chunk, not live; an event that does not pickle
+   is dropped.
 
 **Delivery is at least once.** When a worker dies mid-chunk, Dask re-runs the
 chunk on another worker (after ``allowed-failures`` losses Dask gives up, and

@@ -46,6 +46,7 @@ import msgspec
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from distributed import WorkerPlugin, get_worker
 
+from openarmature_nodes.context import Lineage, attempt_index, run_scope
 from openarmature_nodes.graph import CompiledGraph
 from openarmature_nodes.graph._pool import run_indexed
 from openarmature_nodes.onion import Middleware, compose
@@ -278,9 +279,12 @@ class WorkerRuntime(WorkerPlugin):
 
             chain = compose(middleware, inner)
             async with limiter:
+                token = run_scope.set(_Collect(task.run_id, seen)) if task.observed else None
                 try:
                     result = await chain(states[k])
                 finally:
+                    if token is not None:
+                        run_scope.reset(token)
                     if seen:
                         events.append((index, _pickle_events(seen)))
             if isinstance(result, Mapping):
@@ -321,6 +325,25 @@ class WorkerRuntime(WorkerPlugin):
             run_id=task.run_id, chunk=task.chunk, worker=self.worker_name, ok=ok,
             failed=failed, events=events, elapsed_s=time.monotonic() - began,
         ))
+
+
+class _Collect:
+    """The run scope around an instance's middleware on a worker (observed runs): the
+    events it emits (e.g. a failure isolation's) are kept for the reply, with a
+    lineage the parent re-stamps as the instance's."""
+
+    __slots__ = ("invocation_id", "seen")
+
+    def __init__(self, invocation_id: str, seen: list[object]) -> None:
+        self.invocation_id = invocation_id
+        self.seen = seen
+
+    def lineage(self) -> Lineage:
+        return Lineage(invocation_id=self.invocation_id, attempt_index=attempt_index.get())
+
+    def emit(self, event: object) -> bool:
+        self.seen.append(event)
+        return True
 
 
 def _pickle_events(events: list[object]) -> bytes:

@@ -34,11 +34,13 @@ describes one fan-out dispatch to whoever runs it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass
+from dataclasses import replace as _dc_replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from msgspec.structs import replace as _struct_replace
 
+from openarmature_nodes.context import Lineage
 from openarmature_nodes.events import ObserverEvent
 
 from ._pool import Outcome, run_indexed
@@ -120,6 +122,7 @@ class FanOutBatch:
             return
         for event in events:
             if not isinstance(event, ObserverEvent):
+                self._relay_framework_event(index, event)
                 continue
             changes: dict[str, Any] = {
                 "invocation_id": level.run.invocation_id,
@@ -140,6 +143,30 @@ class FanOutBatch:
                 changes["step"] = number
                 changes["parent_states"] = (*level.parent_states, *event.parent_states)
             inv.emit(_struct_replace(event, **changes), level.targets)
+
+
+    def _relay_framework_event(self, index: int, event: object) -> None:
+        """An event carrying a ``lineage`` (e.g. a failure-isolation middleware's, raised
+        around the instance): re-stamped as the local instance view's lineage would be
+        (the fan-out node's namespace, ``fan_out_index`` = ``index``)."""
+        step = self.step
+        lineage = getattr(event, "lineage", None)
+        if step is None or not isinstance(lineage, Lineage) or not is_dataclass(event):
+            return
+        lv = step.level
+        inv = lv.run.inv
+        if inv is None or not lv.targets:
+            return
+        restamped = Lineage(
+            invocation_id=lv.run.invocation_id,
+            namespace=(*lv.prefix, step.node_name, *lineage.namespace),
+            attempt_index=lineage.attempt_index,
+            fan_out_index=lineage.fan_out_index if lineage.fan_out_index is not None else index,
+            branch_name=lineage.branch_name or lv.branch_name,
+            fan_out_index_chain=(*lv.fan_out_chain, *lineage.fan_out_index_chain),
+            branch_name_chain=(*lv.branch_chain, *lineage.branch_name_chain),
+        )
+        inv.emit(_dc_replace(event, lineage=restamped), lv.targets)  # type: ignore[type-var]
 
 
 @runtime_checkable
