@@ -99,3 +99,29 @@ def make_other_graph() -> CompiledGraph[Other]:
     """A factory building a graph over another state class than the parent's subgraph."""
     return (GraphBuilder(Other).add_node("reverse", _pure)
             .add_edge("reverse", END).set_entry("reverse").compile())
+
+
+async def _slow(state: Record) -> dict[str, Any]:
+    import anyio
+
+    if "bad" in state.record:
+        raise Boom(f"bad record {state.record!r}")
+    await anyio.sleep(60)  # simulated long work: only a cancellation ends it early
+    return {"summary": state.record}
+
+
+def make_slow_graph() -> CompiledGraph[Record]:
+    """Every instance works for a minute, except a ``bad`` one, which fails at once."""
+    return (GraphBuilder(Record).add_node("slow", _slow)
+            .add_edge("slow", END).set_entry("slow").compile())
+
+
+def running_chunks(dask_worker: Any = None) -> int:
+    """Run on a worker by ``client.run``: chunks of any runtime still running there."""
+    from openarmature_nodes.distributed import WorkerRuntime
+
+    return sum(
+        len(scopes)
+        for plugin in dask_worker.plugins.values() if isinstance(plugin, WorkerRuntime)
+        for scopes in plugin._scopes.values()
+    )

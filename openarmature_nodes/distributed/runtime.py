@@ -189,6 +189,7 @@ class WorkerRuntime(WorkerPlugin):
         self._portal = self._portal_cm = None
         if portal is not None and cm is not None:
             try:
+                portal.call(self._cancel_all)  # running chunks end now, not when done
                 portal.call(self._exit_graph_ctx)
             finally:
                 cm.__exit__(None, None, None)
@@ -207,13 +208,17 @@ class WorkerRuntime(WorkerPlugin):
     def cancel(self, run_id: str) -> None:
         """Stop every running chunk of ``run_id`` on this worker (fail-fast, cancellation)."""
         portal = self._portal
-        if portal is not None:
-            portal.start_task_soon(self._cancel, run_id)
+        if portal is not None:  # done when this returns: the scopes are cancelled
+            portal.start_task_soon(self._cancel, run_id).result(timeout=10)
 
     async def _cancel(self, run_id: str) -> None:
         self._cancelled.add(run_id)
         for scope in self._scopes.pop(run_id, set()):
             scope.cancel()
+
+    async def _cancel_all(self) -> None:
+        for run_id in list(self._scopes):
+            await self._cancel(run_id)
 
     def _limiter(self, limit: int | None) -> anyio.CapacityLimiter:
         lim = self._limiters.get(limit)
