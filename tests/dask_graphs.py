@@ -116,12 +116,12 @@ def make_slow_graph() -> CompiledGraph[Record]:
             .add_edge("slow", END).set_entry("slow").compile())
 
 
-def running_chunks(dask_worker: Any = None) -> int:
-    """Run on a worker by ``client.run``: chunks of any runtime still running there."""
+def running_instances(dask_worker: Any = None) -> int:
+    """Run on a worker by ``client.run``: instances of any runtime still running there."""
     from openarmature_nodes.distributed import WorkerRuntime
 
     return sum(
-        len(scopes)
+        int(limiter.borrowed_tokens)
         for plugin in dask_worker.plugins.values() if isinstance(plugin, WorkerRuntime)
-        for scopes in plugin._scopes.values()
+        for limiter in plugin._limiters.values()
     )

@@ -184,16 +184,16 @@ async def test_fail_fast_matches_local_and_cancels_outstanding_chunks(
 async def test_fail_fast_cancels_running_chunks_on_their_workers(
     client: Client, anyio_backend: str
 ) -> None:
-    from tests.dask_graphs import make_slow_graph, running_chunks
+    from tests.dask_graphs import make_slow_graph, running_instances
 
     records = [f"r{i}" for i in range(40)]
     records[12] = "bad r12"  # chunk 2 fails at once; the other chunks would run for a minute
     runtime = WorkerRuntime("tests.dask_graphs:make_slow_graph", backend=anyio_backend)  # type: ignore[arg-type]
-    executor = DaskExecutor(client, runtime=runtime, chunk_size=5, per_worker_concurrency=10)
+    executor = DaskExecutor(client, runtime=runtime, chunk_size=5, per_worker_concurrency=40)
     try:
         with pytest.raises(GraphRuntimeError) as err:
             await parent(make_slow_graph(), executor=executor).invoke(Batch(records=records))
-        running = await anyio.to_thread.run_sync(lambda: client.run(running_chunks))
+        running = await anyio.to_thread.run_sync(lambda: client.run(running_instances))
     finally:
         await _close(executor)
     assert "bad r12" in str(err.value.__cause__)

@@ -111,7 +111,8 @@ class WorkerRuntime(WorkerPlugin):
         self.graph: CompiledGraph[Any] | None = None
         self._limiters: dict[int | None, anyio.CapacityLimiter] = {}
         self._middleware: dict[str, tuple[Middleware[Any, Any], ...]] = {}
-        self._scopes: dict[str, set[anyio.CancelScope]] = {}
+        # run id -> {scope of a running chunk: set when that chunk has unwound}
+        self._scopes: dict[str, dict[anyio.CancelScope, anyio.Event]] = {}
         self._cancelled: set[str] = set()
         self.worker_name = ""
 
@@ -212,9 +213,14 @@ class WorkerRuntime(WorkerPlugin):
             portal.start_task_soon(self._cancel, run_id).result(timeout=10)
 
     async def _cancel(self, run_id: str) -> None:
+        """Cancel ``run_id``'s chunks here and wait (bounded) until they have unwound."""
         self._cancelled.add(run_id)
-        for scope in self._scopes.pop(run_id, set()):
+        scopes = self._scopes.pop(run_id, {})
+        for scope in scopes:
             scope.cancel()
+        with anyio.move_on_after(10):
+            for finished in scopes.values():
+                await finished.wait()
 
     async def _cancel_all(self) -> None:
         for run_id in list(self._scopes):
@@ -297,8 +303,8 @@ class WorkerRuntime(WorkerPlugin):
             completed.add(k)
             return result
 
-        scope = anyio.CancelScope()
-        self._scopes.setdefault(task.run_id, set()).add(scope)
+        scope, finished = anyio.CancelScope(), anyio.Event()
+        self._scopes.setdefault(task.run_id, {})[scope] = finished
         try:
             with scope:
                 outcome = await run_indexed(n, job, limit=None, fail_fast=task.fail_fast)
@@ -308,9 +314,10 @@ class WorkerRuntime(WorkerPlugin):
                 for k, err in outcome.failures.items():
                     failed.append(_wire.failure(task.indices[k], err))
         finally:
+            finished.set()
             scopes = self._scopes.get(task.run_id)
             if scopes is not None:
-                scopes.discard(scope)
+                scopes.pop(scope, None)
                 if not scopes:
                     del self._scopes[task.run_id]
         if scope.cancel_called:  # the run was cancelled: report nothing
