@@ -79,7 +79,7 @@ import math
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -138,6 +138,8 @@ class DaskExecutor:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if per_worker_concurrency is not None and per_worker_concurrency < 1:
             raise ValueError("per_worker_concurrency must be >= 1 or None")
+        if max_chunks_in_flight is not None and max_chunks_in_flight < 1:
+            raise ValueError("max_chunks_in_flight must be >= 1 or None")
         self.client = client
         self.runtime = runtime
         self.chunk_size = chunk_size
@@ -149,7 +151,6 @@ class DaskExecutor:
         self.stall_timeout = stall_timeout
         self.stats = DispatchStats()
         self._registered = False
-        self._state_class = ""
 
     def __repr__(self) -> str:
         return (f"DaskExecutor(runtime={self.runtime!r}, chunk_size={self.chunk_size}, "
@@ -157,29 +158,29 @@ class DaskExecutor:
 
     # --- parent side ------------------------------------------------------------------------
 
-    def _preflight(self, batch: FanOutBatch) -> tuple[bytes, str]:
-        """Every check that needs no cluster; returns the pickled instance middleware."""
+    def _preflight(self, batch: FanOutBatch) -> tuple[str, bytes, str]:
+        """Every check that needs no cluster: the state class's importable name, the
+        pickled instance middleware and its digest."""
         if batch.subgraph is None:
             raise NotImportable(
                 f"fan-out {batch.node_name!r}: a DaskExecutor runs a compiled subgraph built "
                 "by the worker runtime's factory; an instance callable cannot be shipped"
             )
-        self._state_class = check_class(
+        state_class = check_class(
             batch.subgraph.schema.cls, f"fan-out {batch.node_name!r} subgraph state"
         )
         factory = resolve(self.runtime.factory, "worker runtime factory")
         if not callable(factory):
             raise NotImportable(f"worker runtime factory {self.runtime.factory!r} is not callable")
         if not batch.instance_middleware:
-            return b"", ""
+            return state_class, b"", ""
         blob = check_picklable(
             batch.instance_middleware, f"fan-out {batch.node_name!r} instance_middleware"
         )
-        return blob, hashlib.sha256(blob).hexdigest()[:16]
+        return state_class, blob, hashlib.sha256(blob).hexdigest()[:16]
 
-    def _encode_chunk(
-        self, batch: FanOutBatch, run_id: str, chunk: int, limit: int | None, digest: str
-    ) -> bytes:
+    def _encode_chunk(self, plan: _Plan, chunk: int) -> bytes:
+        batch = plan.batch
         start = chunk * self.chunk_size
         indices = list(range(start, min(start + self.chunk_size, batch.count)))
         try:
@@ -190,107 +191,55 @@ class DaskExecutor:
                 f"encoded for the workers: {exc}"
             ) from exc
         return _wire.encode(_wire.ChunkTask(
-            run_id=run_id, chunk=chunk, indices=indices, states=msgspec.Raw(states),
+            run_id=plan.run_id, chunk=chunk, indices=indices, states=msgspec.Raw(states),
             keys=list(batch.keys), fail_fast=batch.fail_fast, observed=batch.observed,
-            limit=limit, middleware_digest=digest, state_class=self._state_class,
+            limit=plan.limit, middleware_digest=plan.digest, state_class=plan.state_class,
         ))
 
     async def run(self, batch: FanOutBatch) -> Outcome:
         """Dispatch ``batch`` in chunks and merge the replies by index."""
-        blob, digest = self._preflight(batch)
-        assert batch.subgraph is not None
-        run_id = uuid.uuid4().hex
-        limit = self.per_worker_concurrency or batch.limit
+        state_class, blob, digest = self._preflight(batch)
+        plan = _Plan(batch, uuid.uuid4().hex, self.per_worker_concurrency or batch.limit,
+                     state_class, digest)
         n_chunks = math.ceil(batch.count / self.chunk_size)
-        encoded: dict[int, bytes] = {0: self._encode_chunk(batch, run_id, 0, limit, digest)}
-        contribution = _contribution_decoder(batch)
+        first = self._encode_chunk(plan, 0)  # fails here, before anything is sent
+        self.stats = DispatchStats()
+        merge = _Merge(batch, self.stats)
         await anyio.to_thread.run_sync(self._ensure_registered)
-        window: int = self.max_chunks_in_flight or 0
-        if window < 1:
-            window = await anyio.to_thread.run_sync(self._default_window, limit)
-
-        results: list[Any] = [None] * batch.count
-        done: list[bool] = [False] * batch.count
-        failures: dict[int, Exception] = {}
-        finished: set[int] = set()
+        window = self.max_chunks_in_flight
+        if window is None:
+            window = await anyio.to_thread.run_sync(self._default_window, plan.limit)
         retries: dict[int, int] = {}
         pending: dict[Any, int] = {}  # future -> chunk
         next_chunk = 0
-        stats = self.stats = DispatchStats()
         began = last_progress = time.monotonic()
         not_running_since: float | None = None
-        stopped = False
         try:
-            while (next_chunk < n_chunks or pending) and not stopped:
+            while (next_chunk < n_chunks or pending) and not merge.stopped:
                 submit: list[tuple[int, bytes]] = []
                 while next_chunk < n_chunks and len(pending) + len(submit) < window:
-                    data = encoded.pop(next_chunk, None) or self._encode_chunk(
-                        batch, run_id, next_chunk, limit, digest
-                    )
+                    data = first if next_chunk == 0 else self._encode_chunk(plan, next_chunk)
                     submit.append((next_chunk, data))
                     next_chunk += 1
                 if submit:
-                    for fut, chunk in await anyio.to_thread.run_sync(
-                        self._submit, submit, blob
-                    ):
-                        pending[fut] = chunk
-                        stats.chunks += 1
+                    pending.update(await anyio.to_thread.run_sync(self._submit, submit, blob))
+                    merge.stats.chunks += len(submit)
                 replies, status = await anyio.to_thread.run_sync(
                     self._wait, list(pending), abandon_on_cancel=True
                 )
                 now = time.monotonic()
                 for fut, outcome in replies:
                     chunk = pending.pop(fut)
-                    if isinstance(outcome, BaseException):
-                        if status != "running" or getattr(fut, "status", "") == "cancelled":
-                            raise ClusterUnavailable(
-                                f"fan-out {batch.node_name!r}: chunk {chunk} was lost with "
-                                f"the cluster connection (client {status})"
-                            ) from outcome
-                        if isinstance(outcome, DistributedError):  # deterministic: no retry
-                            raise WorkerRuntimeError(
-                                f"fan-out {batch.node_name!r}: chunk {chunk} failed on its "
-                                f"worker: {outcome}"
-                            ) from outcome
-                        if retries.get(chunk, 0) >= self.max_chunk_retries:
-                            raise WorkerRuntimeError(
-                                f"fan-out {batch.node_name!r}: chunk {chunk} failed on the "
-                                f"cluster {retries.get(chunk, 0) + 1} times: "
-                                f"{type(outcome).__name__}: {outcome}"
-                            ) from outcome
-                        retries[chunk] = retries.get(chunk, 0) + 1
-                        stats.resubmitted += 1
-                        data = self._encode_chunk(batch, run_id, chunk, limit, digest)
-                        for f2, c2 in await anyio.to_thread.run_sync(
-                            self._submit, [(chunk, data)], blob
-                        ):
-                            pending[f2] = c2
+                    if isinstance(outcome, bytes):
+                        last_progress = now
+                        await merge.absorb(_wire.decode_reply(outcome))
                         continue
-                    last_progress = now
-                    reply = _wire.decode_reply(outcome)
-                    if reply.chunk in finished:
-                        stats.duplicates_dropped += len(reply.ok) + len(reply.failed)
-                        continue
-                    finished.add(reply.chunk)
-                    stats.worker_seconds += reply.elapsed_s
-                    for index, raw in reply.ok:
-                        if not done[index]:
-                            done[index] = True
-                            results[index] = _as_mapping(contribution.decode(raw))
-                            if batch.on_result is not None:
-                                await batch.on_result(index, results[index], None)
-                        else:
-                            stats.duplicates_dropped += 1
-                    for f in sorted(reply.failed, key=lambda f: f.index):
-                        if not done[f.index]:
-                            done[f.index] = True
-                            failures[f.index] = _wire.failure_exception(f)
-                            if batch.on_result is not None:
-                                await batch.on_result(f.index, None, failures[f.index])
-                    for index, events in reply.events:
-                        batch.relay(index, _unpickle_events(events))
-                    if batch.fail_fast and failures:
-                        stopped = True
+                    self._check_retry(batch, chunk, outcome, status, fut, retries)
+                    retries[chunk] = retries.get(chunk, 0) + 1
+                    merge.stats.resubmitted += 1
+                    pending.update(await anyio.to_thread.run_sync(
+                        self._submit, [(chunk, self._encode_chunk(plan, chunk))], blob
+                    ))
                 if status == "running":
                     not_running_since = None
                 elif not_running_since is None:
@@ -307,16 +256,33 @@ class DaskExecutor:
                         "outstanding were cancelled"
                     )
         finally:
-            if pending or stopped:
+            if pending or merge.stopped:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                     await anyio.to_thread.run_sync(
-                        self._cancel, list(pending), run_id, abandon_on_cancel=True
+                        self._cancel, list(pending), plan.run_id, abandon_on_cancel=True
                     )
-            stats.wall_seconds = time.monotonic() - began
-        if batch.fail_fast and failures:
-            first = min(failures)
-            return Outcome(results, {first: failures[first]})
-        return Outcome(results, dict(sorted(failures.items())))
+            merge.stats.wall_seconds = time.monotonic() - began
+        return merge.outcome()
+
+    def _check_retry(
+        self, batch: FanOutBatch, chunk: int, exc: BaseException, status: str, fut: Any,
+        retries: dict[int, int],
+    ) -> None:
+        """A chunk whose task failed: raise unless it may be resubmitted (a lost worker)."""
+        if status != "running" or getattr(fut, "status", "") == "cancelled":
+            raise ClusterUnavailable(
+                f"fan-out {batch.node_name!r}: chunk {chunk} was lost with the cluster "
+                f"connection (client {status})"
+            ) from exc
+        if isinstance(exc, DistributedError):  # deterministic (set-up, schema): no retry
+            raise WorkerRuntimeError(
+                f"fan-out {batch.node_name!r}: chunk {chunk} failed on its worker: {exc}"
+            ) from exc
+        if retries.get(chunk, 0) >= self.max_chunk_retries:
+            raise WorkerRuntimeError(
+                f"fan-out {batch.node_name!r}: chunk {chunk} failed on the cluster "
+                f"{retries.get(chunk, 0) + 1} times: {type(exc).__name__}: {exc}"
+            ) from exc
 
     # --- blocking helpers (run in worker threads; the client is synchronous) ----------------
 
@@ -337,13 +303,12 @@ class DaskExecutor:
         per_worker = math.ceil((limit or self.chunk_size) / self.chunk_size)
         return max(2, 2 * workers * per_worker)
 
-    def _submit(self, chunks: list[tuple[int, bytes]], blob: bytes) -> list[tuple[Any, int]]:
-        return [
-            (self.client.submit(run_chunk, self.runtime.name, data, blob, pure=False,
-                                key=f"openarmature-chunk-{chunk}-{uuid.uuid4().hex[:8]}"),
-             chunk)
+    def _submit(self, chunks: list[tuple[int, bytes]], blob: bytes) -> dict[Any, int]:
+        return {
+            self.client.submit(run_chunk, self.runtime.name, data, blob, pure=False,
+                               key=f"openarmature-chunk-{chunk}-{uuid.uuid4().hex[:8]}"): chunk
             for chunk, data in chunks
-        ]
+        }
 
     def _wait(self, futures: list[Any]) -> tuple[list[tuple[Any, bytes | BaseException]], str]:
         from distributed import wait
@@ -384,6 +349,64 @@ class DaskExecutor:
             self._registered = False
             with contextlib.suppress(Exception):
                 self.client.unregister_worker_plugin(self.runtime.name)
+
+
+class _Plan(NamedTuple):
+    """What every chunk of one run shares."""
+
+    batch: FanOutBatch
+    run_id: str
+    limit: int | None  # per-worker instance concurrency
+    state_class: str
+    digest: str  # instance middleware digest ("" without)
+
+
+class _Merge:
+    """Fan-in of chunk replies by index: each index contributes once (exactly once in
+    the output, whatever the delivery); events relayed as each reply arrives."""
+
+    def __init__(self, batch: FanOutBatch, stats: DispatchStats) -> None:
+        self.batch = batch
+        self.stats = stats
+        self.results: list[Any] = [None] * batch.count
+        self.done = [False] * batch.count
+        self.failures: dict[int, Exception] = {}
+        self.finished: set[int] = set()
+        self.decoder = _contribution_decoder(batch)
+        self.stopped = False
+
+    async def absorb(self, reply: _wire.ChunkReply) -> None:
+        batch, stats = self.batch, self.stats
+        if reply.chunk in self.finished:
+            stats.duplicates_dropped += len(reply.ok) + len(reply.failed)
+            return
+        self.finished.add(reply.chunk)
+        stats.worker_seconds += reply.elapsed_s
+        for index, raw in reply.ok:
+            if self.done[index]:
+                stats.duplicates_dropped += 1
+                continue
+            self.done[index] = True
+            self.results[index] = _as_mapping(self.decoder.decode(raw))
+            if batch.on_result is not None:
+                await batch.on_result(index, self.results[index], None)
+        for f in sorted(reply.failed, key=lambda f: f.index):
+            if not self.done[f.index]:
+                self.done[f.index] = True
+                exc = self.failures[f.index] = _wire.failure_exception(f)
+                if batch.on_result is not None:
+                    await batch.on_result(f.index, None, exc)
+        for index, events in reply.events:
+            batch.relay(index, _unpickle_events(events))
+        if batch.fail_fast and self.failures:
+            self.stopped = True
+
+    def outcome(self) -> Outcome:
+        failures = self.failures
+        if self.batch.fail_fast and failures:
+            first = min(failures)
+            return Outcome(self.results, {first: failures[first]})
+        return Outcome(self.results, dict(sorted(failures.items())))
 
 
 def _contribution_decoder(batch: FanOutBatch) -> msgspec.msgpack.Decoder[Any]:
