@@ -222,7 +222,7 @@ async def test_worker_killed_mid_run_leaves_complete_ordered_result(
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run)
-                await server.wait_requests(100)
+                await server.wait_for(lambda: len(server.requests) >= 100)
                 pids = await anyio.to_thread.run_sync(lambda: client.run(os.getpid))
                 victim = sorted(pids.values())[0]
                 os.kill(victim, signal.SIGKILL)
@@ -400,7 +400,7 @@ async def test_cluster_going_away_raises_a_categorized_error(anyio_backend: str)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run)
-                await server.wait_requests(1)
+                await server.wait_for(lambda: len(server.requests) >= 1)
                 await anyio.to_thread.run_sync(cluster.close)
         finally:
             server.release()
