@@ -108,7 +108,8 @@ class Scripted:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             self.gets += 1
-            return httpx.Response(200, content=self.card, headers={"content-type": "application/json"})
+            headers = {"content-type": "application/json"}
+            return httpx.Response(200, content=self.card, headers=headers)
         body = msgspec.json.decode(request.content)
         self.bodies.append(body)
         return self.chat(body)
@@ -244,7 +245,8 @@ def test_tool_decorator_strict() -> None:
 
 def test_constraints_per_dialect() -> None:
     vllm = DIALECTS["vllm"]
-    assert constraint_body(vllm, Choice(("a", "b"))) == {"structured_outputs": {"choice": ["a", "b"]}}
+    choice = constraint_body(vllm, Choice(("a", "b")))
+    assert choice == {"structured_outputs": {"choice": ["a", "b"]}}
     assert constraint_body(vllm, Regex("[0-9]+")) == {"structured_outputs": {"regex": "[0-9]+"}}
     assert constraint_body(DIALECTS["llamacpp"], Grammar("root ::= \"x\"")) == {
         "grammar": 'root ::= "x"'
