@@ -20,7 +20,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from middleware import SpanMiddleware, compose
 from openarmature_nodes.llm import (
     CompletionRequest,
     HttpxTransport,
@@ -47,6 +46,7 @@ from openarmature_nodes.llm.dialects import (
 )
 from openarmature_nodes.llm.openai_errors import error_from_reply
 from openarmature_nodes.llm.openai_wire import build_chat_body
+from openarmature_nodes.middleware import SpanMiddleware, compose
 from openarmature_nodes.nodes import tool
 from openarmature_nodes.retrying import RetryConfig
 

@@ -24,7 +24,6 @@ import httpx
 import msgspec
 import pytest
 
-from middleware import WarmupGate
 from openarmature_nodes.cli.probe import probe
 from openarmature_nodes.llm import (
     OpenAIProvider,
@@ -39,6 +38,7 @@ from openarmature_nodes.llm import (
     UserMessage,
 )
 from openarmature_nodes.llm.dialects import Choice, constraint_body
+from openarmature_nodes.middleware import WarmupGate
 from tests.real_vllm import API_KEY, KEYED_URL, MODEL, URL, requires_keyed_vllm, requires_vllm
 from tests.test_real_dialects import Record, extract_twelve_concurrently
 
