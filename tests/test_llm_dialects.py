@@ -233,6 +233,15 @@ def test_max_tokens_key_and_tool_strict_per_dialect() -> None:
     assert "strict" not in body["tools"][0]["function"]  # the spec's wire shape unchanged
 
 
+async def test_tool_strict_must_be_a_bool() -> None:
+    server = Scripted(VLLM_CARD, vllm_like)
+    bad = Tool("w", "weather", {"type": "object"}, strict="yes")  # type: ignore[arg-type]
+    async with server.provider(dialect="vllm") as provider:
+        with pytest.raises(ProviderInvalidRequest, match="strict must be True or False"):
+            await provider.complete([UserMessage("hi")], tools=[bad])
+    assert server.bodies == []
+
+
 def test_tool_decorator_strict() -> None:
     @tool(strict=True)
     async def get_weather(city: str) -> str:

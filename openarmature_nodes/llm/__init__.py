@@ -11,6 +11,8 @@ The layer knows nothing of graphs. Its pieces, bottom up:
 - :mod:`.errors`: the nine error categories;
 - :mod:`.validation`, :mod:`.jsonschema`, :mod:`.structured`: checks;
 - :mod:`.openai_wire`, :mod:`.openai_errors`: the sans-IO wire mapping;
+  :mod:`.dialects`: what each server family accepts (the encoding follows it),
+  and :mod:`.dialect_probe`, the ``dialect="auto"`` probe;
   :mod:`.sse` and :mod:`.openai_stream`: its streaming half;
 - :mod:`.tokens`: token deltas of streamed calls and the sinks that get them;
 - :mod:`.transport`: the seam to the network;
@@ -18,6 +20,7 @@ The layer knows nothing of graphs. Its pieces, bottom up:
 """
 
 from .config import RuntimeConfig
+from .dialects import Dialect
 from .errors import (
     TRANSIENT_CATEGORIES,
     ProviderAuthentication,
@@ -79,6 +82,7 @@ __all__ = [
     "CompletionRequest",
     "ContentBlock",
     "DeltaKind",
+    "Dialect",
     "FinishReason",
     "HTTPErrorReply",
     "HttpxTransport",

@@ -64,6 +64,8 @@ __all__ = [
     "CANARY_VALUE",
     "DIALECTS",
     "DIALECT_NAMES",
+    "GENAI_SYSTEMS",
+    "STRUCTURED_MODES",
     "Choice",
     "Constraint",
     "Dialect",

@@ -291,9 +291,7 @@ class OpenAIProvider:
         entry = check_models_response(
             raw.status, raw.headers, raw.body, self.model, url=self._models_url
         )
-        if entry.max_model_len is not None and (
-            self._dialect.reads_max_model_len or self._dialect is AUTO
-        ):
+        if entry.max_model_len is not None and self._dialect.reads_max_model_len:
             self.max_model_len = entry.max_model_len
         if self._dialect is AUTO:
             await self._detect(entry.owned_by)
