@@ -293,7 +293,7 @@ class OpenAIProvider:
         )
         if entry.max_model_len is not None and self._dialect.reads_max_model_len:
             self.max_model_len = entry.max_model_len
-        if self._dialect is AUTO:
+        if self._dialect is AUTO and not self._fallback:  # forced prompt mode: nothing to probe
             await self._detect(entry.owned_by)
 
     async def health(self) -> None:
