@@ -3,8 +3,12 @@
 The integration tests marked ``real_vllm`` talk to vLLM's own OpenAI-compatible
 API server: vLLM 0.32 on the CPU serving Gemma 3 270M, started by
 ``../shared/tools/real-vllm-server.sh start 18400`` (see
-``shared/tools/real-vllm-server.md``). The 401 tests need a second instance
-started with ``--api-key`` (``VLLM_SRV_API_KEY=... real-vllm-server.sh start 18401``).
+``shared/tools/real-vllm-server.md``). The 401 tests need an instance started
+with ``--api-key`` (``VLLM_SRV_API_KEY=... real-vllm-server.sh start 18401``).
+One keyed instance can play both parts: when ``$OPENARMATURE_REAL_VLLM_URL``
+and ``$OPENARMATURE_REAL_VLLM_KEYED_URL`` name the same server, every test
+sends the key (:data:`MAIN_KEY`) and the 401 tests leave it out. ``.ci/run``
+does that, to start one vLLM instead of two (each costs minutes and ~5 GB).
 
 - Nothing configured and nothing answering at the default address: the tests
   skip, with the reason and the command that starts the server.
@@ -24,6 +28,7 @@ import pytest
 __all__ = [
     "API_KEY",
     "KEYED_URL",
+    "MAIN_KEY",
     "MODEL",
     "URL",
     "broken_promise",
@@ -68,15 +73,25 @@ class _Server:
         return marks
 
 
-_MAIN = _Server("OPENARMATURE_REAL_VLLM_URL", "http://127.0.0.1:18400", f"{SCRIPT} start 18400", {})
+def _url(env: str, default: str) -> str:
+    return (os.environ.get(env) or default).rstrip("/")
+
+
+URL = _url("OPENARMATURE_REAL_VLLM_URL", "http://127.0.0.1:18400")
+KEYED_URL = _url("OPENARMATURE_REAL_VLLM_KEYED_URL", "http://127.0.0.1:18401")
+MAIN_KEY = API_KEY if URL == KEYED_URL else None
+"""The key every test sends to the main server: set only when it is the keyed one."""
+
+_AUTH = {"authorization": f"Bearer {API_KEY}"}
+_MAIN = _Server(
+    "OPENARMATURE_REAL_VLLM_URL", URL, f"{SCRIPT} start 18400", _AUTH if MAIN_KEY else {}
+)
 _KEYED = _Server(
     "OPENARMATURE_REAL_VLLM_KEYED_URL",
-    "http://127.0.0.1:18401",
+    KEYED_URL,
     f"VLLM_SRV_API_KEY={API_KEY} {SCRIPT} start 18401",
-    {"authorization": f"Bearer {API_KEY}"},
+    _AUTH,
 )
-URL = _MAIN.url
-KEYED_URL = _KEYED.url
 
 
 def requires_vllm() -> list[pytest.MarkDecorator]:

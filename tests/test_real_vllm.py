@@ -14,6 +14,7 @@ for a handful of tokens. What vLLM does differently is recorded verbatim in
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -39,7 +40,15 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.dialects import Choice, constraint_body
 from openarmature_nodes.middleware import WarmupGate
-from tests.real_vllm import API_KEY, KEYED_URL, MODEL, URL, requires_keyed_vllm, requires_vllm
+from tests.real_vllm import (
+    API_KEY,
+    KEYED_URL,
+    MAIN_KEY,
+    MODEL,
+    URL,
+    requires_keyed_vllm,
+    requires_vllm,
+)
 from tests.test_real_dialects import Record, extract_twelve_concurrently
 
 pytestmark = [pytest.mark.anyio, *requires_vllm()]
@@ -65,7 +74,9 @@ class Person(msgspec.Struct):
 
 
 def vllm(**kwargs: object) -> OpenAIProvider:
-    return OpenAIProvider(URL, MODEL, genai_system="vllm", **kwargs)  # type: ignore[arg-type]
+    return OpenAIProvider(  # type: ignore[arg-type]
+        URL, MODEL, genai_system="vllm", api_key=MAIN_KEY, **kwargs
+    )
 
 
 def running_requests() -> float:
@@ -136,7 +147,9 @@ async def test_completion_and_usage() -> None:
 
 
 async def test_unknown_model_is_provider_invalid_model() -> None:
-    async with OpenAIProvider(URL, "gpt-4o-does-not-exist", genai_system="vllm") as provider:
+    async with OpenAIProvider(
+        URL, "gpt-4o-does-not-exist", genai_system="vllm", api_key=MAIN_KEY
+    ) as provider:
         with pytest.raises(ProviderInvalidModel, match="gemma-3-270m"):
             await provider.ready()
         with pytest.raises(ProviderInvalidModel) as info:
@@ -313,7 +326,7 @@ async def test_the_right_key_is_accepted_by_the_keyed_instance() -> None:
 async def test_auto_dialect_extracts_twelve_valid_records() -> None:
     """The issue's extraction on vLLM with dialect="auto": the probe keeps
     json_schema (enforced), and all 12 records are valid."""
-    async with OpenAIProvider(URL, MODEL, dialect="auto") as provider:
+    async with OpenAIProvider(URL, MODEL, dialect="auto", api_key=MAIN_KEY) as provider:
         await provider.ready()
         assert provider.dialect.name == "vllm" and provider.structured_output_mode == "json_schema"
         assert provider.max_model_len == 2048
@@ -322,7 +335,7 @@ async def test_auto_dialect_extracts_twelve_valid_records() -> None:
 
 
 async def test_probe_reports_dialect_max_model_len_and_mode() -> None:
-    report = await probe(URL, MODEL, warm_up=True, phase_timeout=60.0)
+    report = await probe(URL, MODEL, api_key=MAIN_KEY, warm_up=True, phase_timeout=60.0)
     assert report.ok, report
     assert report.dialect == "vllm" and report.max_model_len == 2048
     assert report.structured_output_mode == "json_schema"
@@ -330,10 +343,12 @@ async def test_probe_reports_dialect_max_model_len_and_mode() -> None:
 
 
 def test_probe_command_prints_dialect_and_max_model_len() -> None:
+    env = {**os.environ, "OPENARMATURE_API_KEY": MAIN_KEY or ""}
+    env.pop("OPENAI_API_KEY", None)
     done = subprocess.run(
         [sys.executable, "-m", "openarmature_nodes", "probe", "--base-url", URL, "--model", MODEL,
          "--timeout", "60"],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True, text=True, timeout=180, check=False, env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "dialect: vllm" in done.stdout
