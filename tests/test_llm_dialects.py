@@ -33,19 +33,21 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.dialects import (
     AUTO,
-    CANARY_VALUE,
     DIALECTS,
     Choice,
     Grammar,
     Regex,
-    auto_candidates,
-    canary_accepted,
     constraint_body,
     resolve_dialect,
+)
+from openarmature_nodes.llm.wire.dialects import (
+    CANARY_VALUE,
+    auto_candidates,
+    canary_accepted,
     unsupported_form_error,
 )
-from openarmature_nodes.llm.openai_errors import error_from_reply
-from openarmature_nodes.llm.openai_wire import build_chat_body
+from openarmature_nodes.llm.wire.encode import build_chat_body
+from openarmature_nodes.llm.wire.error_reply import error_from_reply
 from openarmature_nodes.middleware import SpanMiddleware, compose
 from openarmature_nodes.nodes import tool
 from openarmature_nodes.retrying import RetryConfig

@@ -4,10 +4,11 @@ Run once, at warm-up (``OpenAIProvider.ready()``), by a provider whose
 dialect is ``"auto"``. The server names itself through its ``/v1/models``
 card (``owned_by: "vllm"``; never the URL), which gives the base dialect
 (:func:`~.dialects.dialect_for_server`). Then a tiny canary, a schema whose
-only property is a one-value enum (:func:`~.dialects.canary_schema`), is sent
-in each structured-output form in turn (:func:`~.dialects.auto_candidates`),
-with a prompt that does not mention it: only a server that *enforces* the
-form answers with the one allowed object (:func:`~.dialects.canary_accepted`).
+only property is a one-value enum (:func:`~.wire.dialects.canary_schema`), is
+sent in each structured-output form in turn
+(:func:`~.wire.dialects.auto_candidates`), with a prompt that does not mention
+it: only a server that *enforces* the form answers with the one allowed object
+(:func:`~.wire.dialects.canary_accepted`).
 The first form that passes is kept; when none does, structured output falls
 back to the prompt directive (spec llm-provider §8.1.5.1).
 
@@ -26,21 +27,20 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from .config import RuntimeConfig
-from .dialects import (
-    Dialect,
-    StructuredMode,
+from .dialects import Dialect, StructuredMode
+from .errors import ProviderInvalidRequest, ProviderUnavailable
+from .messages import UserMessage
+from .request import CompletionRequest
+from .transport import RawResponse
+from .wire.decode import decode_chat_response
+from .wire.dialects import (
     auto_candidates,
     canary_accepted,
     canary_schema,
     unsupported_form_error,
 )
-from .errors import ProviderInvalidRequest, ProviderUnavailable
-from .messages import UserMessage
-from .openai_decode import decode_chat_response
-from .openai_errors import error_from_reply
-from .openai_wire import encode_chat_request
-from .request import CompletionRequest
-from .transport import RawResponse
+from .wire.encode import encode_chat_request
+from .wire.error_reply import error_from_reply
 
 __all__ = ["AutoResult", "probe_structured_mode"]
 

@@ -4,7 +4,7 @@ vLLM, llama.cpp, LM Studio, SGLang and OpenAI all speak Chat Completions, but
 they disagree on the details that decide whether structured output and tool
 calls work at all. A :class:`Dialect` is the record of those details for one
 server family; the provider encodes every request through it
-(:mod:`.openai_wire`), so a caller never has to hand-tune ``extras``::
+(:mod:`.wire.encode`), so a caller never has to hand-tune ``extras``::
 
     OpenAIProvider(url, model, dialect="llamacpp")   # or genai_system="llama.cpp"
     OpenAIProvider(url, model, dialect="auto")       # probe once, at warm-up
@@ -40,28 +40,26 @@ What a dialect decides:
   :class:`Choice`, :class:`Grammar`) the server understands, and how
   (:func:`constraint_body`).
 
-Everything here is pure (no I/O): the ``"auto"`` probe's *decisions*
-(:func:`canary_request_parts`, :func:`canary_accepted`,
-:func:`auto_candidates`) live here and the provider only runs them. A server
-reply that says "this request form is unsupported" is turned into a
-non-transient ``provider_invalid_request`` naming the dialect option that
-fixes it by :func:`unsupported_form_error`.
+This module is the table (pure data). What the wire does with it is beside
+the rest of the sans-IO mapping in :mod:`.wire.dialects`: the body key of
+each structured mode, the ``"auto"`` probe's *decisions* (the canary, the
+order of candidates, whether a reply proves a mode is enforced; the provider
+only runs them, :mod:`.dialect_probe`), and the reading of a server reply
+that says "this request form is unsupported" as a non-transient
+``provider_invalid_request`` naming the dialect option that fixes it.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any, Literal, TypeAlias
 
 import msgspec
 
-from .errors import ProviderError, ProviderInvalidRequest
-from .openai_errors import HTTPErrorReply
+from .errors import ProviderInvalidRequest
 
 __all__ = [
     "AUTO",
-    "CANARY_VALUE",
     "DIALECTS",
     "DIALECT_NAMES",
     "GENAI_SYSTEMS",
@@ -72,15 +70,9 @@ __all__ = [
     "Grammar",
     "Regex",
     "StructuredMode",
-    "auto_candidates",
-    "canary_accepted",
-    "canary_schema",
     "constraint_body",
     "dialect_for_server",
-    "reply_error",
     "resolve_dialect",
-    "structured_format",
-    "unsupported_form_error",
 ]
 
 StructuredMode: TypeAlias = Literal[
@@ -225,25 +217,6 @@ def dialect_for_server(owned_by: str | None) -> Dialect | None:
     return DIALECTS[name] if name else None
 
 
-# --- structured output -------------------------------------------------------------------
-
-
-def structured_format(mode: StructuredMode, name: str, schema: Mapping[str, Any], strict: bool
-                      ) -> tuple[str, Any] | None:
-    """``(body key, value)`` that asks for ``schema`` in ``mode``; ``None`` for
-    ``"prompt"`` (the schema then goes into a system directive)."""
-    if mode == "json_schema":
-        return "response_format", {
-            "type": "json_schema",
-            "json_schema": {"name": name, "schema": schema, "strict": strict},
-        }
-    if mode == "json_object_schema":
-        return "response_format", {"type": "json_object", "schema": schema}
-    if mode == "structured_outputs":
-        return "structured_outputs", {"json": schema}
-    return None
-
-
 # --- regex / choice / grammar constraints ------------------------------------------------
 
 
@@ -295,154 +268,3 @@ def constraint_body(dialect: Dialect, constraint: Constraint) -> dict[str, Any]:
         value = constraint.text
     head, _, leaf = where.partition(".")
     return {head: {leaf: value}} if leaf else {head: value}
-
-
-# --- the "auto" probe ----------------------------------------------------------------------
-
-CANARY_VALUE = "oa-canary-ok"
-"""The one value the canary schema allows: no model writes it unless made to."""
-
-_CANARY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"v": {"type": "string", "enum": [CANARY_VALUE]}},
-    "required": ["v"],
-    "additionalProperties": False,
-}
-
-
-def canary_schema() -> dict[str, Any]:
-    """The canary's schema: an object whose one property has a one-value enum."""
-    return _CANARY_SCHEMA
-
-
-def auto_candidates(identified: Dialect | None) -> tuple[StructuredMode, ...]:
-    """The structured modes ``"auto"`` tries, in order: the identified
-    server's own mode first, then the others; ``"prompt"`` is never probed
-    (it is what is left when none is enforced)."""
-    first = identified.structured_mode if identified is not None else "json_schema"
-    order = [first, *(m for m in STRUCTURED_MODES if m != first)]
-    return tuple(m for m in order if m != "prompt")
-
-
-_decode_any = msgspec.json.Decoder()
-
-
-def canary_accepted(content: str | None) -> bool:
-    """Whether a canary reply proves the mode is enforced: the content is
-    exactly the one object the schema allows (whitespace aside)."""
-    if not content:
-        return False
-    try:
-        value = _decode_any.decode(content.strip())
-    except msgspec.DecodeError:
-        return False
-    return bool(value == {"v": CANARY_VALUE})
-
-
-# --- "this request form is unsupported" --------------------------------------------------
-
-_REJECTION = (
-    "input should be",
-    "not support",
-    "unsupported",
-    "not_supported",
-    "extra inputs are not permitted",
-    "extra_forbidden",
-    "unrecognized",
-    "unknown field",
-    "unknown parameter",
-    "not allowed",
-    "literal_error",
-    "invalid value",
-)
-
-_FORM_WORDS: dict[StructuredMode, tuple[str, ...]] = {
-    "json_schema": ("response_format", "json_schema"),
-    "json_object_schema": ("response_format", "json_object"),
-    "structured_outputs": ("structured_outputs",),
-    "prompt": (),
-}
-
-_FIX: dict[StructuredMode, str] = {
-    "json_schema": "dialect='llamacpp' (sends response_format json_object + schema, what "
-    "llama.cpp enforces) or dialect='auto' (probes once which form the server enforces)",
-    "json_object_schema": "dialect='openai' (sends response_format json_schema) or "
-    "dialect='auto' (probes once which form the server enforces)",
-    "structured_outputs": "dialect='openai' (sends response_format json_schema) or "
-    "dialect='auto' (probes once which form the server enforces)",
-    "prompt": "dialect='auto'",
-}
-
-
-def unsupported_form_error(
-    err: ProviderError, *, dialect: Dialect, sent: StructuredMode | None
-) -> ProviderError:
-    """``err`` (from :func:`~.openai_errors.error_from_reply`), or, when the
-    server's message says the structured-output form we ``sent`` is not
-    supported, a non-transient :class:`ProviderInvalidRequest` whose message
-    names the dialect option that fixes it.
-
-    llama-cpp-python answers ``response_format: json_schema`` with HTTP 500
-    (a pydantic ``literal_error``); without this a retry policy would treat it
-    as a transient server failure and re-send it.
-    """
-    reply = err.__cause__
-    if sent is None or sent == "prompt" or not isinstance(reply, HTTPErrorReply):
-        return err
-    if not (400 <= reply.status < 600) or reply.status in (401, 403, 404, 429):
-        return err
-    text = reply.message.lower()
-    if not any(w in text for w in _FORM_WORDS[sent]) or not any(w in text for w in _REJECTION):
-        return err
-    fixed = ProviderInvalidRequest(
-        f"{err.message} -- the server does not accept the structured-output form "
-        f"{_describe(sent)} that dialect={dialect.name!r} sends; not retried. Fix: "
-        f"OpenAIProvider(..., {_FIX[sent]}), or force_prompt_augmentation_fallback=True",
-        status=reply.status,
-    )
-    fixed.__cause__ = reply
-    fixed.__suppress_context__ = True
-    return fixed
-
-
-def reply_error(
-    err: ProviderError, *, dialect: Dialect, sent: StructuredMode | None
-) -> ProviderError:
-    """The dialect's reading of a categorized server error ``err``.
-
-    On top of :func:`unsupported_form_error`: llama-cpp-python reports a
-    request that fails its pydantic validation as HTTP 500 (``"1 validation
-    error: ..."``, type ``internal_server_error``); under the ``llamacpp``
-    dialect that is the non-transient ``provider_invalid_request`` OpenAI
-    would send as a 400, with the server's message kept.
-    """
-    refined = unsupported_form_error(err, dialect=dialect, sent=sent)
-    if refined is not err:
-        return refined
-    reply = err.__cause__
-    if (
-        dialect.name == "llamacpp"
-        and isinstance(reply, HTTPErrorReply)
-        and reply.status == 500
-        and _PYDANTIC.match(reply.message)
-    ):
-        fixed = ProviderInvalidRequest(
-            f"{err.message} (llama.cpp reports request validation errors as HTTP 500; not retried)",
-            status=500,
-        )
-        fixed.__cause__ = reply
-        fixed.__suppress_context__ = True
-        return fixed
-    return err
-
-
-_PYDANTIC = re.compile(r"\s*\d+ validation errors?\b")
-
-
-def _describe(mode: StructuredMode) -> str:
-    return {
-        "json_schema": "response_format json_schema",
-        "json_object_schema": "response_format json_object + schema",
-        "structured_outputs": "structured_outputs (a vLLM extension)",
-        "prompt": "prompt directive",
-    }[mode]
