@@ -159,12 +159,14 @@ async def test_unknown_model_is_provider_invalid_model() -> None:
 
 async def test_a_request_vllm_rejects_is_categorized_with_its_message() -> None:
     async with vllm() as provider:
+        # temperature=-1 is refused before sending now (issue 12); an extra is the
+        # server's to judge, so min_p=2 reaches vLLM and comes back as its 400.
         with pytest.raises(ProviderInvalidRequest) as info:
             await provider.complete(
-                [UserMessage("hi")], config=RuntimeConfig(temperature=-1.0, max_tokens=1)
+                [UserMessage("hi")], config=RuntimeConfig(max_tokens=1, extras={"min_p": 2.0})
             )
     assert info.value.status == 400 and not info.value.transient
-    assert "temperature must be non-negative" in info.value.message
+    assert "min_p must be in [0, 1]" in info.value.message
 
 
 async def test_streaming_reports_tokens_and_usage() -> None:
