@@ -2,8 +2,10 @@
 
 A step is: dispatch the node (its middleware chain around its kind's inner
 call), :func:`merge` the partial update, then :func:`route` along the outgoing
-edge. The loop itself lives in :mod:`.compiled`; this module holds what it
-needs:
+edge. This module owns running a graph: the two loops (:func:`run_plain` for
+unobserved runs, :func:`run_observed` with the §6 event bookkeeping, both
+called by the compiled graph and by node kinds that run nested graphs) and
+what they need:
 
 - :class:`Run` — one outermost invocation: the step counter, the delivery
   queue (``None`` when nobody observes) and the invocation-scoped observers.
@@ -30,17 +32,46 @@ from msgspec.structs import replace as _struct_replace
 
 from openarmature_nodes.onion import attempt_index
 
-from .errors import GraphRuntimeError, NodeException, ReducerError, StateValidationError
+from .errors import (
+    EdgeException,
+    GraphRuntimeError,
+    NodeException,
+    ReducerError,
+    RoutingError,
+    StateValidationError,
+)
 from .events import NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, _type_name
 
 if TYPE_CHECKING:
+    from .compiled import CompiledGraph, _Node
     from .observers import Invocation, Subscription
 
 __all__ = [
-    "Level", "NodeLineage", "Run", "Step", "current_invocation_id", "current_lineage",
-    "emit_framework_event", "merge", "node_failure",
+    "END", "Level", "NodeLineage", "Run", "Step", "current_invocation_id", "current_lineage",
+    "emit_framework_event", "merge", "node_failure", "route", "run_observed", "run_plain",
 ]
+
+
+class _End:
+    """The ``END`` routing sentinel (a constant, not a node name)."""
+
+    _instance: _End | None = None
+
+    def __new__(cls) -> _End:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "END"
+
+    def __reduce__(self) -> str:
+        return "END"
+
+
+END: Any = _End()
+"""Route here to finish the run. A node may still be *named* ``"END"``."""
 
 _current_run: ContextVar[Run | None] = ContextVar("openarmature_graph_run", default=None)
 _current_step: ContextVar[Step | None] = ContextVar("openarmature_graph_step", default=None)
@@ -373,3 +404,81 @@ def _wrong_type(spec: FieldSpec, value: Any, node_name: str, state: Any) -> Stat
         f"{_type_name(spec.type)}",
         fields=(spec.name,), node_name=node_name, recoverable_state=state,
     )
+
+
+# --- the loops -------------------------------------------------------------------------
+
+
+async def run_plain(graph: CompiledGraph[Any], state: Any) -> Any:
+    """Run ``graph`` from ``state`` to ``END`` with no event bookkeeping; return the final state."""
+    fields = graph.schema.plan
+    node: _Node | None = graph._entry
+    while node is not None:
+        try:
+            update = await node.call(state)
+        except Exception as exc:
+            raise node_failure(node.name, exc, state)  # noqa: B904 (cause set by node_failure)
+        if update:
+            state = merge(fields, state, update, node.name)
+        if node.route is None:
+            node = node.next
+        else:
+            node = await route(node, state)
+    return state
+
+
+async def run_observed(graph: CompiledGraph[Any], state: Any, level: Level) -> Any:
+    """Run ``graph`` from ``state`` at ``level``, emitting each step's §6 events."""
+    fields = graph.schema.plan
+    base_attempt = attempt_index.get()
+    node: _Node | None = graph._entry
+    while node is not None:
+        step = Step(level, node.name, state)
+        step_token = _current_step.set(step)
+        try:
+            update = await node.observed_call(step)(state)
+        except Exception as exc:
+            err = node_failure(node.name, exc, state)
+            step.finish_error(err)
+            raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
+        finally:
+            _current_step.reset(step_token)
+            if attempt_index.get() != base_attempt:
+                attempt_index.set(base_attempt)
+        try:
+            new = merge(fields, state, update, node.name) if update else state
+            nxt = node.next if node.route is None else await route(node, new)
+        except GraphRuntimeError as err:
+            step.finish_error(err)
+            raise
+        step.finish_ok(new)
+        state, node = new, nxt
+    return state
+
+
+async def route(node: _Node, state: Any) -> _Node | None:
+    """Follow ``node``'s conditional edge from ``state``: the next node, or ``None`` at END."""
+    fn = node.route
+    assert fn is not None
+    try:
+        dest = fn(state)
+        if node.route_async:
+            dest = await dest
+    except Exception as exc:
+        raise EdgeException(
+            f"edge function of node {node.name!r} raised {type(exc).__name__}: {exc}",
+            node_name=node.name,
+            recoverable_state=state,
+        ) from exc
+    if dest is END:
+        return None
+    target = node.routes.get(dest) if isinstance(dest, str) else None
+    if target is None:
+        raise RoutingError(
+            f"conditional edge of node {node.name!r} returned {dest!r}, which is "
+            f"neither END nor a node it may route to",
+            destination=dest,
+            node_name=node.name,
+            recoverable_state=state,
+        )
+    return target

@@ -5,10 +5,9 @@ merge its partial update, follow its outgoing edge, repeat until ``END``. All
 lookups are resolved at compile time (each node holds its successor or its
 routing table directly), so a step costs one dispatch, one merge and one edge.
 
-Two loops share that logic. :meth:`CompiledGraph._run_plain` is used when no
-observer will see the invocation and builds nothing but the new state.
-:meth:`CompiledGraph._run_observed` adds the event bookkeeping of §6. Which one
-runs is decided once per invocation.
+The loops themselves live in :mod:`._run` (:func:`~._run.run_plain` when no
+observer will see the invocation, :func:`~._run.run_observed` with the event
+bookkeeping of §6); which one runs is decided once per invocation.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from openarmature_nodes.onion import Middleware, attempt_index, compose
+from openarmature_nodes.onion import Middleware, compose
 
-from ._run import Level, Run, Step, _current_run, _current_step, merge, node_failure
-from .errors import EdgeException, GraphRuntimeError, RoutingError
+from ._run import END, Level, Run, Step, _current_run, run_observed, run_plain
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
@@ -31,27 +29,6 @@ from .state import Schema, State
 __all__ = ["END", "CompiledGraph"]
 
 S = TypeVar("S", bound=State)
-
-
-class _End:
-    """The ``END`` routing sentinel (a constant, not a node name)."""
-
-    _instance: _End | None = None
-
-    def __new__(cls) -> _End:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "END"
-
-    def __reduce__(self) -> str:
-        return "END"
-
-
-END: Any = _End()
-"""Route here to finish the run. A node may still be *named* ``"END"``."""
 
 
 class _Node:
@@ -187,7 +164,7 @@ class CompiledGraph(Generic[S]):
             run = Run(invocation_id, correlation_id)
             token = _current_run.set(run)
             try:
-                return await self._run_plain(state)  # type: ignore[no-any-return]
+                return await run_plain(self, state)  # type: ignore[no-any-return]
             finally:
                 _current_run.reset(token)
         return await self._invoke_observed(state, subs, invocation_id, correlation_id)
@@ -210,14 +187,14 @@ class CompiledGraph(Generic[S]):
             if self._delivery.running:
                 self._delivery.start(inv, None)
                 try:
-                    return await self._run_observed(state, Level.root(run, self))  # type: ignore[no-any-return]
+                    return await run_observed(self, state, Level.root(run, self))  # type: ignore[no-any-return]
                 finally:
                     inv.close()
             failure: Exception | None = None
             async with anyio.create_task_group() as tg:
                 self._delivery.start(inv, tg)
                 try:
-                    result = await self._run_observed(state, Level.root(run, self))
+                    result = await run_observed(self, state, Level.root(run, self))
                 except Exception as exc:
                     failure = exc
                 finally:
@@ -227,77 +204,6 @@ class CompiledGraph(Generic[S]):
             return result  # type: ignore[no-any-return]
         finally:
             _current_run.reset(token)
-
-    # --- the loops ----------------------------------------------------------------------
-
-    async def _run_plain(self, state: Any) -> Any:
-        fields = self.schema.plan
-        node: _Node | None = self._entry
-        while node is not None:
-            try:
-                update = await node.call(state)
-            except Exception as exc:
-                raise node_failure(node.name, exc, state)  # noqa: B904 (cause set by node_failure)
-            if update:
-                state = merge(fields, state, update, node.name)
-            if node.route is None:
-                node = node.next
-            else:
-                node = await self._route(node, state)
-        return state
-
-    async def _run_observed(self, state: Any, level: Level) -> Any:
-        fields = self.schema.plan
-        base_attempt = attempt_index.get()
-        node: _Node | None = self._entry
-        while node is not None:
-            step = Step(level, node.name, state)
-            step_token = _current_step.set(step)
-            try:
-                update = await node.observed_call(step)(state)
-            except Exception as exc:
-                err = node_failure(node.name, exc, state)
-                step.finish_error(err)
-                raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
-            finally:
-                _current_step.reset(step_token)
-                if attempt_index.get() != base_attempt:
-                    attempt_index.set(base_attempt)
-            try:
-                new = merge(fields, state, update, node.name) if update else state
-                nxt = node.next if node.route is None else await self._route(node, new)
-            except GraphRuntimeError as err:
-                step.finish_error(err)
-                raise
-            step.finish_ok(new)
-            state, node = new, nxt
-        return state
-
-    async def _route(self, node: _Node, state: Any) -> _Node | None:
-        route = node.route
-        assert route is not None
-        try:
-            dest = route(state)
-            if node.route_async:
-                dest = await dest
-        except Exception as exc:
-            raise EdgeException(
-                f"edge function of node {node.name!r} raised {type(exc).__name__}: {exc}",
-                node_name=node.name,
-                recoverable_state=state,
-            ) from exc
-        if dest is END:
-            return None
-        target = node.routes.get(dest) if isinstance(dest, str) else None
-        if target is None:
-            raise RoutingError(
-                f"conditional edge of node {node.name!r} returned {dest!r}, which is "
-                f"neither END nor a node it may route to",
-                destination=dest,
-                node_name=node.name,
-                recoverable_state=state,
-            )
-        return target
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:

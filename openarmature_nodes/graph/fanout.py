@@ -63,6 +63,7 @@ from ._kinds import (
     view_step,
 )
 from ._pool import run_indexed
+from ._run import run_observed, run_plain
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
 from .nodes import Inner
@@ -303,7 +304,7 @@ class FanOut(ConcurrentKind):
 
     async def _plain_instance(self, inst: Any) -> dict[str, Any]:
         if self.graph is not None:
-            return self._project(await self.graph._run_plain(inst))
+            return self._project(await run_plain(self.graph, inst))
         assert self.fn is not None
         return self._project(_mapping(await call_plain(self.name, self.fn, inst), self.name))
 
@@ -313,7 +314,7 @@ class FanOut(ConcurrentKind):
         if graph is not None:
 
             async def run_graph(inst: Any) -> Any:
-                return self._project(await graph._run_observed(inst, level))
+                return self._project(await run_observed(graph, inst, level))
 
             return run_graph
         assert fn is not None

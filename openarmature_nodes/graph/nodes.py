@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._kinds import need_field
+from ._run import run_observed, run_plain
 from .errors import ConflictingProjectionForms, GraphCompileWarning
 from .state import Schema
 
@@ -203,11 +204,11 @@ class SubgraphNode:
 
     def plain(self) -> Inner:
         """Project in, run the subgraph unobserved, project out."""
-        run_plain = self.graph._run_plain
+        graph = self.graph
         enter, exit_ = self._enter, self._exit
 
         async def inner(state: Any) -> Any:
-            return exit_(await run_plain(enter(state)))
+            return exit_(await run_plain(graph, enter(state)))
 
         return inner
 
@@ -218,7 +219,7 @@ class SubgraphNode:
 
         async def inner(state: Any) -> Any:
             level = step.level.child(self.name, step.state, graph)
-            return exit_(await graph._run_observed(enter(state), level))
+            return exit_(await run_observed(graph, enter(state), level))
 
         return inner
 

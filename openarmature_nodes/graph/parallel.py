@@ -63,6 +63,7 @@ from ._kinds import (
     view_step,
 )
 from ._pool import run_indexed
+from ._run import run_observed, run_plain
 from .errors import GraphCompileError, GraphCompileWarning, NodeException
 from .events import ParallelBranchesConfig
 from .nodes import Inner
@@ -262,7 +263,7 @@ class ParallelBranches(ConcurrentKind):
         if graph is not None:
 
             async def run_graph(state: Any) -> Any:
-                return self._exit(b, await graph._run_plain(self._enter(b, state)))
+                return self._exit(b, await run_plain(graph, self._enter(b, state)))
 
             return run_graph
         assert call is not None
@@ -278,7 +279,7 @@ class ParallelBranches(ConcurrentKind):
         if graph is not None:
 
             async def run_graph(state: Any) -> Any:
-                return self._exit(b, await graph._run_observed(self._enter(b, state), level))
+                return self._exit(b, await run_observed(graph, self._enter(b, state), level))
 
             return run_graph
         assert call is not None
