@@ -27,6 +27,7 @@ from .errors import (
 )
 from .reducers import Reducer, concat_flatten, last_write_wins, merge_all
 from .state import Schema, _type_name
+from .suspension import SuspendSignal, in_node_body
 
 if TYPE_CHECKING:
     from .compiled import CompiledGraph
@@ -162,12 +163,21 @@ async def call_observed(
     """
     own = Step(level, name, value)
     own.begin(value)
+    token = in_node_body.set(True)
     try:
         result = await call(value)
+    except SuspendSignal as sig:
+        if not sig.attributed:
+            sig.attributed = True
+            own.suspended(sig.descriptor)
+            sig.frame = (level, name, value, sig.mark_node_completed)
+        raise
     except Exception as exc:
         err = wrap_call_failure(name, exc, value)
         own.finish_error(err)
         raise err from exc
+    finally:
+        in_node_body.reset(token)
     own.finish_ok(result)
     return result
 

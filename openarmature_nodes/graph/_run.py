@@ -27,11 +27,13 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
 import msgspec
 from msgspec.structs import replace as _struct_replace
 
 from openarmature_nodes.onion import attempt_index
 
+from .checkpoint.errors import StepLimitExceeded
 from .errors import (
     EdgeException,
     GraphRuntimeError,
@@ -42,8 +44,10 @@ from .errors import (
 )
 from .events import NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, _type_name
+from .suspension import SuspendSignal
 
 if TYPE_CHECKING:
+    from ._durable import Durable
     from .compiled import CompiledGraph, _Node
     from .observers import Invocation, Subscription
 
@@ -142,11 +146,22 @@ def emit_framework_event(event: object) -> bool:
     return True
 
 
+DEFAULT_STEP_LIMIT = 10_000
+"""How many steps one graph run (the outermost graph, or one run of a subgraph or
+fan-out instance) may take in an invocation before ``step_limit_exceeded``."""
+
+_YIELD_MASK = 31
+"""The loops pass a cancellation checkpoint every 32 steps, so a run of nodes
+that never await still notices cancellation (at ~1 µs per step, within tens of
+microseconds)."""
+
+
 class Run:
     """State shared by every level of one outermost invocation."""
 
     __slots__ = (
-        "_id", "correlation_id", "inv", "invocation_subs", "root_targets", "snapshot", "step",
+        "_id", "correlation_id", "durable", "inv", "invocation_subs", "root_targets", "snapshot",
+        "step", "step_limit",
     )
 
     def __init__(
@@ -156,6 +171,9 @@ class Run:
         inv: Invocation | None = None,
         invocation_subs: tuple[Subscription, ...] = (),
         snapshot: dict[int, tuple[Subscription, ...]] | None = None,
+        *,
+        step_limit: int = DEFAULT_STEP_LIMIT,
+        durable: Durable | None = None,
     ) -> None:
         self._id = invocation_id
         self.correlation_id = correlation_id
@@ -164,6 +182,8 @@ class Run:
         self.snapshot = snapshot or {}
         self.root_targets: tuple[Subscription, ...] = invocation_subs
         self.step = 0
+        self.step_limit = step_limit
+        self.durable = durable
 
     @property
     def invocation_id(self) -> str:
@@ -322,6 +342,16 @@ class Step:
             self.pending = None
             self._completed(error=NodeError(err.category, err), **extra)
 
+    def suspended(self, descriptor: Any) -> None:
+        """Dispatch the open attempt's ``suspended`` event (instead of ``completed``)."""
+        if self.open:
+            self.open = False
+            self.pending = None
+            self.level.node_event(
+                self.node_name, phase="suspended", step=self.number, attempt_index=self.attempt,
+                pre_state=self.pre, descriptor=descriptor, **self.extra,
+            )
+
     def _completed(self, **fields: Any) -> None:
         self.open = False
         self.level.node_event(
@@ -337,6 +367,8 @@ def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeExceptio
     ``parallel_branches_branch_failed``): one with ``raised_for_node = True``,
     this ``node_name`` and this ``state`` as recoverable state is returned as is.
     """
+    if getattr(exc, "passes_through", False):
+        return exc  # type: ignore[return-value]  # an invocation-level error, raised as is
     if (
         isinstance(exc, NodeException)
         and getattr(exc, "raised_for_node", False)
@@ -413,7 +445,17 @@ async def run_plain(graph: CompiledGraph[Any], state: Any) -> Any:
     """Run ``graph`` from ``state`` to ``END`` with no event bookkeeping; return the final state."""
     fields = graph.schema.plan
     node: _Node | None = graph._entry
+    run = _current_run.get()
+    limit = run.step_limit if run is not None else DEFAULT_STEP_LIMIT
+    n, near, recent = 0, limit - 4, []
     while node is not None:
+        n += 1
+        if not n & _YIELD_MASK:
+            await anyio.lowlevel.checkpoint()
+        if n >= near:
+            recent.append(node.name)
+            if n > limit:
+                raise _over_limit(node, limit, recent, state)
         try:
             update = await node.call(state)
         except Exception as exc:
@@ -427,19 +469,51 @@ async def run_plain(graph: CompiledGraph[Any], state: Any) -> Any:
     return state
 
 
-async def run_observed(graph: CompiledGraph[Any], state: Any, level: Level) -> Any:
-    """Run ``graph`` from ``state`` at ``level``, emitting each step's §6 events."""
+async def run_observed(
+    graph: CompiledGraph[Any],
+    state: Any,
+    level: Level,
+    *,
+    start: _Node | None = None,
+    done: bool = False,
+) -> Any:
+    """Run ``graph`` from ``state`` at ``level``, emitting each step's §6 events.
+
+    ``start`` re-enters at a node other than the entry (a resume); with
+    ``done`` that node has already completed and the run routes on from it.
+    With a checkpointer registered (``Run.durable``) every completed node is
+    saved before the next one starts (pipeline-utilities §10.3).
+    """
     fields = graph.schema.plan
     base_attempt = attempt_index.get()
-    node: _Node | None = graph._entry
+    run = level.run
+    durable = run.durable
+    limit = run.step_limit
+    node: _Node | None = graph._entry if start is None else start
+    if done and node is not None:
+        node = node.next if node.route is None else await route(node, state)
+    n, near, recent = 0, limit - 4, []
     while node is not None:
+        n += 1
+        if not n & _YIELD_MASK:
+            await anyio.lowlevel.checkpoint()
+        if n >= near:
+            recent.append(node.name)
+            if n > limit:
+                raise _over_limit(node, limit, recent, state)
         step = Step(level, node.name, state)
         step_token = _current_step.set(step)
         try:
             update = await node.observed_call(step)(state)
+        except SuspendSignal as sig:
+            if not sig.attributed:
+                await _attribute(sig, fields, level, step, node.name, state)
+            raise
         except Exception as exc:
             err = node_failure(node.name, exc, state)
             step.finish_error(err)
+            if durable is not None:
+                await durable.node_failed(level, node.name, state)
             raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
         finally:
             _current_step.reset(step_token)
@@ -452,8 +526,37 @@ async def run_observed(graph: CompiledGraph[Any], state: Any, level: Level) -> A
             step.finish_error(err)
             raise
         step.finish_ok(new)
+        if durable is not None and step.number >= 0:
+            await durable.node_done(level, node.name, step.number, step.attempt, new, nxt is None)
         state, node = new, nxt
     return state
+
+
+async def _attribute(
+    sig: SuspendSignal, fields: Mapping[str, MergePlan], level: Level, step: Step,
+    node_name: str, state: Any,
+) -> None:
+    """The node at ``level`` suspended: emit its ``suspended`` event, record the frame."""
+    sig.attributed = True
+    new = merge(fields, state, sig.update, node_name) if sig.update else state
+    step.suspended(sig.descriptor)
+    durable = level.run.durable
+    if sig.mark_node_completed:
+        if durable is not None:
+            durable.position(level, node_name, max(step.number, 0), step.attempt)
+        sig.frame = (level, node_name, new, True)
+    else:
+        sig.frame = (level, node_name, state, False)
+
+
+def _over_limit(node: _Node, limit: int, recent: list[str], state: Any) -> StepLimitExceeded:
+    last = tuple(recent[-5:])
+    return StepLimitExceeded(
+        f"the graph ran more than {limit} steps in one invocation (step_limit); the last "
+        f"nodes were {' -> '.join(last)}: is a conditional edge looping? Raise the limit "
+        "with invoke(..., step_limit=N) if the run is legitimately long",
+        limit=limit, last_nodes=last, node_name=node.name, recoverable_state=state,
+    )
 
 
 async def route(node: _Node, state: Any) -> _Node | None:

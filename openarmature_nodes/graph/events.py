@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 Phase = Literal["started", "completed", "suspended"]
-PHASES: frozenset[str] = frozenset(("started", "completed"))
+PHASES: frozenset[str] = frozenset(("started", "completed", "suspended"))
 
 
 class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,7 @@ from ._kinds import need_field
 from ._run import run_observed, run_plain
 from .errors import ConflictingProjectionForms, GraphCompileWarning
 from .state import Schema
+from .suspension import in_node_body
 
 if TYPE_CHECKING:
     from ._run import Step
@@ -92,11 +93,14 @@ class FunctionNode:
 
         async def inner(state: Any) -> Any:
             step.begin(state)
+            token = in_node_body.set(True)
             try:
                 return await fn(state)
             except Exception as exc:
                 step.fail(exc)
                 raise
+            finally:
+                in_node_body.reset(token)
 
         return inner
 
@@ -219,7 +223,14 @@ class SubgraphNode:
 
         async def inner(state: Any) -> Any:
             level = step.level.child(self.name, step.state, graph)
-            return exit_(await run_observed(graph, enter(state), level))
+            durable = level.run.durable
+            plan = durable.plan if durable is not None else None
+            taken = plan.take(level) if plan is not None else None
+            if taken is None:
+                return exit_(await run_observed(graph, enter(state), level))
+            sub_state, start, done = taken  # a resume re-entering this subgraph (§10.4)
+            node = graph._nodes[start] if start is not None else None
+            return exit_(await run_observed(graph, sub_state, level, start=node, done=done))
 
         return inner
 
