@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, get_origin
 
 from ._run import Level, Step, _current_step
+from .checkpoint.errors import SuspensionInUnsupportedContext
+from .checkpoint.records import SignalDescriptor
 from .errors import (
     GraphCompileError,
     GraphCompileWarning,
@@ -281,3 +283,53 @@ def choice(value: Any, allowed: Collection[str], node: str, what: str) -> str:
             f"node {node!r}: {what} must be one of {sorted(allowed)}, got {value!r}"
         )
     return str(value)
+
+
+async def run_units_suspendable(
+    run: Callable[[], Awaitable[Any]], node_name: str, collect: bool, label: str,
+) -> tuple[Any, SuspendSignal | None]:
+    """``await run()`` (a concurrent node's ``run_indexed``), catching a unit's suspension.
+
+    Returns ``(result, None)``, or ``(None, signal)`` when one instance / branch
+    suspended (its siblings are cancelled by then). In a ``collect``-mode node a
+    suspension is rejected: ``suspension_in_unsupported_context`` (suspension
+    §8.2, §8.3). ``label`` names the unit kind in that message.
+    """
+    try:
+        return await run(), None
+    except SuspendSignal as sig:
+        found: SuspendSignal | None = sig
+    except BaseExceptionGroup as group:
+        found = _suspension_in(group)
+        if found is None:
+            raise
+    if collect:
+        raise SuspensionInUnsupportedContext(
+            f"a {label} of {node_name!r} called suspend(), but the node uses "
+            "error_policy='collect', which cannot suspend (use 'fail_fast')",
+            node_name=node_name,
+        )
+    return None, found
+
+
+def _suspension_in(group: BaseExceptionGroup[Any]) -> SuspendSignal | None:
+    for exc in group.exceptions:
+        if isinstance(exc, SuspendSignal):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _suspension_in(exc)
+            if inner is not None:
+                return inner
+    return None
+
+
+def unit_suspension(sig: SuspendSignal, key: str, value: Any,
+                    update: dict[str, Any] | None) -> SuspendSignal:
+    """The signal with which the whole concurrent node suspends, for a unit's ``sig``:
+    the descriptor's metadata gains ``key`` (``fan_out_index`` / ``branch_name``)."""
+    desc = sig.descriptor
+    meta = {**(desc.metadata or {}), key: value}
+    return SuspendSignal(
+        SignalDescriptor(signal_id=desc.signal_id, metadata=meta), sig.mark_node_completed,
+        update if sig.mark_node_completed else None,
+    )

@@ -652,6 +652,7 @@ INVARIANTS: dict[str, Invariant] = {
     "node_level_chain_is_single_non_carrier_link": _single_non_carrier,
 }
 
+from .checkpoint import wrap_checkpoint  # noqa: E402  (checkpoint / resume / migration cases)
 from .composition import wrap_pipeline_utilities  # noqa: E402  (fan-out / parallel branches)
 
-run_case = wrap_pipeline_utilities(run_case)
+run_case = wrap_checkpoint(wrap_pipeline_utilities(run_case))
