@@ -367,8 +367,11 @@ def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeExceptio
     ``parallel_branches_branch_failed``): one with ``raised_for_node = True``,
     this ``node_name`` and this ``state`` as recoverable state is returned as is.
     """
-    if getattr(exc, "passes_through", False):
-        return exc  # type: ignore[return-value]  # an invocation-level error, raised as is
+    if getattr(exc, "passes_through", False):  # an invocation-level error, raised as is
+        if getattr(exc, "recoverable_state", None) is None:
+            exc.recoverable_state = state  # type: ignore[attr-defined]
+            exc.node_name = getattr(exc, "node_name", None) or node_name  # type: ignore[attr-defined]
+        return exc  # type: ignore[return-value]
     if (
         isinstance(exc, NodeException)
         and getattr(exc, "raised_for_node", False)

@@ -42,6 +42,7 @@ from openarmature_nodes.graph.checkpoint import (
 )
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
 
+from . import composition as _composition  # noqa: F401  (the fan-out directive wrapped below)
 from . import graph_build as gb
 
 CHECKPOINT_KEYS = frozenset({
