@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
+from openarmature_nodes.context import run_scope
 from openarmature_nodes.onion import Middleware, compose
 
 from ._durable import Durable, ResumePlan, declared_version, plan_resume, resume_path
@@ -29,7 +30,6 @@ from ._run import (
     Level,
     Run,
     Step,
-    _current_run,
     run_observed,
     run_plain,
 )
@@ -215,11 +215,11 @@ class CompiledGraph(Generic[S]):
         ):
             state = self.schema.coerce(initial_state, where="invoke() initial state")
             run = Run(invocation_id, correlation_id, step_limit=step_limit or self.step_limit)
-            token = _current_run.set(run)
+            token = run_scope.set(run)
             try:
                 return await run_plain(self, state)  # type: ignore[no-any-return]
             finally:
-                _current_run.reset(token)
+                run_scope.reset(token)
         outcome = await self.run(
             initial_state, observers=observers, invocation_id=invocation_id,
             correlation_id=correlation_id, resume_invocation=resume_invocation,
@@ -276,7 +276,7 @@ class CompiledGraph(Generic[S]):
         )
         if durable is not None:
             durable.run = run
-        token = _current_run.set(run)
+        token = run_scope.set(run)
         try:
             if not subs and not snapshot:
                 result, sig, _ = await self._drive(state, run, plan)
@@ -289,7 +289,7 @@ class CompiledGraph(Generic[S]):
                 state=result,
             )
         finally:
-            _current_run.reset(token)
+            run_scope.reset(token)
 
     async def _load(self, invocation_id: str, signal: bool) -> CheckpointRecord:
         cp = self.checkpointer

@@ -130,13 +130,13 @@ async def suspend(
     ``descriptor`` is a :class:`SignalDescriptor` or just its ``signal_id``
     (then ``metadata`` is its metadata). Never returns.
     """
-    from ._run import _current_run
+    from ._run import current_run
 
     if isinstance(descriptor, str):
         descriptor = SignalDescriptor(signal_id=descriptor, metadata=metadata)
     elif not isinstance(descriptor, SignalDescriptor):
         raise TypeError(f"descriptor must be a SignalDescriptor or a str, got {descriptor!r}")
-    run = _current_run.get()
+    run = current_run()
     if run is None:
         raise SuspensionInUnsupportedContext("suspend() called outside a graph invocation")
     if run.durable is None:
