@@ -31,8 +31,20 @@ The engine knows nothing of LLMs: an LLM call is just a node.
 from openarmature_nodes.context import Lineage, current_lineage, emit_framework_event
 from openarmature_nodes.onion import Middleware, compose
 
-from ._run import Level, Step, current_invocation_id
+from ._run import DEFAULT_STEP_LIMIT, Level, Step, current_invocation_id
 from .builder import GraphBuilder
+from .checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    CheckpointNotFound,
+    CheckpointRecord,
+    CheckpointRecordInvalid,
+    CheckpointSaveFailed,
+    InMemoryCheckpointer,
+    SQLiteCheckpointer,
+    StepLimitExceeded,
+    SuspensionError,
+)
 from .compiled import END, CompiledGraph
 from .errors import (
     ConflictingProjectionForms,
@@ -86,6 +98,7 @@ from .reducers import (
     reducer,
 )
 from .state import FieldSpec, Schema, State, schema_of
+from .suspension import Completed, GraphSuspended, SignalDescriptor, Suspended, suspend
 
 __all__ = [
     "FanOut",
@@ -102,8 +115,24 @@ __all__ = [
     "ParallelBranchesInvalidBranchSpec",
     "ParallelBranchesNoBranches",
     "ParallelBranchFailed",
+    "DEFAULT_STEP_LIMIT",
     "END",
+    "CheckpointError",
+    "CheckpointNotFound",
+    "CheckpointRecord",
+    "CheckpointRecordInvalid",
+    "CheckpointSaveFailed",
+    "Checkpointer",
     "CompiledGraph",
+    "Completed",
+    "GraphSuspended",
+    "InMemoryCheckpointer",
+    "SQLiteCheckpointer",
+    "SignalDescriptor",
+    "StepLimitExceeded",
+    "SuspensionError",
+    "Suspended",
+    "suspend",
     "ConflictingProjectionForms",
     "ConflictingReducers",
     "DanglingEdge",
