@@ -219,8 +219,13 @@ class Durable:
         self, level: Level, state: Any, path: tuple[str, ...], done: bool, *,
         internal: bool = False, status: RecordStatus = "running",
         descriptor: SignalDescriptor | None = None, suspended: tuple[str, ...] | None = None,
+        node_name: str | None = None,
     ) -> None:
-        """Build the record and hand it to the checkpointer (awaited: synchronous, §10.3)."""
+        """Build the record and hand it to the checkpointer (awaited: synchronous, §10.3).
+
+        A failing ``save`` raises ``checkpoint_save_failed`` naming ``node_name``
+        (the node whose completion was being saved), the backend error as cause.
+        """
         record = self._record(level, state, path, done, status, descriptor, suspended)
         try:
             await self.checkpointer.save(record.invocation_id, record, fan_out_internal=internal)
@@ -228,7 +233,7 @@ class Durable:
             raise CheckpointSaveFailed(
                 f"saving the checkpoint of invocation {record.invocation_id!r} to "
                 f"{self.checkpointer.backend} failed: {type(exc).__name__}: {exc}",
-                recoverable_state=state,
+                node_name=node_name, recoverable_state=state,
             ) from exc
 
     def position(self, level: Level, node_name: str, step: int, attempt: int) -> NodePosition:
@@ -251,16 +256,16 @@ class Durable:
                 tracker.inner_done(i, pos)
                 if terminal and level.fan_out_chain[-1] is not None:
                     return  # the instance's completion save follows at once
-            await self.save(level, state, path, False, internal=True)
+            await self.save(level, state, path, False, internal=True, node_name=node_name)
             return
         status: RecordStatus = "completed" if terminal and not level.prefix else "running"
-        await self.save(level, state, path, True, status=status)
+        await self.save(level, state, path, True, status=status, node_name=node_name)
 
     async def node_failed(self, level: Level, node_name: str, state: Any) -> None:
         """A node failed inside a fan-out instance: save, recording the instance in flight."""
         path, cut = resume_path(level, node_name)
         if cut and level.fan_out_index is not None:
-            await self.save(level, state, path, False, internal=True)
+            await self.save(level, state, path, False, internal=True, node_name=node_name)
 
     def _instance_of(self, level: Level) -> tuple[FanOutTracker | None, int]:
         chain = level.fan_out_chain
@@ -303,7 +308,7 @@ class Durable:
     async def instance_done(self, level: Level, node_name: str, state: Any) -> None:
         """A fan-out instance recorded its contribution: save (fan-out internal)."""
         path, _ = resume_path(level, node_name)
-        await self.save(level, state, path, False, internal=True)
+        await self.save(level, state, path, False, internal=True, node_name=node_name)
 
 
 # --- resume --------------------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""The engine side of durable runs: resume, errors, migrations, suspension, step limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+
+from openarmature_nodes.graph import (
+    END,
+    CheckpointNotFound,
+    CheckpointSaveFailed,
+    GraphBuilder,
+    GraphSuspended,
+    InMemoryCheckpointer,
+    SQLiteCheckpointer,
+    State,
+    StepLimitExceeded,
+    Suspended,
+    suspend,
+)
+from openarmature_nodes.graph.checkpoint import (
+    CheckpointStateMigrationChainAmbiguous,
+    CheckpointStateMigrationFailed,
+    CheckpointStateMigrationMissing,
+    SuspensionInUnsupportedContext,
+    SuspensionPersistenceFailed,
+    SuspensionRecordInvalid,
+    SuspensionResumePayloadInvalid,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+class Counter(State):
+    n: int = 0
+    done: bool = False
+
+
+async def bump(s: Counter) -> dict[str, Any]:
+    return {"n": s.n + 1}
+
+
+def _linear(cp: Any, fail: dict[str, bool]) -> Any:
+    async def flaky(s: Counter) -> dict[str, Any]:
+        if fail["now"]:
+            raise RuntimeError("transient outage")
+        return {"done": True}
+
+    return (GraphBuilder(Counter).add_node("a", bump).add_node("b", bump).add_node("c", flaky)
+            .add_edge("a", "b").add_edge("b", "c").add_edge("c", END).set_entry("a")
+            .with_checkpointer(cp).compile())
+
+
+async def test_resume_from_sqlite_after_a_failure_skips_completed_nodes(tmp_path: Path) -> None:
+    fail = {"now": True}
+    async with SQLiteCheckpointer(tmp_path / "c.db") as cp:
+        graph = _linear(cp, fail)
+        with pytest.raises(Exception, match="transient outage"):
+            await graph.invoke({}, invocation_id="first", correlation_id="biz-7")
+        fail["now"] = False
+        out = await graph.run(None, resume_invocation="first")
+    # a and b ran once (n == 2), c ran on resume; fresh id, same correlation id
+    assert out.state == Counter(n=2, done=True)
+    assert out.invocation_id != "first" and out.correlation_id == "biz-7"
+
+
+async def test_resume_unknown_or_without_checkpointer_is_not_found() -> None:
+    graph = GraphBuilder(Counter).add_node("a", bump).set_entry("a").compile()
+    with pytest.raises(CheckpointNotFound, match="no checkpointer"):
+        await graph.invoke(None, resume_invocation="x")
+    graph.with_checkpointer(InMemoryCheckpointer())
+    with pytest.raises(CheckpointNotFound) as info:
+        await graph.invoke(None, resume_invocation="x")
+    assert info.value.category == "checkpoint_not_found" and info.value.transient is False
+
+
+async def test_save_failure_stops_the_run_as_checkpoint_save_failed() -> None:
+    class Broken(InMemoryCheckpointer):
+        async def save(self, invocation_id: str, record: Any, *, fan_out_internal: bool = False
+                       ) -> None:
+            raise OSError("disk full")
+
+    graph = _linear(Broken(), {"now": False})
+    with pytest.raises(CheckpointSaveFailed) as info:
+        await graph.invoke({})
+    assert isinstance(info.value.__cause__, OSError)
+    assert info.value.node_name == "a"  # stopped at the first save
+
+
+class V2(State):
+    schema_version: ClassVar[str] = "v2"
+    n: int = 0
+    lang: str = ""
+
+
+async def _seed_v1(cp: SQLiteCheckpointer) -> None:
+    """A run of a v1 graph (no schema_version) that stops after node ``a``."""
+
+    async def boom(s: Any) -> None:
+        raise RuntimeError("stop")
+
+    g1 = (GraphBuilder(Counter).add_node("a", bump).add_node("b", boom).add_edge("a", "b")
+          .add_edge("b", END).set_entry("a").with_checkpointer(cp).compile())
+    with pytest.raises(Exception, match="stop"):
+        await g1.invoke({}, invocation_id="old")
+
+
+def _v2(cp: Any, migrate: Any = None) -> Any:
+    b = (GraphBuilder(V2).add_node("a", bump).add_node("b", bump).add_edge("a", "b")
+         .add_edge("b", END).set_entry("a").with_checkpointer(cp))
+    if migrate is not None:
+        b.with_state_migration("", "v2", migrate)
+    return b.compile()
+
+
+async def test_state_migrations(tmp_path: Path) -> None:
+    async with SQLiteCheckpointer(tmp_path / "c.db") as cp:
+        await _seed_v1(cp)
+        with pytest.raises(CheckpointStateMigrationMissing) as missing:
+            await _v2(cp).invoke(None, resume_invocation="old")
+        assert (missing.value.from_version, missing.value.to_version) == ("", "v2")
+        assert missing.value.registered_migrations_count == 0
+
+        def bad(s: dict[str, Any]) -> dict[str, Any]:
+            raise KeyError("lang")
+
+        with pytest.raises(CheckpointStateMigrationFailed) as failed:
+            await _v2(cp, bad).invoke(None, resume_invocation="old")
+        assert isinstance(failed.value.__cause__, KeyError)
+        out = await _v2(cp, lambda s: {"n": s["n"], "lang": "en"}).invoke(
+            None, resume_invocation="old")
+        assert out == V2(n=2, lang="en")  # a's n=1 kept, b ran once
+
+
+async def test_duplicate_and_ambiguous_migrations_are_configuration_errors() -> None:
+    b = GraphBuilder(V2).add_node("a", bump).set_entry("a")
+    b.with_state_migration("v1", "v2", lambda s: s)
+    with pytest.raises(CheckpointStateMigrationChainAmbiguous):
+        b.with_state_migration("v1", "v2", lambda s: s)
+    b2 = GraphBuilder(V2).add_node("a", bump).set_entry("a")
+    for frm, to in (("v0", "v1a"), ("v0", "v1b"), ("v1a", "v2"), ("v1b", "v2")):
+        b2.with_state_migration(frm, to, lambda s: s)
+    with pytest.raises(CheckpointStateMigrationChainAmbiguous) as info:
+        b2.compile()
+    assert (info.value.from_version, info.value.to_version) == ("v0", "v2")
+
+
+class Approval(State):
+    approved: bool = False
+    calls: int = 0
+
+
+async def ask(s: Approval) -> None:
+    await suspend("approve-1", metadata={"tool": "wire_money"})
+
+
+async def act(s: Approval) -> dict[str, Any]:
+    return {"calls": s.calls + (1 if s.approved else 0)}
+
+
+def _approval(cp: Any) -> Any:
+    return (GraphBuilder(Approval).add_node("ask", ask).add_node("act", act)
+            .add_edge("ask", "act").add_edge("act", END).set_entry("ask")
+            .with_checkpointer(cp).compile())
+
+
+async def test_suspend_and_resume_across_store_instances(tmp_path: Path) -> None:
+    async with SQLiteCheckpointer(tmp_path / "c.db") as cp:
+        outcome = await _approval(cp).run({})
+        assert isinstance(outcome, Suspended)
+        assert outcome.descriptor.metadata == {"tool": "wire_money"}
+        with pytest.raises(GraphSuspended):
+            await _approval(cp).invoke({})
+    async with SQLiteCheckpointer(tmp_path / "c.db") as cp2:  # "another process"
+        graph = _approval(cp2)
+        with pytest.raises(SuspensionResumePayloadInvalid):
+            await graph.run(None, resume_invocation=outcome.invocation_id,
+                            signal_payload={"approved": "yes"})
+        done = await graph.run(None, resume_invocation=outcome.invocation_id,
+                               signal_payload={"approved": True})
+        assert done.state == Approval(approved=True, calls=1)
+        assert done.invocation_id == outcome.invocation_id
+        with pytest.raises(SuspensionRecordInvalid):  # already resumed
+            await graph.run(None, resume_invocation=outcome.invocation_id, signal_payload={})
+
+
+async def test_suspend_outside_a_run_or_without_checkpointer() -> None:
+    with pytest.raises(SuspensionInUnsupportedContext):
+        await suspend("x")
+    graph = (GraphBuilder(Approval).add_node("ask", ask).set_entry("ask").compile())
+    with pytest.raises(SuspensionPersistenceFailed, match="checkpointer"):
+        await graph.invoke({})
+
+
+class Loop(State):
+    n: int = 0
+
+
+async def test_routing_loop_hits_the_step_limit_naming_the_nodes() -> None:
+    graph = (GraphBuilder(Loop).add_node("a", lambda_bump).add_conditional_edge("a", lambda s: "a")
+             .set_entry("a").compile())
+    with pytest.raises(StepLimitExceeded) as info:
+        await graph.invoke({}, step_limit=100)
+    assert info.value.limit == 100 and info.value.last_nodes == ("a",) * 5
+    assert "100" in str(info.value) and "a -> a" in str(info.value)
+    assert info.value.recoverable_state.n == 100
+    with pytest.raises(StepLimitExceeded):  # the default limit, observed path too
+        await graph.invoke({}, observers=[lambda e: None])
+
+
+async def lambda_bump(s: Loop) -> dict[str, Any]:
+    return {"n": s.n + 1}
+
+
+async def test_a_loop_of_nodes_that_never_await_still_sees_cancellation() -> None:
+    seen = {"n": 0}
+    scope = anyio.CancelScope()
+
+    async def spin(s: Loop) -> dict[str, Any]:
+        seen["n"] += 1
+        if seen["n"] == 100:
+            scope.cancel()  # requested from inside: the loop must notice between steps
+        return {"n": s.n + 1}
+
+    graph = (GraphBuilder(Loop).add_node("spin", spin)
+             .add_conditional_edge("spin", lambda s: "spin").set_entry("spin").compile())
+    with scope:
+        await graph.invoke({}, step_limit=10**9)
+    assert scope.cancelled_caught
+    assert 100 <= seen["n"] < 100 + 32
