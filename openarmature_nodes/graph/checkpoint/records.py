@@ -38,8 +38,11 @@ RecordStatus = Literal["running", "completed", "suspended"]
 paused-invocation record, resumable with ``resume_invocation`` + ``signal_payload``."""
 
 
-class NodePosition(msgspec.Struct, frozen=True, kw_only=True):
+class NodePosition(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     """One completed-and-merged node attempt (§10.2 ``completed_positions``).
+
+    Encoded as a compact array ``[namespace, node_name, step, attempt_index,
+    fan_out_index]``: a record carries one per completed step.
 
     ``namespace`` is the path of containing node names (``[]`` in the outermost
     graph, ``["dispatch"]`` inside subgraph node ``dispatch``); ``step`` is
@@ -53,7 +56,7 @@ class NodePosition(msgspec.Struct, frozen=True, kw_only=True):
     fan_out_index: int | None = None
 
 
-class FanOutInstanceProgress(msgspec.Struct, frozen=True, kw_only=True):
+class FanOutInstanceProgress(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One fan-out instance's status on a saved record (§10.11).
 
     ``result`` is the instance's contribution to ``target_field`` (its
@@ -104,7 +107,7 @@ class SignalDescriptor(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any] | None = None
 
 
-class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True):
+class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The checkpoint record of §10.2 (and suspension's paused-invocation record).
 
     ``state`` is the saving graph level's post-merge state; ``parent_states``
