@@ -349,12 +349,14 @@ def plan_resume(
     # Convert each level's state with that level's graph schema.
     g: Any = graph
     out: list[Any] = []
+    graphs: list[Any] = []
     for k in range(max(len(path), 1)):
         if k >= len(states):
             raise CheckpointRecordInvalid(
                 f"the checkpoint's resume path {list(path)} is deeper than its saved states"
             )
         out.append(_convert(g, states[k], k))
+        graphs.append(g)
         if k < len(path):
             node = g._nodes.get(path[k])
             if node is None:
@@ -369,7 +371,14 @@ def plan_resume(
                     )
                 g = node.kind.graph
     if payload is not None:
-        out[-1] = _overlay(g, out[-1], payload)
+        # Suspension §6: the payload overwrites the fields it names in every level of the
+        # paused path that declares them (the suspending node's level, its containing ones).
+        if not isinstance(payload, Mapping):
+            raise SuspensionResumePayloadInvalid(
+                f"signal_payload must be a mapping of state fields, got {type(payload).__name__}"
+            )
+        # Fields no level declares are dropped (§6 "extra fields").
+        out = [_overlay(gr, st, payload) for gr, st in zip(graphs, out, strict=True)]
     progress: dict[ProgressKey, FanOutProgress] = {
         (e.namespace, e.fan_out_node_name, e.enclosing_fan_out_lineage): e
         for e in record.fan_out_progress or ()
@@ -429,10 +438,6 @@ def _convert(graph: Any, state: Any, depth: int) -> Any:
 def _overlay(graph: Any, state: Any, payload: Mapping[str, Any]) -> Any:
     """Suspension §6: each declared field of ``payload`` overwrites the state's (no reducers)."""
     schema = graph.schema
-    if not isinstance(payload, Mapping):
-        raise SuspensionResumePayloadInvalid(
-            f"signal_payload must be a mapping of state fields, got {type(payload).__name__}"
-        )
     fields = {k: v for k, v in payload.items() if k in schema.fields}
     if not fields:
         return state

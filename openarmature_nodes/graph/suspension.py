@@ -24,8 +24,9 @@ retry and failure-isolation middleware does not catch it; the middleware's
 code after ``next()`` does not run. With ``mark_node_completed=True`` (the
 default) the resume continues after the node (routing from it with the
 payload merged); with ``False`` the node body runs again on resume. The
-payload overwrites the declared fields it names, in the state of the graph
-level that suspended, without reducers (§6). A suspended invocation keeps its
+payload overwrites the fields it names, without reducers (§6), in the state of
+the graph level that suspended and of each graph containing it that declares
+them (fields nobody declares are dropped). A suspended invocation keeps its
 ``invocation_id`` across the resume (§7).
 
 In a fan-out instance or a parallel branch the whole node suspends (siblings

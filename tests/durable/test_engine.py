@@ -231,3 +231,45 @@ async def test_a_loop_of_nodes_that_never_await_still_sees_cancellation() -> Non
         await graph.invoke({}, step_limit=10**9)
     assert scope.cancelled_caught
     assert 100 <= seen["n"] < 100 + 32
+
+
+class Inner(State):
+    x: int = 0
+    ok: bool = False
+    y: int = 0
+
+
+class Outer(State):
+    x: int = 0
+    y: int = 0
+    ok: bool = False
+
+
+async def test_suspend_in_a_subgraph_reruns_the_node_not_its_predecessors() -> None:
+    ran = {"pre": 0, "gate": 0}
+
+    async def pre(s: Inner) -> dict[str, Any]:
+        ran["pre"] += 1
+        return {"x": s.x + 1}
+
+    async def gate(s: Inner) -> dict[str, Any]:
+        ran["gate"] += 1
+        if not s.ok:
+            await suspend("need-ok", mark_node_completed=False)
+        return {"y": 5}
+
+    sub = (GraphBuilder(Inner).add_node("pre", pre).add_node("gate", gate)
+           .add_edge("pre", "gate").add_edge("gate", END).set_entry("pre").compile())
+    graph = (GraphBuilder(Outer).add_subgraph("sub", sub, inputs={"x": "x"},
+                                              outputs={"x": "x", "y": "y"})
+             .add_edge("sub", END).set_entry("sub").with_checkpointer(InMemoryCheckpointer())
+             .compile())
+    first = await graph.run({"x": 1})
+    assert isinstance(first, Suspended) and first.namespace == ("sub", "gate")
+    again = await graph.run(None, resume_invocation=first.invocation_id,
+                            signal_payload={"ok": False})  # a second cycle
+    assert isinstance(again, Suspended) and again.invocation_id == first.invocation_id
+    done = await graph.run(None, resume_invocation=first.invocation_id,
+                           signal_payload={"ok": True, "not_a_field": 1})
+    assert done.state == Outer(x=2, y=5, ok=True)  # overlaid at both levels declaring it
+    assert ran == {"pre": 1, "gate": 3}
