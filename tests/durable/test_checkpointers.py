@@ -136,3 +136,18 @@ async def test_postgres_concurrent_writers(postgres_url: str) -> None:
         await stores[0].drop_table()
         for s in stores:
             await s.aclose()
+
+
+def test_one_sqlite_store_serves_asyncio_then_trio(tmp_path: Path) -> None:
+    """Made outside any loop, used by two loops in turn: it holds no loop-bound primitive."""
+    cp = SQLiteCheckpointer(tmp_path / "c.db")
+
+    async def save_then_load(inv: str) -> int:
+        await cp.save(inv, _record(inv, 2))
+        got = await cp.load(inv)
+        assert got is not None
+        return len(got.completed_positions)
+
+    assert anyio.run(save_then_load, "a", backend="asyncio") == 2
+    assert anyio.run(save_then_load, "b", backend="trio") == 2
+    anyio.run(cp.aclose, backend="trio")

@@ -85,7 +85,6 @@ class PostgresCheckpointer:
         self._buffered = 0
         self._pending: dict[str, CheckpointRecord] = {}
         self._pool: ConnectionPool | None = None
-        self._limiter = anyio.CapacityLimiter(pool_size)
         self._ready = False
         t = sql.Identifier(table)
         self._sql_create = sql.SQL(
@@ -151,7 +150,8 @@ class PostgresCheckpointer:
                     self._ready = True
                 return fn(conn, *args)
 
-        return await anyio.to_thread.run_sync(work, limiter=self._limiter)
+        # anyio's default worker-thread limiter; the pool bounds the connections in use.
+        return await anyio.to_thread.run_sync(work)
 
     async def aclose(self) -> None:
         """Write buffered saves and close the pool (it reopens on next use)."""

@@ -94,7 +94,6 @@ class SQLiteCheckpointer:
         self._pending: dict[str, CheckpointRecord] = {}
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._limiter = anyio.CapacityLimiter(1)
 
     def __repr__(self) -> str:
         return f"SQLiteCheckpointer({self.path!r}, encoding={self._codec.encoding!r})"
@@ -120,7 +119,9 @@ class SQLiteCheckpointer:
             with self._lock:
                 return fn(self._connect(), *args)
 
-        return await anyio.to_thread.run_sync(locked, limiter=self._limiter)
+        # anyio's default worker-thread limiter: the store may serve several event loops
+        # (one after another, asyncio or trio), so it holds no loop-bound primitive.
+        return await anyio.to_thread.run_sync(locked)
 
     async def aclose(self) -> None:
         """Write buffered saves and close the connection (it reopens on next use)."""
