@@ -21,6 +21,7 @@ buffers fan-out-internal saves (§10.11.4), as the SQLite backend does.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -85,6 +86,7 @@ class PostgresCheckpointer:
         self._buffered = 0
         self._pending: dict[str, CheckpointRecord] = {}
         self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
         self._ready = False
         t = sql.Identifier(table)
         self._sql_create = sql.SQL(
@@ -121,6 +123,13 @@ class PostgresCheckpointer:
     # --- connection pool ------------------------------------------------------------------
 
     def _get_pool(self) -> ConnectionPool:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._pool_lock:  # worker threads race to open it on first use
+            return self._open_pool()
+
+    def _open_pool(self) -> ConnectionPool:
         pool = self._pool
         if pool is None:
             pool = ConnectionPool(
