@@ -31,7 +31,6 @@ from msgspec.structs import replace as _struct_replace
 
 from openarmature_nodes.context import Lineage, attempt_index, run_scope
 
-from .checkpoint.errors import StepLimitExceeded
 from .errors import (
     EdgeException,
     GraphRuntimeError,
@@ -39,6 +38,7 @@ from .errors import (
     ReducerError,
     RoutingError,
     StateValidationError,
+    StepLimitExceeded,
 )
 from .events import NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, _type_name

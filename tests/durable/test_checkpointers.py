@@ -10,9 +10,11 @@ from typing import Any
 import anyio
 import pytest
 
-from openarmature_nodes.graph import CheckpointRecord, CheckpointRecordInvalid, State
+from openarmature_nodes.graph import State
 from openarmature_nodes.graph.checkpoint import (
     CheckpointFilter,
+    CheckpointRecord,
+    CheckpointRecordInvalid,
     InMemoryCheckpointer,
     NodePosition,
     SQLiteCheckpointer,

@@ -10,8 +10,6 @@ import pytest
 
 from openarmature_nodes.graph import (
     END,
-    CheckpointNotFound,
-    CheckpointSaveFailed,
     GraphBuilder,
     GraphSuspended,
     InMemoryCheckpointer,
@@ -22,6 +20,8 @@ from openarmature_nodes.graph import (
     suspend,
 )
 from openarmature_nodes.graph.checkpoint import (
+    CheckpointNotFound,
+    CheckpointSaveFailed,
     CheckpointStateMigrationChainAmbiguous,
     CheckpointStateMigrationFailed,
     CheckpointStateMigrationMissing,

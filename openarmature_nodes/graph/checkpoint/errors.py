@@ -23,7 +23,6 @@ __all__ = [
     "CheckpointStateMigrationChainAmbiguous",
     "CheckpointStateMigrationFailed",
     "CheckpointStateMigrationMissing",
-    "StepLimitExceeded",
     "SuspensionError",
     "SuspensionInUnsupportedContext",
     "SuspensionPersistenceFailed",
@@ -111,23 +110,6 @@ class CheckpointStateMigrationChainAmbiguous(GraphCompileError):
         super().__init__(message)
         self.from_version = from_version
         self.to_version = to_version
-
-
-class StepLimitExceeded(GraphRuntimeError):
-    """A graph took more steps than the invocation's ``step_limit`` (a routing loop?).
-
-    ``limit`` is the limit; ``last_nodes`` the names of the last nodes run,
-    oldest first.
-    """
-
-    category = "step_limit_exceeded"
-    transient = False
-    passes_through = True
-
-    def __init__(self, message: str, *, limit: int, last_nodes: tuple[str, ...], **kw: Any):
-        super().__init__(message, **kw)
-        self.limit = limit
-        self.last_nodes = last_nodes
 
 
 class SuspensionError(GraphRuntimeError):

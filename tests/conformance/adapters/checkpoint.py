@@ -27,7 +27,8 @@ from typing import Any
 
 import msgspec
 
-from openarmature_nodes.graph import GraphRuntimeError, NodeEvent, current_lineage
+from openarmature_nodes.context import current_lineage
+from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
 from openarmature_nodes.graph.checkpoint import (
     CheckpointFilter,
     CheckpointRecord,

@@ -21,7 +21,8 @@ from typing import Any
 
 import msgspec
 
-from openarmature_nodes.graph import NodeEvent, current_lineage
+from openarmature_nodes.context import current_lineage
+from openarmature_nodes.graph import NodeEvent
 from openarmature_nodes.graph.suspension import SignalDescriptor, Suspended, suspend
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
 
