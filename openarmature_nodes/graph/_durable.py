@@ -327,7 +327,6 @@ def plan_resume(
     failed, then record invalid) and, with a ``payload``, suspension's
     ``suspension_resume_payload_invalid``.
     """
-    from ._run import END  # noqa: F401 (the loop module; imported lazily to avoid a cycle)
     from .nodes import SubgraphNode
 
     version = declared_version(graph.schema.cls)
