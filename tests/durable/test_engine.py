@@ -273,3 +273,34 @@ async def test_suspend_in_a_subgraph_reruns_the_node_not_its_predecessors() -> N
                            signal_payload={"ok": True, "not_a_field": 1})
     assert done.state == Outer(x=2, y=5, ok=True)  # overlaid at both levels declaring it
     assert ran == {"pre": 1, "gate": 3}
+
+
+async def test_retry_budget_and_attempt_index_restart_on_resume() -> None:
+    """§10.6: a node whose retries ran out fails the run; on resume it starts again at
+    attempt 0 with a fresh budget."""
+    from openarmature_nodes.context import attempt_index
+    from openarmature_nodes.middleware import RetryMiddleware
+    from openarmature_nodes.retrying import constant_backoff
+
+    seen: list[tuple[bool, int]] = []
+    phase = {"resumed": False}
+
+    class Outage(Exception):
+        transient = True
+
+    async def flaky(s: Counter) -> dict[str, Any]:
+        seen.append((phase["resumed"], attempt_index.get()))
+        if not phase["resumed"] or len([p for p, _ in seen if p]) < 2:
+            raise Outage("try again")
+        return {"done": True}
+
+    retry = RetryMiddleware(max_attempts=3, backoff=constant_backoff(0.0))
+    graph = (GraphBuilder(Counter).add_node("a", bump)
+             .add_node("b", flaky, middleware=[retry]).add_edge("a", "b").add_edge("b", END)
+             .set_entry("a").with_checkpointer(InMemoryCheckpointer()).compile())
+    with pytest.raises(Exception, match="try again"):
+        await graph.invoke({}, invocation_id="r")
+    phase["resumed"] = True
+    out = await graph.invoke(None, resume_invocation="r")
+    assert out == Counter(n=1, done=True)
+    assert seen == [(False, 0), (False, 1), (False, 2), (True, 0), (True, 1)]

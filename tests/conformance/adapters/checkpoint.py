@@ -185,7 +185,7 @@ def _flaky(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     async def act(state: Any) -> Mapping[str, Any]:
         if not resumed(ctx):
             raise MockFailure(f"{nb.name} fails on the first invocation")
-        return copy.deepcopy(success)
+        return _values(state, success)
 
     nb.actions.append(act)
 
@@ -217,7 +217,8 @@ def _flaky_per_index(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None
 
 def _flaky_resume_aware(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     check_directives(value, {"fail_first_invocation_count", "fail_resumed_invocation_count",
-                             "on_success", "success_compute"}, nb.name)
+                             "on_success", "success_compute", "category"}, nb.name)
+    category = value.get("category", "provider_unavailable")
     success = dict(value.get("on_success") or value.get("success_compute") or {})
     counts: dict[bool, int] = {}
 
@@ -232,7 +233,8 @@ def _flaky_resume_aware(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> N
         attempts.append((phase, lineage.attempt_index if lineage else None))
         if n < int(limit):
             exc = MockFailure(f"{nb.name} attempt {n} fails")
-            exc.transient = True  # type: ignore[misc]
+            exc.transient = True  # retry-classifier-friendly, as the directive asks
+            exc.category = category
             raise exc
         return _values(state, success)
 
