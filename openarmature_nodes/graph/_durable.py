@@ -33,6 +33,7 @@ from .checkpoint.migrations import MigrationRegistry
 from .checkpoint.protocol import Checkpointer
 from .checkpoint.records import (
     CheckpointRecord,
+    CheckpointSaved,
     FanOutInstanceProgress,
     FanOutLineageLink,
     FanOutProgress,
@@ -164,8 +165,8 @@ class Durable:
     """The checkpoint bookkeeping of one invocation (``Run.durable``)."""
 
     __slots__ = (
-        "checkpointer", "correlation_id", "last", "plan", "positions", "run", "trackers",
-        "version",
+        "checkpointer", "correlation_id", "events", "last", "plan", "positions", "run",
+        "trackers", "version",
     )
 
     def __init__(
@@ -184,6 +185,7 @@ class Durable:
         self.trackers: dict[ProgressKey, FanOutTracker] = {}
         self.last = 0.0
         self.run: Run | None = None
+        self.events = bool(getattr(checkpointer, "emit_save_events", True))
 
     # --- saving -----------------------------------------------------------------------
 
@@ -235,6 +237,16 @@ class Durable:
                 f"{self.checkpointer.backend} failed: {type(exc).__name__}: {exc}",
                 node_name=node_name, recoverable_state=state,
             ) from exc
+        inv = level.run.inv
+        if inv is not None and level.targets and self.events:
+            inv.emit(CheckpointSaved(
+                invocation_id=record.invocation_id, namespace=level.prefix,
+                correlation_id=record.correlation_id, fan_out_index=level.fan_out_index,
+                branch_name=level.branch_name, fan_out_index_chain=level.fan_out_chain,
+                branch_name_chain=level.branch_chain, backend=self.checkpointer.backend,
+                last_saved_at=record.last_saved_at, status=record.status,
+                completed_node_count=len(record.completed_positions), fan_out_internal=internal,
+            ), level.targets)
 
     def position(self, level: Level, node_name: str, step: int, attempt: int) -> NodePosition:
         pos = NodePosition(

@@ -279,11 +279,11 @@ class CompiledGraph(Generic[S]):
         token = run_scope.set(run)
         try:
             if not subs and not snapshot:
-                result, sig, _ = await self._drive(state, run, plan)
+                result, suspended = await self._drive(state, run, plan)
             else:
-                result, sig, _ = await self._drive_observed(state, run, plan)
-            if sig is not None:
-                return await self._suspended(run, sig)
+                result, suspended = await self._drive_observed(state, run, plan)
+            if suspended is not None:
+                return suspended
             return Completed(
                 invocation_id=run.invocation_id, correlation_id=run.correlation_id or "",
                 state=result,
@@ -317,7 +317,7 @@ class CompiledGraph(Generic[S]):
 
     async def _drive(
         self, state: Any, run: Run, plan: ResumePlan | None
-    ) -> tuple[Any, SuspendSignal | None, Level]:
+    ) -> tuple[Any, Suspended[S] | None]:
         level = Level.root(run, self)
         start, done = None, False
         if plan is not None:
@@ -326,13 +326,13 @@ class CompiledGraph(Generic[S]):
                 state, name, done = taken
                 start = self._nodes[name] if name is not None else None
         try:
-            return await run_observed(self, state, level, start=start, done=done), None, level
-        except SuspendSignal as sig:
-            return None, sig, level
+            return await run_observed(self, state, level, start=start, done=done), None
+        except SuspendSignal as sig:  # saved here, while the observers still listen
+            return None, await self._suspended(run, sig)
 
     async def _drive_observed(
         self, state: Any, run: Run, plan: ResumePlan | None
-    ) -> tuple[Any, SuspendSignal | None, Level]:
+    ) -> tuple[Any, Suspended[S] | None]:
         inv = run.inv = Invocation(run.invocation_id)
         if self._delivery.running:
             self._delivery.start(inv, None)

@@ -304,3 +304,26 @@ async def test_retry_budget_and_attempt_index_restart_on_resume() -> None:
     out = await graph.invoke(None, resume_invocation="r")
     assert out == Counter(n=1, done=True)
     assert seen == [(False, 0), (False, 1), (False, 2), (True, 0), (True, 1)]
+
+
+async def test_observed_runs_get_a_checkpoint_saved_event_per_save() -> None:
+    from openarmature_nodes.graph import NodeEvent
+    from openarmature_nodes.graph.checkpoint import CheckpointSaved
+
+    events: list[Any] = []
+    graph = _linear(InMemoryCheckpointer(), {"now": False})
+    await graph.invoke({}, observers=[events.append])
+    await graph.drain()
+    saved = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert [e.completed_node_count for e in saved] == [1, 2, 3]
+    assert saved[-1].status == "completed" and saved[0].backend == "in_memory"
+    # each save follows its node's completed event
+    kinds = [("saved" if isinstance(e, CheckpointSaved) else e.phase) for e in events
+             if isinstance(e, (CheckpointSaved, NodeEvent))]
+    assert kinds == ["started", "completed", "saved"] * 3
+
+    quiet = InMemoryCheckpointer()
+    quiet.emit_save_events = False  # type: ignore[attr-defined]
+    events.clear()
+    await _linear(quiet, {"now": False}).invoke({}, observers=[events.append])
+    assert not [e for e in events if isinstance(e, CheckpointSaved)]

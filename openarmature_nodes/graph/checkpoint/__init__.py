@@ -34,6 +34,7 @@ from .protocol import Checkpointer
 from .records import (
     CheckpointFilter,
     CheckpointRecord,
+    CheckpointSaved,
     CheckpointSummary,
     FanOutInstanceProgress,
     FanOutLineageLink,
@@ -50,6 +51,7 @@ __all__ = [
     "CheckpointNotFound",
     "CheckpointRecord",
     "CheckpointRecordInvalid",
+    "CheckpointSaved",
     "CheckpointSaveFailed",
     "CheckpointStateMigrationChainAmbiguous",
     "CheckpointStateMigrationFailed",

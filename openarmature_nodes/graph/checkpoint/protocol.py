@@ -7,6 +7,10 @@ hand the engine a class-independent form of a saved state
 (``supports_migration``, §10.12.1) and gives a short ``backend`` name for
 events and error messages.
 
+After each successful save of an observed invocation the engine emits a
+:class:`~.records.CheckpointSaved` observer event (§10.8); a backend sets a
+class or instance attribute ``emit_save_events = False`` to suppress it.
+
 ``save(..., fan_out_internal=True)`` marks a save fired from inside a fan-out
 instance (§10.11.4): a backend MAY buffer those and MUST write everything
 buffered on the next save without the flag.

@@ -20,9 +20,12 @@ from typing import Any, Literal
 
 import msgspec
 
+from openarmature_nodes.events import ObserverEvent
+
 __all__ = [
     "CheckpointFilter",
     "CheckpointRecord",
+    "CheckpointSaved",
     "CheckpointSummary",
     "FanOutInstanceProgress",
     "FanOutLineageLink",
@@ -132,6 +135,21 @@ class CheckpointRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     resume_done: bool = True
     descriptor: SignalDescriptor | None = None
     suspended_namespace: tuple[str, ...] | None = None
+
+
+class CheckpointSaved(ObserverEvent, frozen=True, kw_only=True):
+    """Observer event after each successful checkpoint save (pipeline-utilities §10.8).
+
+    Emitted only when the invocation is observed (no cost otherwise), in order
+    with the node events, from the graph level whose completion was saved. A
+    backend with ``emit_save_events = False`` suppresses it.
+    """
+
+    backend: str
+    last_saved_at: float
+    status: RecordStatus
+    completed_node_count: int
+    fan_out_internal: bool = False
 
 
 class CheckpointSummary(msgspec.Struct, frozen=True, kw_only=True):
