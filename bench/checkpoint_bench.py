@@ -13,7 +13,9 @@ the median:
 
 - ``ours/none``: no checkpointer (the baseline of the engine itself);
 - ``ours/sqlite-json``, ``ours/sqlite-msgpack``: :class:`SQLiteCheckpointer` (WAL,
-  ``synchronous=NORMAL``) on a file in a temp dir;
+  ``synchronous=NORMAL``: durable across process crashes) on a file in a temp dir;
+  ``ours/sqlite-json-full``: the same with ``synchronous=FULL`` (an fsync per commit,
+  durable across power loss too, like SQLite's defaults that ``SqliteSaver`` keeps);
 - ``ours/postgres``: :class:`PostgresCheckpointer` (when ``OPENARMATURE_POSTGRES_URL``
   is set);
 - ``langgraph/none`` and ``langgraph/sqlite``: LangGraph's ``StateGraph`` with the
@@ -40,7 +42,8 @@ import time
 from typing import Any
 
 SHAPES = ("fields10", "agent1000")
-ROWS = ("ours/none", "ours/sqlite-json", "ours/sqlite-msgpack", "ours/postgres",
+ROWS = ("ours/none", "ours/sqlite-json", "ours/sqlite-msgpack", "ours/sqlite-json-full",
+        "ours/postgres",
         "langgraph/none", "langgraph/sqlite")
 
 
@@ -102,7 +105,9 @@ def run_ours(shape: str, store: str, steps: int) -> dict[str, float]:
     cp: Any = None
     encoding = "msgpack" if store.endswith("msgpack") else "json"
     if store.startswith("sqlite"):
-        cp = SQLiteCheckpointer(os.path.join(tmp, "c.db"), encoding=encoding)  # type: ignore[arg-type]
+        sync = "FULL" if store.endswith("-full") else "NORMAL"
+        cp = SQLiteCheckpointer(os.path.join(tmp, "c.db"), encoding=encoding,  # type: ignore[arg-type]
+                                synchronous=sync)  # type: ignore[arg-type]
     elif store == "postgres":
         from openarmature_nodes.graph.checkpoint.postgres import PostgresCheckpointer
 
