@@ -31,7 +31,7 @@ from .errors import (
 )
 from .reducers import Reducer, concat_flatten, last_write_wins, merge_all
 from .state import Schema, _type_name
-from .suspension import SuspendSignal, in_node_body
+from .suspension import SuspendSignal, find_suspension, in_node_body
 
 if TYPE_CHECKING:
     from .compiled import CompiledGraph
@@ -302,7 +302,7 @@ async def run_units_suspendable(
     except SuspendSignal as sig:
         found: SuspendSignal | None = sig
     except BaseExceptionGroup as group:
-        found = _suspension_in(group)
+        found = find_suspension(group)
         if found is None:
             raise
     if collect:
@@ -312,17 +312,6 @@ async def run_units_suspendable(
             node_name=node_name,
         )
     return None, found
-
-
-def _suspension_in(group: BaseExceptionGroup[Any]) -> SuspendSignal | None:
-    for exc in group.exceptions:
-        if isinstance(exc, SuspendSignal):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            inner = _suspension_in(exc)
-            if inner is not None:
-                return inner
-    return None
 
 
 def unit_suspension(sig: SuspendSignal, key: str, value: Any,

@@ -42,7 +42,7 @@ from .errors import (
 )
 from .events import NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, _type_name
-from .suspension import SuspendSignal
+from .suspension import SuspendSignal, find_suspension
 
 if TYPE_CHECKING:
     from ._durable import Durable
@@ -512,6 +512,13 @@ async def run_observed(
             if durable is not None:
                 await durable.node_failed(level, node.name, state)
             raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
+        except BaseExceptionGroup as group:  # e.g. a tool suspended inside the node's task group
+            found = find_suspension(group)
+            if found is None:
+                raise
+            if not found.attributed:
+                await _attribute(found, fields, level, step, node.name, state)
+            raise found from None
         finally:
             run_scope.reset(step_token)
             if attempt_index.get() != base_attempt:

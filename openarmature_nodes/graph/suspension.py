@@ -29,6 +29,12 @@ the graph level that suspended and of each graph containing it that declares
 them (fields nobody declares are dropped). A suspended invocation keeps its
 ``invocation_id`` across the resume (§7).
 
+A tool may suspend too: the tool node suspends (its other calls are cancelled);
+suspend with ``mark_node_completed=False`` so the tool node runs its calls again
+on resume (a tool reads the human's answer from wherever the application keeps
+it; the simpler pattern is a gate node before the tool node, see
+``examples/graphs/approval_agent.py``).
+
 In a fan-out instance or a parallel branch the whole node suspends (siblings
 are cancelled) and the descriptor's metadata gains ``fan_out_index`` /
 ``branch_name``; in a ``collect``-mode node, or from middleware, or outside a
@@ -118,6 +124,19 @@ class SuspendSignal(BaseException):
         self.attributed = False
         # Set by the level that attributes it: (level, node name, state, done).
         self.frame: tuple[Any, str, Any, bool] | None = None
+
+
+def find_suspension(exc: BaseException) -> SuspendSignal | None:
+    """The suspension inside ``exc``: itself, or one raised in a task group's child
+    (a tool, a branch) and delivered inside a ``BaseExceptionGroup``."""
+    if isinstance(exc, SuspendSignal):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = find_suspension(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def suspend(

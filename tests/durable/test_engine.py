@@ -327,3 +327,40 @@ async def test_observed_runs_get_a_checkpoint_saved_event_per_save() -> None:
     events.clear()
     await _linear(quiet, {"now": False}).invoke({}, observers=[events.append])
     assert not [e for e in events if isinstance(e, CheckpointSaved)]
+
+
+async def test_a_tool_that_suspends_suspends_its_tool_node() -> None:
+    """A tool's suspend() (raised in the tool node's task group) pauses the run at the
+    tool node, cancelling the sibling call; with mark_node_completed=False the calls run
+    again on resume."""
+    from openarmature_nodes.llm import AssistantMessage, ToolCall
+    from openarmature_nodes.nodes import AgentState, ToolNode, tool
+
+    approved = {"ok": False}
+
+    @tool
+    async def wire_money(amount: int) -> str:
+        """Send money (needs a human's approval)."""
+        if not approved["ok"]:
+            await suspend("approve-wire", metadata={"amount": amount},
+                          mark_node_completed=False)
+        return f"sent {amount}"
+
+    @tool
+    async def lookup(city: str) -> str:
+        """A sibling call: waits forever until approved (then it is cancelled)."""
+        if not approved["ok"]:
+            await anyio.sleep_forever()
+        return city
+
+    calls = [ToolCall(id="c1", name="wire_money", arguments={"amount": 5}),
+             ToolCall(id="c2", name="lookup", arguments={"city": "Paris"})]
+    graph = (GraphBuilder(AgentState).add_node("tools", ToolNode([wire_money, lookup]))
+             .add_edge("tools", END).set_entry("tools")
+             .with_checkpointer(InMemoryCheckpointer()).compile())
+    first = await graph.run({"messages": [AssistantMessage(content="", tool_calls=calls)]})
+    assert isinstance(first, Suspended)
+    assert first.node_name == "tools" and first.descriptor.metadata == {"amount": 5}
+    approved["ok"] = True
+    done = await graph.run(None, resume_invocation=first.invocation_id, signal_payload={})
+    assert [m.content for m in done.state.messages[1:]] == ["sent 5", "Paris"]
