@@ -143,3 +143,16 @@ def test_approval_agent_suspends_then_resumes_in_another_process(
     again = run_example("approval_agent.py", "--db", db, "--resume", invocation, "--deny")
     assert again.returncode == 1  # already resumed: suspension_record_invalid
     assert "SuspensionRecordInvalid" in again.stderr
+
+
+@pytest.mark.dask
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_distributed_enrichment_example(backend: str) -> None:
+    pytest.importorskip("distributed")
+    done = run_example("distributed_enrichment.py", "--backend", backend, "--records", "60")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "cluster: a LocalCluster of 2 worker processes" in out
+    assert f"workers on {backend}" in out
+    assert "60 taglines in record order" in out
+    assert "first 20 identical to a local run: yes" in out

@@ -12,7 +12,10 @@ Also here: the ``GET /v1/models`` check behind ``ready()``.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -40,11 +43,40 @@ __all__ = [
     "ModelEntry",
     "check_models_response",
     "decode_chat_response",
+    "decode_json",
     "decode_models_response",
     "response_from_raw",
 ]
 
 _decode_any = msgspec.json.Decoder()
+
+
+def decode_json(data: bytes) -> Any:
+    """Parse a JSON reply body (or one streamed chunk).
+
+    msgspec refuses a number outside the float range (``1e400``), which is
+    still valid JSON. A server can put one in an ancillary figure such as a
+    usage counter, and that must not fail the whole reply (llm-provider §7
+    *Malformed usage counter*: the counter is not reported, the value stays on
+    ``raw``). Such a body is parsed again by the standard library, keeping an
+    out-of-range number as a :class:`~decimal.Decimal` of its exact text.
+    Anything else msgspec rejects is not JSON and raises ``msgspec.DecodeError``.
+    """
+    try:
+        return _decode_any.decode(data)
+    except msgspec.ValidationError as exc:
+        if "out of range" not in str(exc):
+            raise
+        try:
+            return json.loads(data, parse_float=_float_or_decimal)
+        except ValueError:
+            raise exc from None
+
+
+def _float_or_decimal(text: str) -> float | Decimal:
+    value = float(text)
+    return value if math.isfinite(value) else Decimal(text)
+
 
 # --- inbound wire shapes ---------------------------------------------------------------
 
@@ -113,7 +145,7 @@ def decode_chat_response(
     if not 200 <= status < 300:
         raise error_from_reply(status, headers, body, url=url)
     try:
-        raw = _decode_any.decode(body)
+        raw = decode_json(body)
     except msgspec.DecodeError as exc:
         raise _invalid(f"body is not JSON ({exc})", exc) from exc
     if not isinstance(raw, dict):
@@ -244,6 +276,8 @@ class _InModel(msgspec.Struct):
     id: Any = None
     status: Any = None
     state: Any = None
+    owned_by: Any = None
+    max_model_len: Any = None
 
 
 class _InModels(msgspec.Struct):
@@ -266,10 +300,14 @@ _NOT_LOADED = frozenset(
 
 class ModelEntry(msgspec.Struct, frozen=True):
     """One ``/v1/models`` entry: its ``id`` and load ``status`` when the server
-    reports one (``None`` for OpenAI, vLLM and llama.cpp, which do not)."""
+    reports one (``None`` for OpenAI, vLLM and llama.cpp, which do not);
+    ``owned_by`` as given (vLLM says ``"vllm"``); ``max_model_len``, the
+    context length vLLM and SGLang report (``None`` elsewhere)."""
 
     id: str
     status: str | None = None
+    owned_by: str | None = None
+    max_model_len: int | None = None
 
 
 def decode_models_response(
@@ -288,17 +326,27 @@ def decode_models_response(
         state = entry.status if entry.status is not None else entry.state
         if isinstance(state, dict):  # llama.cpp router mode: {"value": "loaded", ...}
             state = state.get("value", state.get("status"))
-        out.append(ModelEntry(str(entry.id), state if isinstance(state, str) else None))
+        limit = entry.max_model_len
+        out.append(
+            ModelEntry(
+                str(entry.id),
+                state if isinstance(state, str) else None,
+                entry.owned_by if isinstance(entry.owned_by, str) else None,
+                limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+                else None,
+            )
+        )
     return out
 
 
 def check_models_response(
     status: int, headers: Mapping[str, str], body: bytes, model: str, *, url: str = ""
-) -> None:
-    """Check a ``GET /v1/models`` reply for ``ready()``: the bound ``model``
-    must be listed (else :class:`ProviderInvalidModel`) and must not report a
-    loading state (else :class:`ProviderModelNotLoaded`). Entries without a
-    ``status`` (OpenAI, vLLM, llama.cpp) count as loaded."""
+) -> ModelEntry:
+    """Check a ``GET /v1/models`` reply for ``ready()`` and return the bound
+    model's entry: the ``model`` must be listed (else
+    :class:`ProviderInvalidModel`) and must not report a loading state (else
+    :class:`ProviderModelNotLoaded`). Entries without a ``status`` (OpenAI,
+    vLLM, llama.cpp) count as loaded."""
     entries = decode_models_response(status, headers, body, url=url)
     for entry in entries:
         if entry.id != model:
@@ -307,7 +355,7 @@ def check_models_response(
             raise ProviderModelNotLoaded(
                 f"model {model!r} is listed but not loaded (status {entry.status!r})"
             )
-        return
+        return entry
     ids = [e.id for e in entries]
     shown = ", ".join(repr(i) for i in ids[:20]) + (" ..." if len(ids) > 20 else "")
     raise ProviderInvalidModel(

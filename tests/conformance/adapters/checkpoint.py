@@ -42,6 +42,7 @@ from openarmature_nodes.graph.checkpoint import (
     SQLiteCheckpointer,
 )
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.conformance.vocabulary import register
 
 from . import composition as _composition  # noqa: F401  (the fan-out directive wrapped below)
 from . import graph_build as gb
@@ -459,6 +460,17 @@ class Started:
         return {e.fan_out_index for e in self.events
                 if e.fan_out_index is not None and len(e.namespace) == 2}
 
+
+# What this adapter interprets (conformance-adapter §5.1 mocks, §5.6 persistence, §5.9).
+register("checkpoint", CHECKPOINT_KEYS)
+register("checkpoint", {
+    "fail_first_invocation_only", "on_success", "flaky_per_index", "fail_first_run_indices",
+    "always_fail_indices", "flaky_resume_aware", "fail_first_invocation_count",
+    "fail_resumed_invocation_count", "after_node", "after_fan_out_instance", "node", "index",
+    "fan_out_progress", "instance_count", "instances", "result", "result_is_error",
+    "completed_inner_positions", "from_first_run", "instances_executed_during_resume",
+    "instances_skipped_during_resume", "resume_invocation", "exception_type",
+})
 
 __all__ = [
     "CHECKPOINT_KEYS", "Crash", "MockFailure", "Recording", "Started", "backends_for",

@@ -25,6 +25,7 @@ from openarmature_nodes.context import current_lineage
 from openarmature_nodes.graph import NodeEvent
 from openarmature_nodes.graph.suspension import SignalDescriptor, Suspended, suspend
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.conformance.vocabulary import register
 
 from . import checkpoint as ck
 from . import graph_build as gb
@@ -115,6 +116,15 @@ INVOCATION_KEYS = {"name", "initial_state", "resume_invocation", "signal_payload
 EXPECTED_KEYS = {"outcome", "suspended_state", "descriptor", "suspending_node", "final_state",
                  "execution_order", "error", "final_state_at_error", "observer_events",
                  "observer_event_invariants", "checkpointer_assertions", "otel_spans"}
+
+
+register("suspension", INVOCATION_KEYS | EXPECTED_KEYS - {"otel_spans"})
+register("suspension", {
+    "suspend_with_descriptor", "conditional_suspend", "pre_next_calls_suspend_with_descriptor",
+    "signal_id", "metadata", "metadata_includes", "suspend_on_item_index", "on_other_indices",
+    "checkpointer_assertions", "started_followed_by_suspended_in_order",
+    "no_completed_event_for_suspending_node", "suspended_event_carries_descriptor",
+})
 
 
 async def run_case(case: Case) -> None:
