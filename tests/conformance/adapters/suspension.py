@@ -100,12 +100,26 @@ def _fan_out(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     _ORIGINAL_FAN_OUT(ctx, nb, spec)
 
 
+def _conditional_review(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    """Own-case directive: suspend (re-entrantly) until ``state.verdict`` is set."""
+    check_directives(value, set(), f"{nb.name}.conditional_review")
+
+    async def act(state: Any) -> Mapping[str, Any]:
+        if not state.verdict:
+            await suspend("review-needed", metadata={"queue": "editors"},
+                          mark_node_completed=False)
+        return {}
+
+    nb.actions.append(act)
+
+
 def _consumed(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     """``on_other_indices`` beside ``conditional_suspend``: read by that directive."""
 
 
 gb.NODE_DIRECTIVES.update({
     "on_other_indices": _consumed,
+    "conditional_review": _conditional_review,
     "suspend_with_descriptor": _suspend_with_descriptor,
     "conditional_suspend": _conditional_suspend,
     "wrap_with_middleware": _wrap_with_middleware,
