@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 Phase = Literal["started", "completed", "suspended"]
-PHASES: frozenset[str] = frozenset(("started", "completed"))
+PHASES: frozenset[str] = frozenset(("started", "completed", "suspended"))
 
 
 class NodeError(msgspec.Struct, frozen=True):
