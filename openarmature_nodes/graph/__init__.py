@@ -92,8 +92,24 @@ from .reducers import (
     reducer,
 )
 from .state import FieldSpec, Schema, State, schema_of
+from .streaming import (
+    EventItem,
+    FinalState,
+    GraphStream,
+    NodeUpdate,
+    StreamItem,
+    StreamMode,
+    TokenItem,
+)
 
 __all__ = [
+    "EventItem",
+    "FinalState",
+    "GraphStream",
+    "NodeUpdate",
+    "StreamItem",
+    "StreamMode",
+    "TokenItem",
     "FanOut",
     "FanOutCountModeAmbiguous",
     "FanOutDegradedUpdateMissingCollectField",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -27,6 +27,7 @@ from .errors import EdgeException, GraphRuntimeError, RoutingError
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
+from .streaming import GraphStream, resolve_modes
 
 __all__ = ["END", "CompiledGraph"]
 
@@ -49,6 +50,8 @@ class _End:
     def __reduce__(self) -> str:
         return "END"
 
+
+_NO_UPDATE: Any = MappingProxyType({})  # a node that returned None, on its completed event
 
 END: Any = _End()
 """Route here to finish the run. A node may still be *named* ``"END"``."""
@@ -192,6 +195,31 @@ class CompiledGraph(Generic[S]):
                 _current_run.reset(token)
         return await self._invoke_observed(state, subs, invocation_id, correlation_id)
 
+    def stream(
+        self,
+        initial_state: S | Any,
+        *,
+        mode: str | Iterable[str] | None = None,
+        observers: Iterable[Any] = (),
+        invocation_id: str | None = None,
+        correlation_id: str | None = None,
+        buffer: int = 64,
+    ) -> GraphStream[S]:
+        """Run the graph, yielding typed items as it goes (see :mod:`.streaming`)::
+
+            async with graph.stream(state, mode={"updates", "tokens"}) as items:
+                async for item in items:
+                    ...
+
+        ``mode``: ``"updates"``, ``"tokens"``, ``"values"`` (the final state),
+        ``"events"``, or a set of them (default: the first three). ``buffer``:
+        items held for a slow consumer before delivery waits for it.
+        """
+        return GraphStream(
+            self, initial_state, modes=resolve_modes(mode), observers=observers,
+            invocation_id=invocation_id, correlation_id=correlation_id, buffer=buffer,
+        )
+
     def _observed(self) -> bool:
         return any(g._observers for g in self._graphs)
 
@@ -269,7 +297,7 @@ class CompiledGraph(Generic[S]):
             except GraphRuntimeError as err:
                 step.finish_error(err)
                 raise
-            step.finish_ok(new)
+            step.finish_ok(new, update=update if update is not None else _NO_UPDATE)
             state, node = new, nxt
         return state
 

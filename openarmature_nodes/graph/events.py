@@ -89,7 +89,9 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     ``pre_state`` is the state the node received. A ``completed`` event carries
     exactly one of ``post_state`` (the merged state; the step succeeded) and
     ``error``. ``parent_states`` holds, outermost first, each containing graph's
-    state at the moment it entered the subgraph leading here.
+    state at the moment it entered the subgraph leading here. ``update`` is, on
+    a successful ``completed`` event of a graph node, the partial update the
+    node returned (an empty mapping for ``None``); ``None`` elsewhere.
     """
 
     phase: Phase
@@ -102,3 +104,4 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     descriptor: Any = None
     fan_out_config: FanOutConfig | None = None
     parallel_branches_config: ParallelBranchesConfig | None = None
+    update: Any = None

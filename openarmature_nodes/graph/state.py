@@ -34,7 +34,7 @@ import msgspec
 from .errors import ConflictingReducers, StateValidationError
 from .reducers import Reducer, last_write_wins
 
-__all__ = ["FieldSpec", "Schema", "State", "schema_of"]
+__all__ = ["FieldSpec", "Schema", "State", "check_state_class", "schema_of"]
 
 
 class State(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,9 +127,28 @@ def schema_of(cls: type[State]) -> Schema:
     return schema
 
 
+def check_state_class(cls: Any) -> None:
+    """The one rule for graph state classes: a subclass of :class:`State`.
+
+    ``State`` is a frozen, keyword-only ``msgspec.Struct``; the engine relies on
+    both (it shares untouched fields between states and merges by building a
+    new instance), so a plain ``msgspec.Struct`` is rejected too.
+    """
+    if isinstance(cls, type) and issubclass(cls, State):
+        return
+    if isinstance(cls, type) and issubclass(cls, msgspec.Struct):
+        got = f"the plain msgspec.Struct {cls.__name__}"
+    else:
+        got = repr(cls)
+    raise TypeError(
+        f"graph state must be a subclass of openarmature_nodes.graph.State (a frozen, "
+        f"keyword-only msgspec.Struct), got {got}; declare it as `class "
+        f"{getattr(cls, '__name__', 'MyState')}(State): ...`"
+    )
+
+
 def _build(cls: type[State]) -> Schema:
-    if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
-        raise TypeError(f"state schema must be a State (msgspec.Struct) subclass, got {cls!r}")
+    check_state_class(cls)
     try:
         hints = typing.get_type_hints(cls, include_extras=True)
     except NameError as exc:

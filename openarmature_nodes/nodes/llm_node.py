@@ -165,6 +165,12 @@ class LLMNode(Generic[S]):
 
     ``middleware``: the call-level onion (outermost first); ``None`` builds
     :func:`default_onion`. ``[]`` calls the provider directly.
+
+    ``stream=True`` makes every call a streamed one (``CompletionRequest.stream``):
+    the provider reads the reply as Server-Sent Events and each text delta
+    becomes an ``LlmTokenEvent`` for the run's observers, and a
+    :class:`~openarmature_nodes.graph.TokenItem` for ``graph.stream()``. The
+    response, and so the node's update, is the same as without streaming.
     """
 
     __slots__ = (
@@ -179,6 +185,7 @@ class LLMNode(Generic[S]):
         "name",
         "provider",
         "response_schema",
+        "stream",
     )
 
     def __init__(
@@ -193,6 +200,7 @@ class LLMNode(Generic[S]):
         config: ConfigArg[S] = None,
         middleware: Sequence[CallMiddleware] | None = None,
         name: str = "llm",
+        stream: bool = False,
     ) -> None:
         if not callable(getattr(provider, "call", None)):
             raise TypeError(f"provider must have an async call(request) method, got {provider!r}")
@@ -211,6 +219,7 @@ class LLMNode(Generic[S]):
             config = RuntimeConfig.from_mapping(config)
         self._config = config
         self.response_schema = response_schema
+        self.stream = bool(stream)
         self.middleware: tuple[CallMiddleware, ...] = tuple(
             default_onion(provider) if middleware is None else middleware
         )
@@ -253,6 +262,8 @@ class LLMNode(Generic[S]):
                 changes["config"] = config
         if request.response_schema is None and self.response_schema is not None:
             changes["response_schema"] = self.response_schema
+        if self.stream and not request.stream:
+            changes["stream"] = True
         return msgspec.structs.replace(request, **changes) if changes else request
 
     async def __call__(self, state: S) -> Update:
