@@ -255,5 +255,5 @@ class GraphStream(Generic[S]):
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             if self._error is not None:
                 err, self._error = self._error, None
-                raise err from err.__cause__  # noqa: B904
+                raise err
             raise StopAsyncIteration from None
