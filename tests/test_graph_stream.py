@@ -128,7 +128,7 @@ async def test_a_failing_run_raises_after_its_items() -> None:
 
 
 async def test_plain_async_for_without_the_block_is_refused_with_the_fix() -> None:
-    with pytest.raises(TypeError, match="async with graph.stream"):
+    with pytest.raises(TypeError, match=r"async with graph\.stream"):
         async for _ in loop_graph().stream(Loop()):
             pass
 

@@ -253,7 +253,8 @@ class GraphStream(Generic[S]):
         try:
             return await self._recv.receive()  # type: ignore[no-any-return]
         except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self._error is not None:
-                err, self._error = self._error, None
-                raise err
-            raise StopAsyncIteration from None
+            pass
+        err, self._error = self._error, None
+        if err is not None:
+            raise err  # the run's own error, as invoke() would raise it
+        raise StopAsyncIteration
