@@ -278,6 +278,7 @@ class GraphBuilder(Generic[S]):
                 node.route = edge.route
                 node.route_async = is_async_callable(edge.route)
                 allowed = edge.destinations
+                node.destinations = allowed
                 node.routes = (
                     dict(nodes)
                     if allowed is None

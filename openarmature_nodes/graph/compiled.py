@@ -27,6 +27,7 @@ from .errors import EdgeException, GraphRuntimeError, RoutingError
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
+from .mermaid import to_mermaid
 from .streaming import GraphStream, resolve_modes
 
 __all__ = ["END", "CompiledGraph"]
@@ -60,7 +61,10 @@ END: Any = _End()
 class _Node:
     """A compiled node: its kind, middleware, and resolved outgoing edge."""
 
-    __slots__ = ("call", "kind", "middleware", "name", "next", "route", "route_async", "routes")
+    __slots__ = (
+        "call", "destinations", "kind", "middleware", "name", "next", "route", "route_async",
+        "routes",
+    )
 
     def __init__(self, name: str, kind: NodeKind, middleware: Sequence[Middleware[Any, Any]]):
         self.name = name
@@ -71,6 +75,7 @@ class _Node:
         self.route: Callable[[Any], Any] | None = None
         self.route_async = False
         self.routes: dict[str, _Node] = {}
+        self.destinations: tuple[Any, ...] | None = None  # as declared (END included)
 
     def observed_call(self, step: Step) -> Inner:
         return compose(self.middleware, self.kind.observed(step))
@@ -219,6 +224,10 @@ class CompiledGraph(Generic[S]):
             self, initial_state, modes=resolve_modes(mode), observers=observers,
             invocation_id=invocation_id, correlation_id=correlation_id, buffer=buffer,
         )
+
+    def to_mermaid(self, *, direction: str = "TD") -> str:
+        """This graph as a Mermaid flowchart (see :mod:`.mermaid`)."""
+        return to_mermaid(self, direction=direction)
 
     def _observed(self) -> bool:
         return any(g._observers for g in self._graphs)
