@@ -24,10 +24,10 @@ from openarmature_nodes.onion import Middleware, attempt_index, compose
 
 from ._run import Level, Run, Step, _current_run, _current_step, merge, node_failure
 from .errors import EdgeException, GraphRuntimeError, RoutingError
+from .mermaid import to_mermaid
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
-from .mermaid import to_mermaid
 from .streaming import GraphStream, resolve_modes
 
 __all__ = ["END", "CompiledGraph"]
