@@ -51,6 +51,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import msgspec
 
 from middleware import (
+    CacheMiddleware,
     Cooldown,
     CooldownMiddleware,
     RetryMiddleware,
@@ -99,6 +100,7 @@ def default_onion(
     cooldown: CooldownMiddleware | Literal[False] | None = None,
     warmup: WarmupGate | Literal[False] | None = None,
     structured: StructuredOutputMiddleware | Literal[False] | None = None,
+    cache: CacheMiddleware | None = None,
 ) -> list[CallMiddleware]:
     """The default call-level onion for ``provider``, outermost first.
 
@@ -109,7 +111,8 @@ def default_onion(
     every caller of that server instead of each discovering it; warm-up:
     ``ready()`` then a one-token completion, polled for up to 600 s).
     Pass an instance to configure a layer, a :class:`RetryConfig` for retry,
-    or ``False`` to leave a layer out.
+    or ``False`` to leave a layer out. ``cache`` (off by default) adds a
+    :class:`~middleware.CacheMiddleware` right inside the span.
 
     Why this order: the span is outermost so that one node call is one span,
     whatever happens inside; retry sits outside the gate so that a call that
@@ -120,6 +123,8 @@ def default_onion(
     layers: list[CallMiddleware] = []
     if span is not False:
         layers.append(span if span is not None else SpanMiddleware(provider))
+    if cache is not None:
+        layers.append(cache)
     if retry is not False:
         if retry is None:
             retry = RetryMiddleware()
