@@ -58,7 +58,14 @@ from .errors import (
     StateValidationError,
     UnreachableNode,
 )
-from .events import FanOutConfig, NodeError, NodeEvent, ObserverEvent, ParallelBranchesConfig
+from .events import (
+    FanOutConfig,
+    FanOutInstanceEvent,
+    NodeError,
+    NodeEvent,
+    ObserverEvent,
+    ParallelBranchesConfig,
+)
 from .fanout import (
     FanOut,
     FanOutCountModeAmbiguous,
@@ -132,6 +139,7 @@ __all__ = [
     "DrainSummary",
     "EdgeException",
     "FanOutConfig",
+    "FanOutInstanceEvent",
     "FieldSpec",
     "FunctionNode",
     "GraphBuilder",

@@ -31,7 +31,7 @@ from msgspec.structs import replace as _struct_replace
 from openarmature_nodes.onion import attempt_index
 
 from .errors import GraphRuntimeError, NodeException, ReducerError, StateValidationError
-from .events import NodeError, NodeEvent
+from .events import INSTANCE_PHASE, FanOutInstanceEvent, NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, _type_name
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Level", "NodeLineage", "Run", "Step", "current_invocation_id", "current_lineage",
-    "emit_framework_event", "merge", "node_failure",
+    "emit_framework_event", "merge", "node_failure", "report_instance",
 ]
 
 _current_run: ContextVar[Run | None] = ContextVar("openarmature_graph_run", default=None)
@@ -372,4 +372,31 @@ def _wrong_type(spec: FieldSpec, value: Any, node_name: str, state: Any) -> Stat
         f"node {node_name!r} set field {spec.name!r} to {value!r:.80}, which is not a "
         f"{_type_name(spec.type)}",
         fields=(spec.name,), node_name=node_name, recoverable_state=state,
+    )
+
+
+def report_instance(step: Step, index: int, count: int, outcome: str) -> None:
+    """Queue a :class:`FanOutInstanceEvent` for fan-out node ``step``'s instance
+    ``index``, only to observers subscribed to its phase (progress reporters)."""
+    level = step.level
+    inv = level.run.inv
+    if inv is None:
+        return
+    targets = tuple(t for t in level.targets if INSTANCE_PHASE in t.phases)
+    if not targets:
+        return
+    inv.emit(
+        FanOutInstanceEvent(
+            invocation_id=level.run.invocation_id,
+            namespace=(*level.prefix, step.node_name),
+            fan_out_index=index,
+            branch_name=level.branch_name,
+            fan_out_index_chain=level.fan_out_chain,
+            branch_name_chain=level.branch_chain,
+            correlation_id=level.run.correlation_id,
+            node_name=step.node_name,
+            item_count=count,
+            outcome=outcome,  # type: ignore[arg-type]
+        ),
+        targets,
     )

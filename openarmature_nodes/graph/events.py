@@ -22,6 +22,7 @@ import msgspec
 
 __all__ = [
     "FanOutConfig",
+    "FanOutInstanceEvent",
     "NodeError",
     "NodeEvent",
     "ObserverEvent",
@@ -31,6 +32,8 @@ __all__ = [
 
 Phase = Literal["started", "completed", "suspended"]
 PHASES: frozenset[str] = frozenset(("started", "completed"))
+INSTANCE_PHASE = "fan_out_instance"
+"""The opt-in phase of :class:`FanOutInstanceEvent` (not in any default subscription)."""
 
 
 class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,3 +108,20 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     fan_out_config: FanOutConfig | None = None
     parallel_branches_config: ParallelBranchesConfig | None = None
     update: Any = None
+
+
+class FanOutInstanceEvent(ObserverEvent, frozen=True, kw_only=True):
+    """One fan-out instance finished (for progress reporting; opt-in).
+
+    Not a graph-engine §6 event: it reaches only observers subscribed to the
+    phase ``"fan_out_instance"`` (``graph.attach(obs, phases={"fan_out_instance"})``,
+    or an observer object whose ``observer_phases`` attribute names it), so the
+    event stream every other observer sees is unchanged. ``namespace`` is the
+    fan-out node's, ``fan_out_index`` the instance's; ``outcome`` is ``"ok"``
+    (it returned, possibly a degraded update) or ``"failed"`` (it raised).
+    """
+
+    phase: Literal["fan_out_instance"] = "fan_out_instance"
+    node_name: str
+    item_count: int
+    outcome: Literal["ok", "failed"]

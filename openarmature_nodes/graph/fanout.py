@@ -63,6 +63,7 @@ from ._kinds import (
     view_step,
 )
 from ._pool import run_indexed
+from ._run import report_instance
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
 from .nodes import Inner
@@ -287,7 +288,15 @@ class FanOut(ConcurrentKind):
             async def job(i: int) -> Any:
                 inst = enter(i)
                 run = compose(self.instance_middleware, self._observed_instance(step, i))
-                return await run_with_lineage(view_step(step, inst, fan_out_index=i), run, inst)
+                try:
+                    result = await run_with_lineage(
+                        view_step(step, inst, fan_out_index=i), run, inst
+                    )
+                except Exception:
+                    report_instance(step, i, count, "failed")
+                    raise
+                report_instance(step, i, count, "ok")
+                return result
 
         outcome = await run_indexed(
             count, job, limit=limit, fail_fast=self.error_policy == "fail_fast"
