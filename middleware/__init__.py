@@ -23,8 +23,8 @@ The LLM call onion, from the outside in::
 
 :class:`CacheMiddleware` (off by default) serves repeated calls from a memory or
 SQLite cache. Node-level layers: :class:`RetryMiddleware` (the same class),
-:class:`TimingMiddleware` and :class:`FailureIsolationMiddleware` (put it *outside* retry). The §6.4
-cause-chain primitive is :func:`classify_causes`.
+:class:`TimingMiddleware` and :class:`FailureIsolationMiddleware` (put it *outside*
+retry). The §6.4 cause-chain primitive is :func:`classify_causes`.
 """
 
 from openarmature_nodes.onion import Middleware, compose

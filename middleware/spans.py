@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from openarmature_nodes.context import call_attempt
 from openarmature_nodes.observability.genai import (
     LLM_SPAN_NAME,
     attempt_attributes,
@@ -33,7 +34,6 @@ from openarmature_nodes.observability.genai import (
     response_attributes,
     sampling_attributes,
 )
-from openarmature_nodes.retrying import call_attempt
 
 __all__ = ["SpanMiddleware"]
 

@@ -15,8 +15,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from middleware import CacheMiddleware, MemoryCache, SpanMiddleware, SqliteCache
-from middleware.cache import request_key
 from openarmature_nodes.llm import (
     CompletionRequest,
     OpenAIProvider,
@@ -24,6 +22,8 @@ from openarmature_nodes.llm import (
     RuntimeConfig,
     UserMessage,
 )
+from openarmature_nodes.middleware import CacheMiddleware, MemoryCache, SpanMiddleware, SqliteCache
+from openarmature_nodes.middleware.cache import request_key
 from openarmature_nodes.nodes import default_onion
 from openarmature_nodes.onion import compose
 from openarmature_nodes.testing import CHAT_PATH, EmbeddedServer, completion_body

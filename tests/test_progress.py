@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import pytest
 
-from middleware import FailureIsolationMiddleware
 from openarmature_nodes.graph import END, GraphBuilder, State, append
+from openarmature_nodes.middleware import FailureIsolationMiddleware
 from openarmature_nodes.observability.progress import FanOutProgress, format_line
 from tests.test_examples import EXAMPLES
 

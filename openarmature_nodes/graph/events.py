@@ -1,11 +1,13 @@
-"""Observer events: what observers receive, one immutable record per event.
+"""Node events: what the graph engine itself puts on the observer queue.
 
-Every event derives from :class:`ObserverEvent`, which carries the identity an
-observer needs to scope it (``invocation_id`` and the lineage fields). The graph
-engine emits :class:`NodeEvent`: one ``started`` and one ``completed`` per node
-attempt (graph-engine §6). Other layers add their own subclasses (LLM
-completions, tool calls, token deltas) and put them on the same delivery queue;
-observers tell them apart with ``isinstance``.
+Every event derives from :class:`~openarmature_nodes.events.ObserverEvent`
+(ground floor, re-exported here), which carries the identity an observer needs
+to scope it (``invocation_id`` and the lineage fields). The graph engine emits
+:class:`NodeEvent`: one ``started`` and one ``completed`` per node attempt
+(graph-engine §6). Other layers build the typed call events of
+:mod:`openarmature_nodes.events` (LLM completions and failures, tool calls,
+token deltas) and put them on the same delivery queue; observers tell them
+apart with ``isinstance``.
 
 Events that have a ``phase`` (node events) honour an observer's phase
 subscription; events without one reach every observer.
@@ -19,6 +21,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
+from openarmature_nodes.events import ObserverEvent
 
 __all__ = [
     "FanOutConfig",
@@ -34,31 +38,6 @@ Phase = Literal["started", "completed", "suspended"]
 PHASES: frozenset[str] = frozenset(("started", "completed"))
 INSTANCE_PHASE = "fan_out_instance"
 """The opt-in phase of :class:`FanOutInstanceEvent` (not in any default subscription)."""
-
-
-class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every event on the observer delivery queue.
-
-    Attributes:
-        invocation_id: the outermost invocation that produced the event.
-        namespace: node names from the outermost graph down to the source.
-        attempt_index: the innermost retry's attempt counter (0 without retry).
-        fan_out_index / branch_name: the innermost fan-out instance / parallel
-            branch the source runs in, if any.
-        fan_out_index_chain / branch_name_chain: the full lineage, one entry per
-            dispatch boundary (``len(namespace) - 1`` entries), ``None`` where a
-            boundary is not a fan-out instance / branch.
-        correlation_id: the caller-supplied correlation id, if any.
-    """
-
-    invocation_id: str
-    namespace: tuple[str, ...]
-    attempt_index: int = 0
-    fan_out_index: int | None = None
-    branch_name: str | None = None
-    fan_out_index_chain: tuple[int | None, ...] = ()
-    branch_name_chain: tuple[str | None, ...] = ()
-    correlation_id: str | None = None
 
 
 class NodeError(msgspec.Struct, frozen=True):

@@ -46,6 +46,8 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from openarmature_nodes.events import LlmTokenEvent
+
 from .events import NodeEvent
 from .observers import subscribe
 
@@ -154,7 +156,7 @@ def to_item(event: Any, modes: Collection[str]) -> StreamItem | None:
                 **_lineage(event),
             )
         return None
-    if type(event).__name__ == "LlmTokenEvent":  # TODO(issue 13): isinstance, once on main
+    if isinstance(event, LlmTokenEvent):
         if "tokens" in modes:
             return TokenItem(
                 node_name=event.node_name, call_id=event.call_id, index=event.chunk_index,

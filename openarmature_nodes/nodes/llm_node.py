@@ -50,15 +50,6 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
-from middleware import (
-    CacheMiddleware,
-    Cooldown,
-    CooldownMiddleware,
-    RetryMiddleware,
-    SpanMiddleware,
-    StructuredOutputMiddleware,
-    WarmupGate,
-)
 from openarmature_nodes.llm import (
     CompletionRequest,
     Message,
@@ -68,6 +59,15 @@ from openarmature_nodes.llm import (
     ToolChoice,
 )
 from openarmature_nodes.llm.validation import normalize_tool_choice
+from openarmature_nodes.middleware import (
+    CacheMiddleware,
+    Cooldown,
+    CooldownMiddleware,
+    RetryMiddleware,
+    SpanMiddleware,
+    StructuredOutputMiddleware,
+    WarmupGate,
+)
 from openarmature_nodes.onion import Middleware, compose
 from openarmature_nodes.retrying import RetryConfig
 

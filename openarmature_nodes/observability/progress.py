@@ -43,8 +43,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from middleware import FailureIsolationEvent
 from openarmature_nodes.graph import FanOutInstanceEvent
+from openarmature_nodes.middleware import FailureIsolationEvent
 
 try:  # the optional extra "progress"
     from tqdm import tqdm as _tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
