@@ -24,16 +24,19 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from msgspec.structs import force_setattr as _force_setattr
 from msgspec.structs import replace as _struct_replace
 
 from openarmature_nodes.context import Lineage, attempt_index, run_scope
 
 from .errors import GraphRuntimeError, NodeException, ReducerError, StateValidationError
 from .events import INSTANCE_PHASE, FanOutInstanceEvent, NodeError, NodeEvent
-from .state import FieldSpec, MergePlan, _type_name
+from .state import FieldSpec, MergePlan, State, _type_name
 
 if TYPE_CHECKING:
     from .observers import Invocation, Subscription
+
+_STATE_POST_INIT = State.__post_init__
 
 __all__ = [
     "Level", "Run", "Step", "current_invocation_id", "merge", "node_failure",
@@ -348,7 +351,13 @@ def merge(plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str
         changes[key] = new
     if not changes:
         return state
-    return _struct_replace(state, **changes)
+    if state.__class__.__post_init__ is _STATE_POST_INIT:
+        # The changed fields are checked above: skip State's whole-state check.
+        new = state.__copy__()
+        for key, value in changes.items():
+            _force_setattr(new, key, value)
+        return new
+    return _struct_replace(state, **changes)  # runs the subclass's own __post_init__
 
 
 def _wrong_type(spec: FieldSpec, value: Any, node_name: str, state: Any) -> StateValidationError:

@@ -38,7 +38,22 @@ __all__ = ["FieldSpec", "Schema", "State", "check_state_class", "schema_of"]
 
 
 class State(msgspec.Struct, frozen=True, kw_only=True):
-    """Base class for graph state. Subclasses are frozen, keyword-only structs."""
+    """Base class for graph state. Subclasses are frozen, keyword-only structs.
+
+    Construction checks every field against its declared type, so
+    ``Loop(turns="one")`` raises :class:`StateValidationError` at once rather
+    than at ``invoke()`` (the same checkers the engine uses on updates; a
+    class whose reducers are misdeclared is left for ``compile()`` to report).
+    The engine's own merges skip this full check: they validate only the
+    fields an update touches (see :func:`~._run.merge`).
+    """
+
+    def __post_init__(self) -> None:
+        try:
+            schema = schema_of(type(self))
+        except (ConflictingReducers, TypeError):
+            return  # compile() reports a misdeclared class, with its own error
+        schema.validate(self, where=f"{type(self).__name__}(...)")
 
 
 Checker = Callable[[Any], bool]
