@@ -74,11 +74,11 @@ class FunctionNode:
     copied into the thread. Errors are handled exactly as for async nodes
     (the exception becomes the step's ``node_exception``).
 
-    The cost: a thread hop per dispatch (tens of microseconds, against about
-    one for an async node; anyio's default thread limiter allows 40 at once),
-    and a cancelled run waits for the running function to return, since a
-    thread cannot be interrupted. Write cheap, non-blocking nodes as
-    ``async def``.
+    The cost: a thread hop per dispatch (measured at about 200 us a step
+    against 2.6 us for an ``async def`` node, on a loaded 2-core machine;
+    anyio's default thread limiter allows 40 at once), and a cancelled run
+    waits for the running function to return, since a thread cannot be
+    interrupted. Write cheap, non-blocking nodes as ``async def``.
     """
 
     __slots__ = ("fn", "name")
