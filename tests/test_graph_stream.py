@@ -78,6 +78,14 @@ async def test_updates_in_execution_order_then_the_final_state() -> None:
     assert sum(isinstance(i, FinalState) for i in items) == 1
 
 
+async def test_inside_the_delivery_runner_every_item_precedes_the_end() -> None:
+    graph = loop_graph()
+    async with graph:
+        async with graph.stream(Loop()) as stream:
+            items = [i async for i in stream]
+    assert [type(i).__name__ for i in items] == ["NodeUpdate"] * 4 + ["FinalState"]
+
+
 async def test_mode_selects_items_and_rejects_unknown_modes() -> None:
     async with loop_graph().stream(Loop(), mode="values") as stream:
         items = [i async for i in stream]

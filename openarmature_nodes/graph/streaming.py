@@ -38,6 +38,7 @@ produced.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar
@@ -228,18 +229,22 @@ class GraphStream(Generic[S]):
 
         phases = None if "events" in modes or "tokens" in modes else {"completed"}
         sub = subscribe(forward, phases)
+        invocation_id = self._invocation_id or str(uuid.uuid4())
+        graph = self._graph
         async with send:
             try:
-                final = await self._graph.invoke(
+                final = await graph.invoke(
                     self._state,
                     observers=(*self._observers, sub),
-                    invocation_id=self._invocation_id,
+                    invocation_id=invocation_id,
                     correlation_id=self._correlation_id,
                 )
             except Exception as exc:
                 self._error = exc
-                return
-            if "values" in modes:
+            # Inside `async with graph:` invoke() returns before its events are
+            # delivered: wait for them, so every item precedes the end.
+            await graph.drain_events_for(invocation_id)
+            if self._error is None and "values" in modes:
                 await send.send(FinalState(final))
 
     def __aiter__(self) -> GraphStream[S]:
