@@ -80,9 +80,8 @@ async def test_updates_in_execution_order_then_the_final_state() -> None:
 
 async def test_inside_the_delivery_runner_every_item_precedes_the_end() -> None:
     graph = loop_graph()
-    async with graph:
-        async with graph.stream(Loop()) as stream:
-            items = [i async for i in stream]
+    async with graph, graph.stream(Loop()) as stream:
+        items = [i async for i in stream]
     assert [type(i).__name__ for i in items] == ["NodeUpdate"] * 4 + ["FinalState"]
 
 
