@@ -184,7 +184,7 @@ async def test_cancelling_the_consumer_cancels_the_run() -> None:
 
 
 async def test_events_mode_passes_other_events_through() -> None:
-    from openarmature_nodes.graph import emit_framework_event
+    from openarmature_nodes.context import emit_framework_event
 
     class Note:
         pass
