@@ -5,9 +5,11 @@ A call-level middleware that opens a span named ``openarmature.llm.complete``
 current (the calling node's span, when the graph is traced), and records the
 GenAI semantic-convention attributes of :mod:`openarmature_nodes.observability.genai`:
 operation, system/provider name, request model and sampling parameters, server
-address and port; then the response id, model, finish reasons and token usage,
-or, on failure, ``error.type`` (the error category), ``ERROR`` status and an
-exception event. Placed inside a retry it records one span per attempt, with
+address and port, the server dialect and structured-output mode
+(``openarmature.llm.dialect``, ``openarmature.llm.structured_output_mode``);
+then the response id, model, finish reasons and token usage, or, on failure,
+``error.type`` (the error category), ``ERROR`` status and an exception event.
+Placed inside a retry it records one span per attempt, with
 ``openarmature.llm.attempt_index`` and ``retry_reason``.
 
 It uses the OpenTelemetry *API* only: without an SDK configured, every call is
@@ -28,6 +30,7 @@ from openarmature_nodes.context import call_attempt
 from openarmature_nodes.observability.genai import (
     LLM_SPAN_NAME,
     attempt_attributes,
+    dialect_attributes,
     error_attributes,
     payload_attributes,
     request_attributes,
@@ -48,7 +51,7 @@ class SpanMiddleware:
     (default ``"chat"``).
     """
 
-    __slots__ = ("_static", "record_payloads", "span_name", "tracer")
+    __slots__ = ("_provider", "_static", "record_payloads", "span_name", "tracer")
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class SpanMiddleware:
         self.record_payloads = record_payloads
         self.span_name = span_name
         self._static = request_attributes(provider, None, operation=operation)
+        self._provider = provider
 
     def __repr__(self) -> str:
         return f"SpanMiddleware(span_name={self.span_name!r})"
@@ -76,6 +80,7 @@ class SpanMiddleware:
             return await next(request)  # no tracing configured: nothing to record or propagate
         if recording:
             span.set_attributes(sampling_attributes(getattr(request, "config", None)))
+            span.set_attributes(dialect_attributes(self._provider))
             attempt = call_attempt.get()
             span.set_attributes(attempt_attributes(attempt.index, attempt.retry_reason))
             if self.record_payloads:
@@ -93,6 +98,7 @@ class SpanMiddleware:
                 raise
             if recording:
                 span.set_attributes(response_attributes(response))
+                span.set_attributes(dialect_attributes(self._provider))  # "auto" may have settled
                 if self.record_payloads:
                     span.set_attributes(payload_attributes(None, response))
             return response

@@ -33,6 +33,7 @@ import msgspec
 __all__ = [
     "LLM_SPAN_NAME",
     "attempt_attributes",
+    "dialect_attributes",
     "error_attributes",
     "payload_attributes",
     "request_attributes",
@@ -80,6 +81,20 @@ def request_attributes(
         attrs["server.port"] = port
     if request is not None:
         attrs.update(sampling_attributes(getattr(request, "config", None)))
+    return attrs
+
+
+def dialect_attributes(provider: Any) -> Attributes:
+    """The provider's server dialect and structured-output mode (read per call:
+    ``dialect="auto"`` settles them at warm-up), when it has them:
+    ``openarmature.llm.dialect`` and ``openarmature.llm.structured_output_mode``."""
+    attrs: Attributes = {}
+    dialect = getattr(getattr(provider, "dialect", None), "name", None)
+    if isinstance(dialect, str):
+        attrs["openarmature.llm.dialect"] = dialect
+    mode = getattr(provider, "structured_output_mode", None)
+    if isinstance(mode, str):
+        attrs["openarmature.llm.structured_output_mode"] = mode
     return attrs
 
 
