@@ -173,7 +173,8 @@ class LLMNode(Generic[S]):
 
     ``stream=True`` makes every call a streamed one (``CompletionRequest.stream``):
     the provider reads the reply as Server-Sent Events and each text delta
-    becomes an ``LlmTokenEvent`` for the run's observers, and a
+    becomes an ``LlmTokenEvent`` for the run's observers (emitted by the
+    onion's call-event layer, so keep it in a custom ``middleware`` list), and a
     :class:`~openarmature_nodes.graph.TokenItem` for ``graph.stream()``. The
     response, and so the node's update, is the same as without streaming.
     """
