@@ -16,14 +16,12 @@ import pytest
 
 from openarmature_nodes.graph import (
     END,
-    EventItem,
-    FinalState,
     GraphBuilder,
     NodeException,
-    NodeUpdate,
     State,
     append,
 )
+from openarmature_nodes.graph.streaming import EventItem, FinalState, NodeUpdate
 from openarmature_nodes.llm import OpenAIProvider, UserMessage
 from openarmature_nodes.nodes import LLMNode
 from openarmature_nodes.testing import EmbeddedServer

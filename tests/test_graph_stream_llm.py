@@ -17,7 +17,8 @@ pytest.importorskip(
 )
 
 from openarmature_nodes.events import LlmTokenEvent
-from openarmature_nodes.graph import END, FinalState, GraphBuilder, NodeUpdate, State, TokenItem
+from openarmature_nodes.graph import END, GraphBuilder, State
+from openarmature_nodes.graph.streaming import FinalState, NodeUpdate, TokenItem
 from openarmature_nodes.llm import OpenAIProvider, RuntimeConfig, UserMessage
 from openarmature_nodes.nodes import LLMNode, build_agent, default_onion
 from openarmature_nodes.testing import EmbeddedServer

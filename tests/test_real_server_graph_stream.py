@@ -14,7 +14,8 @@ pytest.importorskip(
     reason="the call-event layer that emits LlmTokenEvent (issue 13) is not merged yet",
 )
 
-from openarmature_nodes.graph import END, GraphBuilder, NodeUpdate, State, TokenItem
+from openarmature_nodes.graph import END, GraphBuilder, State
+from openarmature_nodes.graph.streaming import NodeUpdate, TokenItem
 from openarmature_nodes.llm import OpenAIProvider, UserMessage
 from openarmature_nodes.nodes import LLMNode, default_onion
 from tests.real_server import MODEL, URL, requires_real_server

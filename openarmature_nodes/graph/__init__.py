@@ -35,6 +35,7 @@ from openarmature_nodes.onion import Middleware
 
 from ._run import current_invocation_id
 from .builder import GraphBuilder
+from .checkpoint import InMemoryCheckpointer, SQLiteCheckpointer
 from .compiled import END, CompiledGraph
 from .errors import (
     ConflictingProjectionForms,
@@ -52,11 +53,11 @@ from .errors import (
     ReducerError,
     RoutingError,
     StateValidationError,
+    StepLimitExceeded,
     UnreachableNode,
 )
 from .events import (
     FanOutConfig,
-    FanOutInstanceEvent,
     NodeError,
     NodeEvent,
     ObserverEvent,
@@ -94,7 +95,7 @@ from .reducers import (
     reducer,
 )
 from .state import State
-from .streaming import EventItem, FinalState, NodeUpdate, TokenItem
+from .suspension import GraphSuspended, Suspended, suspend
 
 __all__ = [
     # building and running
@@ -104,6 +105,12 @@ __all__ = [
     "Middleware",
     "State",
     "current_invocation_id",
+    # durable runs (the rest in .checkpoint and .suspension)
+    "GraphSuspended",
+    "InMemoryCheckpointer",
+    "SQLiteCheckpointer",
+    "Suspended",
+    "suspend",
     # node kinds beyond plain functions and subgraphs
     "Branch",
     "FanOut",
@@ -119,15 +126,9 @@ __all__ = [
     "merge_all",
     "merge_by_key",
     "reducer",
-    # streaming a run (graph.stream; the rest is in .streaming)
-    "EventItem",
-    "FinalState",
-    "NodeUpdate",
-    "TokenItem",
     # observing
     "DrainSummary",
     "FanOutConfig",
-    "FanOutInstanceEvent",
     "NodeError",
     "NodeEvent",
     "Observer",
@@ -161,5 +162,6 @@ __all__ = [
     "ReducerError",
     "RoutingError",
     "StateValidationError",
+    "StepLimitExceeded",
     "UnreachableNode",
 ]

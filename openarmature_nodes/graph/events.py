@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 Phase = Literal["started", "completed", "suspended"]
-PHASES: frozenset[str] = frozenset(("started", "completed"))
+PHASES: frozenset[str] = frozenset(("started", "completed", "suspended"))
 INSTANCE_PHASE = "fan_out_instance"
 """The opt-in phase of :class:`FanOutInstanceEvent` (not in any default subscription)."""
 

@@ -175,7 +175,7 @@ class LLMNode(Generic[S]):
     the provider reads the reply as Server-Sent Events and each text delta
     becomes an ``LlmTokenEvent`` for the run's observers (emitted by the
     onion's call-event layer, so keep it in a custom ``middleware`` list), and a
-    :class:`~openarmature_nodes.graph.TokenItem` for ``graph.stream()``. The
+    :class:`~openarmature_nodes.graph.streaming.TokenItem` for ``graph.stream()``. The
     response, and so the node's update, is the same as without streaming.
     """
 

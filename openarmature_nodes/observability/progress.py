@@ -29,7 +29,7 @@ dependencies, whose bar already shows count, rate and ETA and degrades to
 plain text itself; ``rich`` would bring in a markup and highlighting stack
 (``markdown-it-py``, ``pygments``) for one bar.
 
-The counts come from :class:`~openarmature_nodes.graph.FanOutInstanceEvent`,
+The counts come from :class:`~openarmature_nodes.graph.events.FanOutInstanceEvent`,
 an opt-in event only observers that ask for it receive (this one does,
 through its ``observer_phases``), and from failure-isolation events. A
 nested fan-out (a fan-out inside a fan-out instance) gets a bar / lines of
@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from openarmature_nodes.graph import FanOutInstanceEvent
+from openarmature_nodes.graph.events import FanOutInstanceEvent
 from openarmature_nodes.middleware import FailureIsolationEvent
 
 try:  # the optional extra "progress"
