@@ -21,14 +21,16 @@ The LLM call onion, from the outside in::
     )
     response = await call(CompletionRequest(messages=[UserMessage("...")]))
 
-Node-level layers: :class:`RetryMiddleware` (the same class), :class:`TimingMiddleware`
-and :class:`FailureIsolationMiddleware` (put it *outside* retry). The §6.4
-cause-chain primitive is :func:`classify_causes`.
+:class:`CacheMiddleware` (off by default) serves repeated calls from a memory or
+SQLite cache. Node-level layers: :class:`RetryMiddleware` (the same class),
+:class:`TimingMiddleware` and :class:`FailureIsolationMiddleware` (put it *outside*
+retry). The §6.4 cause-chain primitive is :func:`classify_causes`.
 """
 
 from openarmature_nodes.onion import Middleware, compose
 from openarmature_nodes.retrying import RetryConfig
 
+from .cache import CacheBackend, CacheMiddleware, MemoryCache, SqliteCache
 from .causes import CauseChain, CauseLink, classify_causes, derived_category
 from .cooldown import Cooldown, CooldownMiddleware
 from .degraded import DegradedResponseMiddleware
@@ -40,6 +42,10 @@ from .timing import TimingMiddleware, TimingMiddlewareFactory, TimingRecord
 from .warmup import WarmupGate
 
 __all__ = [
+    "CacheBackend",
+    "CacheMiddleware",
+    "MemoryCache",
+    "SqliteCache",
     "CauseChain",
     "CauseLink",
     "Cooldown",

@@ -88,12 +88,9 @@ def test_duplicate_node_name_is_rejected_at_once() -> None:
         builder().add_node("a", noop)
 
 
-def test_sync_node_function_is_rejected() -> None:
-    def sync(state: Any) -> None:
-        return None
-
-    with pytest.raises(TypeError, match="must be async"):
-        builder().add_node("s", sync)  # type: ignore[arg-type]
+def test_non_callable_node_is_rejected() -> None:
+    with pytest.raises(TypeError, match="must be a callable"):
+        builder().add_node("s", 42)  # type: ignore[arg-type]
 
 
 def test_declared_destinations_drive_reachability() -> None:

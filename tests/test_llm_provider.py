@@ -315,7 +315,7 @@ async def test_request_mapping_null_skip_stop_rename_and_extras() -> None:
     )
     async with make(server) as p:
         await p.complete(HI, config=config)
-        await p.complete(HI, config={"temperature": 0.2, "repetition_penalty": 1.05})
+        await p.complete(HI, config={"temperature": 0.2, "extras": {"repetition_penalty": 1.05}})
     assert server.body(0) == {
         "model": "m",
         "messages": [{"role": "user", "content": "hi"}],

@@ -746,5 +746,5 @@ async def test_conflicting_extras_are_refused_before_sending() -> None:
     async with mock_provider(handler) as provider:
         with pytest.raises(ProviderInvalidRequest, match="stream_options"):
             await provider.complete(
-                HI, config={"stream_options": {"include_usage": False}}, stream=True
+                HI, config={"extras": {"stream_options": {"include_usage": False}}}, stream=True
             )

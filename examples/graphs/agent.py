@@ -191,6 +191,8 @@ async def main(args: argparse.Namespace) -> int:
             f"stop reason: {final.stop_reason}, {took:.2f} s; "
             f"tokens: {tally.prompt_tokens} prompt + {tally.completion_tokens} completion "
             f"over {tally.calls} completions"
+            + (" (synthetic: the embedded endpoint counts words, not model tokens)"
+               if ep.embedded is not None else "")
         )
         if final.stop_reason == "max_turns":
             print("(the model kept asking for tools: raise --max-turns, or use a model trained "

@@ -22,6 +22,12 @@ Failures, two layers:
   ``instance_middleware`` turns an instance that still fails (retries used
   up, or a non-transient error) into the tagline ``"(unavailable)"`` instead
   of failing the whole batch.
+
+Progress: a :class:`~openarmature_nodes.observability.progress.FanOutProgress`
+observer reports done / degraded / failed out of the record count, with the
+rate and an ETA, on stderr: a live bar when stderr is a terminal (with the
+``progress`` extra, ``tqdm``), a plain line every ``--progress-every`` seconds
+otherwise (piped, in CI).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.middleware import FailureIsolationMiddleware, RetryMiddleware, WarmupGate
 from openarmature_nodes.nodes import LLMNode, default_onion
+from openarmature_nodes.observability.progress import FanOutProgress
 from openarmature_nodes.onion import Next
 from openarmature_nodes.retrying import RetryConfig
 from openarmature_nodes.testing import ReceivedRequest, completion_body
@@ -164,11 +171,15 @@ async def main(args: argparse.Namespace) -> int:
             print(f"[embedded endpoint] the next {args.rate_limited} chat requests get 429 "
                   "with Retry-After: 1")
         graph = build(provider, onion, args.concurrency)
-        records = RECORDS[: args.records]
+        records = [RECORDS[i % len(RECORDS)] for i in range(args.records)]
         print(f"enriching {len(records)} records, at most {args.concurrency} calls at once, "
               f"on {args.backend}")
         began = time.monotonic()
-        final = await graph.invoke(Catalogue(records=records))
+        progress = FanOutProgress("enrich", interval=args.progress_every)
+        try:
+            final = await graph.invoke(Catalogue(records=records), observers=[progress])
+        finally:
+            progress.close()
         elapsed = time.monotonic() - began
     for record, line in zip(final.records, final.taglines, strict=True):
         print(f"  {show(record, 48):48} -> {line}")
@@ -179,7 +190,10 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = make_parser(__doc__.splitlines()[0] if __doc__ else "fan-out enrichment")
     parser.add_argument("--concurrency", type=int, default=3, help="calls in flight at most")
-    parser.add_argument("--records", type=int, default=len(RECORDS), help="how many records")
+    parser.add_argument("--records", type=int, default=len(RECORDS),
+                        help="how many records (beyond the list: its records again)")
+    parser.add_argument("--progress-every", type=float, default=2.0,
+                        help="seconds between progress lines when stderr is not a terminal")
     parser.add_argument("--attempts", type=int, default=4, help="attempts per call (retry)")
     parser.add_argument("--rate-limited", type=int, default=2,
                         help="embedded endpoint only: chat requests answered 429 first")

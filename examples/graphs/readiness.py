@@ -165,8 +165,10 @@ async def main(args: argparse.Namespace) -> int:
                     config=RuntimeConfig(max_tokens=args.max_tokens, temperature=0.0),
                 )
                 u = r.usage
+                synthetic = " (synthetic usage)" if ep.embedded is not None else ""
                 return (f"finish_reason={r.finish_reason}, tokens {u.prompt_tokens} prompt + "
-                        f"{u.completion_tokens} completion: {show(r.message.content, 60)!r}")
+                        f"{u.completion_tokens} completion{synthetic}: "
+                        f"{show(r.message.content, 60)!r}")
 
             ok = (
                 await timed("ready", ready)

@@ -56,7 +56,13 @@ from .errors import (
     StepLimitExceeded,
     UnreachableNode,
 )
-from .events import FanOutConfig, NodeError, NodeEvent, ObserverEvent, ParallelBranchesConfig
+from .events import (
+    FanOutConfig,
+    NodeError,
+    NodeEvent,
+    ObserverEvent,
+    ParallelBranchesConfig,
+)
 from .fanout import (
     FanOut,
     FanOutCountModeAmbiguous,

@@ -452,8 +452,8 @@ def _overlay(graph: Any, state: Any, payload: Mapping[str, Any]) -> Any:
     fields = {k: v for k, v in payload.items() if k in schema.fields}
     if not fields:
         return state
-    new = msgspec.structs.replace(state, **fields)
     try:
+        new = msgspec.structs.replace(state, **fields)  # a State checks itself here
         schema.validate(new, where="signal_payload merge")
     except StateValidationError as exc:
         raise SuspensionResumePayloadInvalid(str(exc), recoverable_state=state) from exc

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
+from msgspec.structs import force_setattr as _force_setattr
 from msgspec.structs import replace as _struct_replace
 
 from openarmature_nodes.context import Lineage, attempt_index, run_scope
@@ -40,8 +42,8 @@ from .errors import (
     StateValidationError,
     StepLimitExceeded,
 )
-from .events import NodeError, NodeEvent
-from .state import FieldSpec, MergePlan, _type_name
+from .events import INSTANCE_PHASE, FanOutInstanceEvent, NodeError, NodeEvent
+from .state import FieldSpec, MergePlan, State, _type_name
 from .suspension import SuspendSignal, find_suspension
 
 if TYPE_CHECKING:
@@ -49,9 +51,12 @@ if TYPE_CHECKING:
     from .compiled import CompiledGraph, _Node
     from .observers import Invocation, Subscription
 
+_STATE_POST_INIT = State.__post_init__
+_NO_UPDATE: Any = MappingProxyType({})  # a node that returned None, on its completed event
+
 __all__ = [
     "END", "Level", "Run", "Step", "current_invocation_id", "current_run", "merge",
-    "node_failure", "route", "run_observed", "run_plain",
+    "node_failure", "report_instance", "route", "run_observed", "run_plain",
 ]
 
 
@@ -424,7 +429,13 @@ def merge(plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str
         changes[key] = new
     if not changes:
         return state
-    return _struct_replace(state, **changes)
+    if state.__class__.__post_init__ is _STATE_POST_INIT:
+        # The changed fields are checked above: skip State's whole-state check.
+        new = state.__copy__()
+        for key, value in changes.items():
+            _force_setattr(new, key, value)
+        return new
+    return _struct_replace(state, **changes)  # runs the subclass's own __post_init__
 
 
 def _wrong_type(spec: FieldSpec, value: Any, node_name: str, state: Any) -> StateValidationError:
@@ -529,7 +540,7 @@ async def run_observed(
         except GraphRuntimeError as err:
             step.finish_error(err)
             raise
-        step.finish_ok(new)
+        step.finish_ok(new, update=update if update is not None else _NO_UPDATE)
         if durable is not None and step.number >= 0:
             await durable.node_done(level, node.name, step.number, step.attempt, new, nxt is None)
         state, node = new, nxt
@@ -589,3 +600,30 @@ async def route(node: _Node, state: Any) -> _Node | None:
             recoverable_state=state,
         )
     return target
+
+
+def report_instance(step: Step, index: int, count: int, outcome: str) -> None:
+    """Queue a :class:`FanOutInstanceEvent` for fan-out node ``step``'s instance
+    ``index``, only to observers subscribed to its phase (progress reporters)."""
+    level = step.level
+    inv = level.run.inv
+    if inv is None:
+        return
+    targets = tuple(t for t in level.targets if INSTANCE_PHASE in t.phases)
+    if not targets:
+        return
+    inv.emit(
+        FanOutInstanceEvent(
+            invocation_id=level.run.invocation_id,
+            namespace=(*level.prefix, step.node_name),
+            fan_out_index=index,
+            branch_name=level.branch_name,
+            fan_out_index_chain=level.fan_out_chain,
+            branch_name_chain=level.branch_chain,
+            correlation_id=level.run.correlation_id,
+            node_name=step.node_name,
+            item_count=count,
+            outcome=outcome,  # type: ignore[arg-type]
+        ),
+        targets,
+    )

@@ -47,13 +47,14 @@ from .errors import (
     UnreachableNode,
 )
 from .nodes import FunctionNode, NodeKind, SubgraphNode
-from .state import State, schema_of
+from .state import State, check_state_class, schema_of
 
 __all__ = ["GraphBuilder"]
 
 S = TypeVar("S", bound=State)
 
-NodeFn = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
+NodeFn = Callable[[Any], Awaitable[Mapping[str, Any] | None] | Mapping[str, Any] | None]
+"""``async def node(state)`` or plain ``def node(state)`` (run in a worker thread)."""
 RouteFn = Callable[[Any], Any]
 
 
@@ -87,6 +88,7 @@ class GraphBuilder(Generic[S]):
     def __init__(
         self, state: type[S], *, middleware: Iterable[Middleware[Any, Any]] = ()
     ) -> None:
+        check_state_class(state)
         self.state = state
         self._middleware: list[Middleware[Any, Any]] = list(middleware)
         self._nodes: dict[str, tuple[NodeKind, tuple[Middleware[Any, Any], ...]]] = {}
@@ -131,7 +133,9 @@ class GraphBuilder(Generic[S]):
         *,
         middleware: Iterable[Middleware[Any, Any]] = (),
     ) -> GraphBuilder[S]:
-        """Add ``async def fn(state) -> partial update``. A compiled graph becomes a subgraph."""
+        """Add ``fn(state) -> partial update``: ``async def``, or a plain ``def`` that
+        runs in a worker thread (see :class:`~.nodes.FunctionNode` for the cost).
+        A compiled graph becomes a subgraph."""
         if isinstance(fn, CompiledGraph):
             return self.add_subgraph(name, fn, middleware=middleware)
         return self.add_node_kind(name, FunctionNode(fn), middleware=middleware)
@@ -305,6 +309,7 @@ class GraphBuilder(Generic[S]):
                 node.route = edge.route
                 node.route_async = is_async_callable(edge.route)
                 allowed = edge.destinations
+                node.destinations = allowed
                 node.routes = (
                     dict(nodes)
                     if allowed is None

@@ -43,9 +43,11 @@ from .checkpoint.errors import (
 from .checkpoint.migrations import MigrationRegistry
 from .checkpoint.protocol import Checkpointer
 from .checkpoint.records import CheckpointRecord
+from .mermaid import to_mermaid
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
+from .streaming import GraphStream, resolve_modes
 from .suspension import Completed, GraphSuspended, Suspended, SuspendSignal
 
 __all__ = ["END", "CompiledGraph"]
@@ -56,7 +58,10 @@ S = TypeVar("S", bound=State)
 class _Node:
     """A compiled node: its kind, middleware, and resolved outgoing edge."""
 
-    __slots__ = ("call", "kind", "middleware", "name", "next", "route", "route_async", "routes")
+    __slots__ = (
+        "call", "destinations", "kind", "middleware", "name", "next", "route", "route_async",
+        "routes",
+    )
 
     def __init__(self, name: str, kind: NodeKind, middleware: Sequence[Middleware[Any, Any]]):
         self.name = name
@@ -67,6 +72,7 @@ class _Node:
         self.route: Callable[[Any], Any] | None = None
         self.route_async = False
         self.routes: dict[str, _Node] = {}
+        self.destinations: tuple[Any, ...] | None = None  # as declared (END included)
 
     def observed_call(self, step: Step) -> Inner:
         return compose(self.middleware, self.kind.observed(step))
@@ -372,6 +378,35 @@ class CompiledGraph(Generic[S]):
             invocation_id=run.invocation_id, correlation_id=run.correlation_id or "",
             state=state, descriptor=sig.descriptor, node_name=node_name, namespace=namespace,
         )
+
+    def stream(
+        self,
+        initial_state: S | Any,
+        *,
+        mode: str | Iterable[str] | None = None,
+        observers: Iterable[Any] = (),
+        invocation_id: str | None = None,
+        correlation_id: str | None = None,
+        buffer: int = 64,
+    ) -> GraphStream[S]:
+        """Run the graph, yielding typed items as it goes (see :mod:`.streaming`)::
+
+            async with graph.stream(state, mode={"updates", "tokens"}) as items:
+                async for item in items:
+                    ...
+
+        ``mode``: ``"updates"``, ``"tokens"``, ``"values"`` (the final state),
+        ``"events"``, or a set of them (default: the first three). ``buffer``:
+        items held for a slow consumer before delivery waits for it.
+        """
+        return GraphStream(
+            self, initial_state, modes=resolve_modes(mode), observers=observers,
+            invocation_id=invocation_id, correlation_id=correlation_id, buffer=buffer,
+        )
+
+    def to_mermaid(self, *, direction: str = "TD") -> str:
+        """This graph as a Mermaid flowchart (see :mod:`.mermaid`)."""
+        return to_mermaid(self, direction=direction)
 
     def _observed(self) -> bool:
         return any(g._observers for g in self._graphs)

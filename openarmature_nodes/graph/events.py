@@ -26,6 +26,7 @@ from openarmature_nodes.events import ObserverEvent
 
 __all__ = [
     "FanOutConfig",
+    "FanOutInstanceEvent",
     "NodeError",
     "NodeEvent",
     "ObserverEvent",
@@ -35,6 +36,8 @@ __all__ = [
 
 Phase = Literal["started", "completed", "suspended"]
 PHASES: frozenset[str] = frozenset(("started", "completed", "suspended"))
+INSTANCE_PHASE = "fan_out_instance"
+"""The opt-in phase of :class:`FanOutInstanceEvent` (not in any default subscription)."""
 
 
 class NodeError(msgspec.Struct, frozen=True):
@@ -68,7 +71,9 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     ``pre_state`` is the state the node received. A ``completed`` event carries
     exactly one of ``post_state`` (the merged state; the step succeeded) and
     ``error``. ``parent_states`` holds, outermost first, each containing graph's
-    state at the moment it entered the subgraph leading here.
+    state at the moment it entered the subgraph leading here. ``update`` is, on
+    a successful ``completed`` event of a graph node, the partial update the
+    node returned (an empty mapping for ``None``); ``None`` elsewhere.
     """
 
     phase: Phase
@@ -81,3 +86,21 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     descriptor: Any = None
     fan_out_config: FanOutConfig | None = None
     parallel_branches_config: ParallelBranchesConfig | None = None
+    update: Any = None
+
+
+class FanOutInstanceEvent(ObserverEvent, frozen=True, kw_only=True):
+    """One fan-out instance finished (for progress reporting; opt-in).
+
+    Not a graph-engine §6 event: it reaches only observers subscribed to the
+    phase ``"fan_out_instance"`` (``graph.attach(obs, phases={"fan_out_instance"})``,
+    or an observer object whose ``observer_phases`` attribute names it), so the
+    event stream every other observer sees is unchanged. ``namespace`` is the
+    fan-out node's, ``fan_out_index`` the instance's; ``outcome`` is ``"ok"``
+    (it returned, possibly a degraded update) or ``"failed"`` (it raised).
+    """
+
+    phase: Literal["fan_out_instance"] = "fan_out_instance"
+    node_name: str
+    item_count: int
+    outcome: Literal["ok", "failed"]

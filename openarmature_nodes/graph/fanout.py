@@ -69,7 +69,7 @@ from ._kinds import (
     view_step,
 )
 from ._pool import run_indexed
-from ._run import run_observed, run_plain
+from ._run import report_instance, run_observed, run_plain
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
 from .executors import FanOutBatch, FanOutExecutor, Outcome
@@ -334,18 +334,21 @@ class FanOut(ConcurrentKind):
                 inst = enter(i)
                 run = compose(self.instance_middleware, self._observed_instance(step, i))
                 view = view_step(step, inst, fan_out_index=i)
-                if tracker is None:
-                    return await run_with_lineage(view, run, inst)
                 try:
                     result = await run_with_lineage(view, run, inst)
                 except Exception as exc:
-                    if self.error_policy == "collect":
+                    report_instance(step, i, count, "failed")
+                    if tracker is not None and self.error_policy == "collect":
                         tracker.completed(i, self.error_record(i, exc), error=True, extra=None)
                         await self._saved(step, state)
                     raise
-                extra = {k: _slot(result, k) for k in self._keys[1:]} or None
-                tracker.completed(i, _slot(result, self.collect_field), error=False, extra=extra)
-                await self._saved(step, state)
+                report_instance(step, i, count, "ok")
+                if tracker is not None:
+                    extra = {k: _slot(result, k) for k in self._keys[1:]} or None
+                    tracker.completed(
+                        i, _slot(result, self.collect_field), error=False, extra=extra
+                    )
+                    await self._saved(step, state)
                 return result
 
         outcome, sig = await run_units_suspendable(

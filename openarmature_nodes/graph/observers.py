@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .events import PHASES
+from .events import INSTANCE_PHASE, PHASES
 
 __all__ = [
     "DrainSummary",
@@ -67,13 +67,19 @@ class Subscription:
 
 
 def subscribe(observer: Any, phases: Iterable[str] | None = None) -> Subscription:
-    """Wrap ``observer`` with a phase subscription (``{"started"}``, ``{"completed"}``)."""
+    """Wrap ``observer`` with a phase subscription (``{"started"}``, ``{"completed"}``).
+
+    Without ``phases``, an observer object's ``observer_phases`` attribute (if
+    any) is used: how an observer opts in to ``"fan_out_instance"`` events.
+    """
     if isinstance(observer, Subscription):
         if phases is None:
             return observer
         observer = observer.original
     if not callable(observer):
         raise TypeError(f"observer must be callable, got {observer!r}")
+    if phases is None:
+        phases = getattr(observer, "observer_phases", None)
     if phases is None:
         wanted = PHASES
     else:
@@ -82,7 +88,7 @@ def subscribe(observer: Any, phases: Iterable[str] | None = None) -> Subscriptio
         wanted = frozenset(phases)
         if not wanted:
             raise ValueError("phases must not be empty (an observer would receive nothing)")
-        unknown = wanted - PHASES - {"suspended"}
+        unknown = wanted - PHASES - {"suspended", INSTANCE_PHASE}
         if unknown:
             raise ValueError(f"unknown phase(s) {sorted(unknown)}; use 'started'/'completed'")
     return Subscription(_as_async(observer), wanted, observer)

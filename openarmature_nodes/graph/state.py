@@ -34,11 +34,26 @@ import msgspec
 from .errors import ConflictingReducers, StateValidationError
 from .reducers import Reducer, last_write_wins
 
-__all__ = ["FieldSpec", "Schema", "State", "schema_of"]
+__all__ = ["FieldSpec", "Schema", "State", "check_state_class", "schema_of"]
 
 
 class State(msgspec.Struct, frozen=True, kw_only=True):
-    """Base class for graph state. Subclasses are frozen, keyword-only structs."""
+    """Base class for graph state. Subclasses are frozen, keyword-only structs.
+
+    Construction checks every field against its declared type, so
+    ``Loop(turns="one")`` raises :class:`StateValidationError` at once rather
+    than at ``invoke()`` (the same checkers the engine uses on updates; a
+    class whose reducers are misdeclared is left for ``compile()`` to report).
+    The engine's own merges skip this full check: they validate only the
+    fields an update touches (see :func:`~._run.merge`).
+    """
+
+    def __post_init__(self) -> None:
+        try:
+            schema = schema_of(type(self))
+        except (ConflictingReducers, TypeError):
+            return  # compile() reports a misdeclared class, with its own error
+        schema.validate(self, where=f"{type(self).__name__}(...)")
 
 
 Checker = Callable[[Any], bool]
@@ -127,9 +142,28 @@ def schema_of(cls: type[State]) -> Schema:
     return schema
 
 
+def check_state_class(cls: Any) -> None:
+    """The one rule for graph state classes: a subclass of :class:`State`.
+
+    ``State`` is a frozen, keyword-only ``msgspec.Struct``; the engine relies on
+    both (it shares untouched fields between states and merges by building a
+    new instance), so a plain ``msgspec.Struct`` is rejected too.
+    """
+    if isinstance(cls, type) and issubclass(cls, State):
+        return
+    if isinstance(cls, type) and issubclass(cls, msgspec.Struct):
+        got = f"the plain msgspec.Struct {cls.__name__}"
+    else:
+        got = repr(cls)
+    raise TypeError(
+        f"graph state must be a subclass of openarmature_nodes.graph.State (a frozen, "
+        f"keyword-only msgspec.Struct), got {got}; declare it as `class "
+        f"{getattr(cls, '__name__', 'MyState')}(State): ...`"
+    )
+
+
 def _build(cls: type[State]) -> Schema:
-    if not (isinstance(cls, type) and issubclass(cls, msgspec.Struct)):
-        raise TypeError(f"state schema must be a State (msgspec.Struct) subclass, got {cls!r}")
+    check_state_class(cls)
     try:
         hints = typing.get_type_hints(cls, include_extras=True)
     except NameError as exc:

@@ -13,16 +13,28 @@ An extras key that names a field the provider itself sets (``model``,
 ``messages``, ``stream``, a declared field that is also set ...) is checked
 before sending: equal values are a harmless no-op, conflicting ones raise
 ``ProviderInvalidRequest`` (see :mod:`openarmature_nodes.llm.wire`).
+
+A plain mapping (``config={"temperature": 0, "max_tokens": 64}``) may name
+the declared fields and ``extras`` only. Any other key raises
+``ProviderInvalidRequest`` before anything is sent, suggesting the declared
+name it resembles (``max_token`` -> ``max_tokens``): a typo would otherwise be
+forwarded as an extra the server ignores, and the real setting dropped.
+Backend-specific keys go under ``extras`` explicitly::
+
+    config={"max_tokens": 64, "extras": {"top_k": 20}}
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 
-__all__ = ["DECLARED_FIELDS", "RuntimeConfig"]
+from .errors import ProviderInvalidRequest
+
+__all__ = ["DECLARED_FIELDS", "RuntimeConfig", "check_config_keys"]
 
 
 class RuntimeConfig(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -39,19 +51,13 @@ class RuntimeConfig(msgspec.Struct, frozen=True, omit_defaults=True):
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> RuntimeConfig:
-        """Build a config from a flat mapping: declared names fill the declared
-        fields, every other key becomes an extra (an explicit ``extras``
-        mapping is merged in as well)."""
-        declared: dict[str, Any] = {}
-        extras: dict[str, Any] = {}
-        for key, value in values.items():
-            if key == "extras" and isinstance(value, Mapping):
-                extras.update(value)
-            elif key in DECLARED_FIELDS:
-                declared[key] = value
-            else:
-                extras[key] = value
-        return cls(**declared, extras=extras)
+        """Build a config from a mapping of declared field names (plus an optional
+        ``extras`` mapping). Raises ``ProviderInvalidRequest`` for any other key
+        (see :func:`check_config_keys`)."""
+        check_config_keys(values)
+        declared = {k: v for k, v in values.items() if k != "extras"}
+        extras = values.get("extras")
+        return cls(**declared, extras=dict(extras) if extras else {})
 
     def merged(self, override: RuntimeConfig | None) -> RuntimeConfig:
         """This config with ``override``'s non-``None`` fields (and extras) on top."""
@@ -77,3 +83,30 @@ DECLARED_FIELDS: tuple[str, ...] = (
     "stop_sequences",
 )
 """The seven declared ``RuntimeConfig`` fields, in spec order."""
+
+
+def check_config_keys(values: Mapping[str, Any]) -> None:
+    """Reject a config mapping key that is neither a declared field nor ``extras``.
+
+    The one rule for dict configs. The error names every unknown key and, for a
+    near-miss of a declared name (``temprature``), the name it most resembles.
+    ``extras`` itself must be a mapping.
+    """
+    problems: list[str] = []
+    for key in values:
+        if key == "extras" or key in DECLARED_FIELDS:
+            continue
+        close = difflib.get_close_matches(str(key), DECLARED_FIELDS, n=1, cutoff=0.85)
+        hint = f"did you mean {close[0]!r}?" if close else "not a RuntimeConfig field"
+        problems.append(f"{key!r} ({hint})")
+    if problems:
+        raise ProviderInvalidRequest(
+            f"unknown config key(s) {', '.join(problems)}; config mappings take only "
+            f"{', '.join(DECLARED_FIELDS)} and extras; pass backend-specific settings as "
+            'extras={"name": value}'
+        )
+    extras = values.get("extras")
+    if extras is not None and not isinstance(extras, Mapping):
+        raise ProviderInvalidRequest(
+            f"config extras must be a mapping, got {type(extras).__name__}"
+        )

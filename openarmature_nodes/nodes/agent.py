@@ -93,6 +93,7 @@ def agent_builder(
     tool_timeout: float | None = None,
     llm_name: str = "llm",
     tools_name: str = "tools",
+    stream: bool = False,
 ) -> GraphBuilder[A]:
     """Wire an LLM node, a tool node and the loop edge; return the builder.
 
@@ -100,7 +101,9 @@ def agent_builder(
     it, for example forcing a tool on the first turn). ``middleware`` is the
     LLM node's call-level onion (``None``: :func:`default_onion`).
     ``on_tool_error``, ``format_tool_error`` and ``tool_timeout`` configure the
-    tool node. Raises ``ValueError`` for ``max_turns < 1``.
+    tool node. ``stream=True`` streams each LLM turn (see :class:`LLMNode`):
+    the text arrives as token events (``graph.stream(..., mode="tokens")``),
+    the state is the same. Raises ``ValueError`` for ``max_turns < 1``.
     """
     if max_turns < 1:
         raise ValueError("max_turns must be at least 1")
@@ -143,6 +146,7 @@ def agent_builder(
         config=config,
         middleware=middleware,
         name=llm_name,
+        stream=stream,
     )
     return (
         GraphBuilder(state)

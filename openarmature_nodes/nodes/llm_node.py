@@ -62,6 +62,7 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.wire.validation import normalize_tool_choice
 from openarmature_nodes.middleware import (
+    CacheMiddleware,
     Cooldown,
     CooldownMiddleware,
     DegradedResponseMiddleware,
@@ -103,6 +104,7 @@ def default_onion(
     warmup: WarmupGate | Literal[False] | None = None,
     structured: StructuredOutputMiddleware | Literal[False] | None = None,
     degraded: DegradedResponseMiddleware | Literal[False] | None = None,
+    cache: CacheMiddleware | None = None,
 ) -> list[CallMiddleware]:
     """The default call-level onion for ``provider``, outermost first.
 
@@ -118,7 +120,8 @@ def default_onion(
     ``ProviderDegradedResponse``, so it is retried, then raised).
     Pass an instance to configure a layer, a :class:`RetryConfig` for retry,
     or ``False`` to leave a layer out (``degraded=False`` returns degraded
-    replies as they are).
+    replies as they are). ``cache`` (off by default) adds a
+    :class:`~openarmature_nodes.middleware.CacheMiddleware` right inside the span.
 
     Why this order: the span is outermost so that one node call is one span,
     whatever happens inside; retry sits outside the gate so that a call that
@@ -129,6 +132,8 @@ def default_onion(
     layers: list[CallMiddleware] = []
     if span is not False:
         layers.append(span if span is not None else SpanMiddleware(provider))
+    if cache is not None:
+        layers.append(cache)
     if retry is not False:
         if retry is None:
             retry = RetryMiddleware()
@@ -176,6 +181,13 @@ class LLMNode(Generic[S]):
 
     ``middleware``: the call-level onion (outermost first); ``None`` builds
     :func:`default_onion`. ``[]`` calls the provider directly.
+
+    ``stream=True`` makes every call a streamed one (``CompletionRequest.stream``):
+    the provider reads the reply as Server-Sent Events and each text delta
+    becomes an ``LlmTokenEvent`` for the run's observers (emitted by the
+    onion's call-event layer, so keep it in a custom ``middleware`` list), and a
+    :class:`~openarmature_nodes.graph.streaming.TokenItem` for ``graph.stream()``. The
+    response, and so the node's update, is the same as without streaming.
     """
 
     __slots__ = (
@@ -190,6 +202,7 @@ class LLMNode(Generic[S]):
         "name",
         "provider",
         "response_schema",
+        "stream",
     )
 
     def __init__(
@@ -204,6 +217,7 @@ class LLMNode(Generic[S]):
         config: ConfigArg[S] = None,
         middleware: Sequence[CallMiddleware] | None = None,
         name: str = "llm",
+        stream: bool = False,
     ) -> None:
         if not callable(getattr(provider, "call", None)):
             raise TypeError(f"provider must have an async call(request) method, got {provider!r}")
@@ -222,6 +236,7 @@ class LLMNode(Generic[S]):
             config = RuntimeConfig.from_mapping(config)
         self._config = config
         self.response_schema = response_schema
+        self.stream = bool(stream)
         self.middleware: tuple[CallMiddleware, ...] = tuple(
             default_onion(provider) if middleware is None else middleware
         )
@@ -264,6 +279,8 @@ class LLMNode(Generic[S]):
                 changes["config"] = config
         if request.response_schema is None and self.response_schema is not None:
             changes["response_schema"] = self.response_schema
+        if self.stream and not request.stream:
+            changes["stream"] = True
         return msgspec.structs.replace(request, **changes) if changes else request
 
     async def __call__(self, state: S) -> Update:
