@@ -24,14 +24,23 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from openarmature_nodes.llm.call_events import (
+    completion_fields,
+    failure_fields,
+    message_records,
+    request_params,
+)
 from openarmature_nodes.observability.genai import (
+    DEFAULT_PAYLOAD_CAP,
     LLM_SPAN_NAME,
+    GenAIConvention,
     attempt_attributes,
+    convention_from_env,
     error_attributes,
+    param_attributes,
     payload_attributes,
     request_attributes,
     response_attributes,
-    sampling_attributes,
 )
 from openarmature_nodes.retrying import call_attempt
 
@@ -45,10 +54,12 @@ class SpanMiddleware:
 
     ``provider`` supplies ``model``, ``genai_system``, ``server_address`` and
     ``server_port`` (read once, here). ``operation`` is ``gen_ai.operation.name``
-    (default ``"chat"``).
+    (default ``"chat"``). ``convention`` picks the GenAI naming generation
+    (default: from ``OTEL_SEMCONV_STABILITY_OPT_IN``, see
+    :mod:`openarmature_nodes.observability.genai`).
     """
 
-    __slots__ = ("_static", "record_payloads", "span_name", "tracer")
+    __slots__ = ("_cap", "_convention", "_static", "record_payloads", "span_name", "tracer")
 
     def __init__(
         self,
@@ -57,13 +68,24 @@ class SpanMiddleware:
         tracer: Tracer | None = None,
         tracer_provider: TracerProvider | None = None,
         record_payloads: bool = False,
+        payload_cap: int = DEFAULT_PAYLOAD_CAP,
         span_name: str = LLM_SPAN_NAME,
         operation: str = "chat",
+        convention: GenAIConvention | None = None,
     ) -> None:
         self.tracer = tracer or trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         self.record_payloads = record_payloads
         self.span_name = span_name
-        self._static = request_attributes(provider, None, operation=operation)
+        self._cap = payload_cap
+        self._convention: GenAIConvention = convention or convention_from_env()
+        self._static = request_attributes(
+            str(getattr(provider, "genai_system", None) or "openai"),
+            getattr(provider, "model", None),
+            operation=operation,
+            convention=self._convention,
+            server_address=getattr(provider, "server_address", None),
+            server_port=getattr(provider, "server_port", None),
+        )
 
     def __repr__(self) -> str:
         return f"SpanMiddleware(span_name={self.span_name!r})"
@@ -75,24 +97,39 @@ class SpanMiddleware:
         if not recording and not span.get_span_context().is_valid:
             return await next(request)  # no tracing configured: nothing to record or propagate
         if recording:
-            span.set_attributes(sampling_attributes(getattr(request, "config", None)))
+            config = getattr(request, "config", None)
+            params = request_params(config)
+            if params:
+                span.set_attributes(param_attributes(params))
             attempt = call_attempt.get()
             span.set_attributes(attempt_attributes(attempt.index, attempt.retry_reason))
             if self.record_payloads:
-                span.set_attributes(payload_attributes(request))
+                extras = getattr(config, "extras", None)
+                span.set_attributes(payload_attributes(
+                    input_messages=message_records(request.messages),
+                    request_extras=extras, cap=self._cap))
         with trace.use_span(span, end_on_exit=True, record_exception=False,
                             set_status_on_exception=False):
             try:
                 response = await next(request)
             except Exception as exc:
                 if recording:
-                    failure = error_attributes(exc)
-                    span.set_attributes(failure)
+                    failure = failure_fields(exc)
+                    category = failure["error_category"] if failure else None
+                    cls = type(exc)
+                    attrs = error_attributes(category, f"{cls.__module__}.{cls.__qualname__}")
+                    span.set_attributes(attrs)
                     span.record_exception(exc, escaped=True)
-                    span.set_status(Status(StatusCode.ERROR, str(failure["error.type"])))
+                    span.set_status(Status(StatusCode.ERROR, str(attrs["error.type"])))
                 raise
             if recording:
-                span.set_attributes(response_attributes(response))
+                done = completion_fields(response)
+                span.set_attributes(response_attributes(
+                    response_model=done["response_model"], response_id=done["response_id"],
+                    finish_reason=done["finish_reason"], usage=done["usage"],
+                    tool_calls=done["output_tool_calls"], convention=self._convention))
                 if self.record_payloads:
-                    span.set_attributes(payload_attributes(None, response))
+                    span.set_attributes(payload_attributes(
+                        output_content=done["output_content"],
+                        output_tool_calls=done["output_tool_calls"], cap=self._cap))
             return response

@@ -34,6 +34,7 @@ from ._run import (
     Level,
     NodeLineage,
     Step,
+    current_correlation_id,
     current_invocation_id,
     current_lineage,
     emit_framework_event,
@@ -58,7 +59,14 @@ from .errors import (
     StateValidationError,
     UnreachableNode,
 )
-from .events import FanOutConfig, NodeError, NodeEvent, ObserverEvent, ParallelBranchesConfig
+from .events import (
+    FanOutConfig,
+    InvocationEvent,
+    NodeError,
+    NodeEvent,
+    ObserverEvent,
+    ParallelBranchesConfig,
+)
 from .fanout import (
     FanOut,
     FanOutCountModeAmbiguous,
@@ -129,6 +137,7 @@ __all__ = [
     "MultipleOutgoingEdges",
     "NoDeclaredEntry",
     "NodeError",
+    "InvocationEvent",
     "NodeEvent",
     "NodeException",
     "NodeKind",
@@ -153,6 +162,7 @@ __all__ = [
     "compose",
     "concat_flatten",
     "current_invocation_id",
+    "current_correlation_id",
     "current_lineage",
     "dedupe_append",
     "emit_framework_event",

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from .observers import Invocation, Subscription
 
 __all__ = [
-    "Level", "NodeLineage", "Run", "Step", "current_invocation_id", "current_lineage",
-    "emit_framework_event", "merge", "node_failure",
+    "Level", "NodeLineage", "Run", "Step", "current_correlation_id", "current_invocation_id",
+    "current_lineage", "emit_framework_event", "merge", "node_failure",
 ]
 
 _current_run: ContextVar[Run | None] = ContextVar("openarmature_graph_run", default=None)
@@ -56,6 +56,15 @@ def current_invocation_id() -> str:
     if run is None:
         raise LookupError("current_invocation_id() called outside a graph invocation")
     return run.invocation_id
+
+
+def current_correlation_id() -> str | None:
+    """The correlation id of the running invocation (observability §3.1).
+
+    The caller's, or a UUIDv4 minted for the invocation; ``None`` outside a run.
+    """
+    run = _current_run.get()
+    return None if run is None else run.correlation_id
 
 
 class NodeLineage(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,7 +124,7 @@ class Run:
     """State shared by every level of one outermost invocation."""
 
     __slots__ = (
-        "_id", "correlation_id", "inv", "invocation_subs", "root_targets", "snapshot", "step",
+        "_corr", "_id", "inv", "invocation_subs", "root_targets", "snapshot", "step",
     )
 
     def __init__(
@@ -127,7 +136,7 @@ class Run:
         snapshot: dict[int, tuple[Subscription, ...]] | None = None,
     ) -> None:
         self._id = invocation_id
-        self.correlation_id = correlation_id
+        self._corr = correlation_id
         self.inv = inv
         self.invocation_subs = invocation_subs
         self.snapshot = snapshot or {}
@@ -140,6 +149,13 @@ class Run:
         if self._id is None:
             self._id = str(uuid.uuid4())
         return self._id
+
+    @property
+    def correlation_id(self) -> str:
+        """The caller's correlation id, or a UUIDv4 minted on first use."""
+        if self._corr is None:
+            self._corr = str(uuid.uuid4())
+        return self._corr
 
     def next_step(self) -> int:
         """The next node-step number of this run (0-based, shared by every level)."""

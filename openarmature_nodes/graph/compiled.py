@@ -19,11 +19,13 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
+import msgspec
 
 from openarmature_nodes.onion import Middleware, attempt_index, compose
 
 from ._run import Level, Run, Step, _current_run, _current_step, merge, node_failure
 from .errors import EdgeException, GraphRuntimeError, RoutingError
+from .events import InvocationEvent, NodeError
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
@@ -210,14 +212,14 @@ class CompiledGraph(Generic[S]):
             if self._delivery.running:
                 self._delivery.start(inv, None)
                 try:
-                    return await self._run_observed(state, Level.root(run, self))  # type: ignore[no-any-return]
+                    return await self._run_bracketed(state, run)  # type: ignore[no-any-return]
                 finally:
                     inv.close()
             failure: Exception | None = None
             async with anyio.create_task_group() as tg:
                 self._delivery.start(inv, tg)
                 try:
-                    result = await self._run_observed(state, Level.root(run, self))
+                    result = await self._run_bracketed(state, run)
                 except Exception as exc:
                     failure = exc
                 finally:
@@ -227,6 +229,31 @@ class CompiledGraph(Generic[S]):
             return result  # type: ignore[no-any-return]
         finally:
             _current_run.reset(token)
+
+    async def _run_bracketed(self, state: Any, run: Run) -> Any:
+        """The observed run, bracketed by :class:`InvocationEvent` s for the observers
+        that subscribe to them (a tracer needs the invocation's window)."""
+        level = Level.root(run, self)
+        inv = run.inv
+        targets = tuple(s for s in level.targets if "invocation_started" in s.phases)
+        if not targets or inv is None:
+            return await self._run_observed(state, level)
+        entry = self._entry.name if self._entry is not None else ""
+        started = InvocationEvent(
+            invocation_id=run.invocation_id, namespace=(), correlation_id=run.correlation_id,
+            entry_node=entry, phase="invocation_started", state=state,
+        )
+        inv.emit(started, targets)
+        try:
+            final = await self._run_observed(state, level)
+        except Exception as exc:
+            category = str(getattr(exc, "category", None) or "node_exception")
+            inv.emit(msgspec.structs.replace(started, phase="invocation_completed", state=None,
+                                             error=NodeError(category, exc)), targets)
+            raise
+        inv.emit(msgspec.structs.replace(started, phase="invocation_completed", state=final),
+                 targets)
+        return final
 
     # --- the loops ----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from openarmature_nodes.events import ObserverEvent
 
 __all__ = [
     "FanOutConfig",
+    "InvocationEvent",
     "NodeError",
     "NodeEvent",
     "ObserverEvent",
@@ -35,6 +36,7 @@ __all__ = [
 
 Phase = Literal["started", "completed", "suspended"]
 PHASES: frozenset[str] = frozenset(("started", "completed"))
+INVOCATION_PHASES: frozenset[str] = frozenset(("invocation_started", "invocation_completed"))
 
 
 class NodeError(msgspec.Struct, frozen=True):
@@ -81,3 +83,19 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     descriptor: Any = None
     fan_out_config: FanOutConfig | None = None
     parallel_branches_config: ParallelBranchesConfig | None = None
+
+
+class InvocationEvent(ObserverEvent, frozen=True, kw_only=True):
+    """The outermost invocation began (``invocation_started``) or ended
+    (``invocation_completed``, with ``state`` or ``error``).
+
+    Delivered only to observers that subscribe to these phases explicitly
+    (a tracing observer needs the invocation's window; most observers do not),
+    so default subscriptions never see it. ``namespace`` is empty;
+    ``entry_node`` is the outermost graph's entry node.
+    """
+
+    phase: Literal["invocation_started", "invocation_completed"]
+    entry_node: str
+    state: Any = None
+    error: NodeError | None = None

@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .events import PHASES
+from .events import INVOCATION_PHASES, PHASES
 
 __all__ = [
     "DrainSummary",
@@ -75,6 +75,8 @@ def subscribe(observer: Any, phases: Iterable[str] | None = None) -> Subscriptio
     if not callable(observer):
         raise TypeError(f"observer must be callable, got {observer!r}")
     if phases is None:
+        phases = getattr(observer, "observer_phases", None)
+    if phases is None:
         wanted = PHASES
     else:
         if isinstance(phases, str):
@@ -82,7 +84,7 @@ def subscribe(observer: Any, phases: Iterable[str] | None = None) -> Subscriptio
         wanted = frozenset(phases)
         if not wanted:
             raise ValueError("phases must not be empty (an observer would receive nothing)")
-        unknown = wanted - PHASES - {"suspended"}
+        unknown = wanted - PHASES - INVOCATION_PHASES - {"suspended"}
         if unknown:
             raise ValueError(f"unknown phase(s) {sorted(unknown)}; use 'started'/'completed'")
     return Subscription(_as_async(observer), wanted, observer)

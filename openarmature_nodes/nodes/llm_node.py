@@ -15,6 +15,7 @@ update``) built from three things you write and one you usually don't:
 - the **call-level middleware**, the onion around ``provider.call``. By
   default it is :func:`default_onion`, from the outside in::
 
+      CallEventMiddleware typed LLM / token events on the observer queue
       SpanMiddleware      one OpenTelemetry span per node call
       RetryMiddleware     transient failures, honouring Retry-After
       WarmupGate          the first call waits for one warm-up of the model
@@ -70,6 +71,8 @@ from openarmature_nodes.llm.validation import normalize_tool_choice
 from openarmature_nodes.onion import Middleware, compose
 from openarmature_nodes.retrying import RetryConfig
 
+from .observe import CallEventMiddleware
+
 __all__ = ["CallProvider", "LLMNode", "append_reply", "default_onion"]
 
 S = TypeVar("S")
@@ -94,6 +97,7 @@ class CallProvider(Protocol):
 def default_onion(
     provider: Any,
     *,
+    events: CallEventMiddleware | Literal[False] | None = None,
     span: SpanMiddleware | Literal[False] | None = None,
     retry: RetryMiddleware | RetryConfig | Literal[False] | None = None,
     cooldown: CooldownMiddleware | Literal[False] | None = None,
@@ -102,8 +106,8 @@ def default_onion(
 ) -> list[CallMiddleware]:
     """The default call-level onion for ``provider``, outermost first.
 
-    ``[SpanMiddleware, RetryMiddleware, CooldownMiddleware, WarmupGate,
-    StructuredOutputMiddleware]``, each with its defaults (retry: 3 attempts,
+    ``[CallEventMiddleware, SpanMiddleware, RetryMiddleware, CooldownMiddleware,
+    WarmupGate, StructuredOutputMiddleware]``, each with its defaults (retry: 3 attempts,
     full-jitter backoff from 1 s, at least the server's ``Retry-After``;
     cooldown: the endpoint's process-wide :class:`Cooldown`, so one 429 holds
     every caller of that server instead of each discovering it; warm-up:
@@ -111,13 +115,17 @@ def default_onion(
     Pass an instance to configure a layer, a :class:`RetryConfig` for retry,
     or ``False`` to leave a layer out.
 
-    Why this order: the span is outermost so that one node call is one span,
-    whatever happens inside; retry sits outside the gate so that a call that
-    fails after the gate opened is retried without a second warm-up; the
+    Why this order: the typed events are outermost so that a node call, retries
+    included, is one ``call_id`` with one terminal event; the span comes next so
+    that one node call is one span, whatever happens inside; retry sits outside
+    the gate so that a call that fails after the gate opened is retried without
+    a second warm-up; the
     structured-output check is innermost so that every attempt's reply is
     validated (and re-asked, when configured) before retry sees it.
     """
     layers: list[CallMiddleware] = []
+    if events is not False:
+        layers.append(events if events is not None else CallEventMiddleware(provider))
     if span is not False:
         layers.append(span if span is not None else SpanMiddleware(provider))
     if retry is not False:

@@ -1,0 +1,143 @@
+"""What an LLM call contributes to its typed events (graph-engine §6), as plain fields.
+
+The typed events (:mod:`openarmature_nodes.events`) describe a call in the
+spec's *typed-event-native* form: messages as plain records, the GenAI request
+parameters the caller actually supplied, the extras bag, the reply's content,
+tool calls and usage. This module turns the LLM layer's own types into those
+fields; whoever knows *where* the call ran (the node, the lineage) adds the
+identity and builds the event. Nothing here knows about graphs.
+
+Inline image bytes never leave this module: an inline image source becomes
+``{"type": "inline_redacted", "byte_count": N}`` (observability §5.5.5), the
+block's ``media_type`` and ``detail`` kept.
+Credentials are not part of a request, so they cannot appear either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from .config import RuntimeConfig
+from .messages import ImageBlock, InlineSource
+
+__all__ = [
+    "completion_fields",
+    "failure_fields",
+    "message_records",
+    "request_fields",
+    "request_params",
+    "tool_call_records",
+]
+
+
+_PARAMS = ("temperature", "max_tokens", "top_p", "seed", "frequency_penalty", "presence_penalty")
+
+
+def _block(block: Any) -> Any:
+    if isinstance(block, ImageBlock) and isinstance(block.source, InlineSource):
+        record = msgspec.to_builtins(block)
+        record["source"] = {"type": "inline_redacted", "byte_count": len(block.source.base64_data)}
+        return record
+    return msgspec.to_builtins(block)
+
+
+def tool_call_records(calls: Sequence[Any] | None) -> tuple[dict[str, Any], ...] | None:
+    """``[{id, name, arguments}]`` for ``calls``; ``None`` when there are none."""
+    if not calls:
+        return None
+    return tuple({"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls)
+
+
+def message_records(messages: Sequence[Any]) -> tuple[dict[str, Any], ...]:
+    """The messages as ``{role, content, tool_calls?, tool_call_id?}`` records."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = getattr(m, "content", None)
+        if content is not None and not isinstance(content, str):
+            content = [_block(b) for b in content]
+        record: dict[str, Any] = {"role": m.role, "content": content}
+        calls = tool_call_records(getattr(m, "tool_calls", None))
+        if calls is not None:
+            record["tool_calls"] = list(calls)
+        call_id = getattr(m, "tool_call_id", None)
+        if call_id is not None:
+            record["tool_call_id"] = call_id
+        out.append(record)
+    return tuple(out)
+
+
+def request_params(config: RuntimeConfig | None) -> dict[str, Any]:
+    """The §5.5.2 parameters the caller supplied (absent key: not supplied)."""
+    params: dict[str, Any] = {}
+    if config is None:
+        return params
+    for name in _PARAMS:
+        value = getattr(config, name)
+        if value is not None:
+            params[name] = value
+    if config.stop_sequences is not None:
+        params["stop_sequences"] = list(config.stop_sequences)
+    return params
+
+
+def request_fields(request: Any) -> dict[str, Any]:
+    """``input_messages``, ``request_params`` and ``request_extras`` of a request."""
+    config = getattr(request, "config", None)
+    extras: Mapping[str, Any] = getattr(config, "extras", None) or {}
+    return {
+        "input_messages": message_records(request.messages),
+        "request_params": request_params(config),
+        "request_extras": dict(extras),
+    }
+
+
+def _raw_str(raw: Any, key: str) -> str | None:
+    if isinstance(raw, dict):
+        value = raw.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _content_text(content: Any) -> str | None:
+    if content is None or isinstance(content, str):
+        return content or None
+    parts = [b.text for b in content if type(b).__name__ == "TextBlock"]
+    return "".join(parts) or None
+
+
+def completion_fields(response: Any) -> dict[str, Any]:
+    """The response side of a completion: model, id, usage, finish reason, output."""
+    message = response.message
+    return {
+        "response_model": _raw_str(response.raw, "model"),
+        "response_id": _raw_str(response.raw, "id"),
+        "usage": response.usage,
+        "finish_reason": response.finish_reason,
+        "output_content": _content_text(message.content),
+        "output_tool_calls": tool_call_records(message.tool_calls),
+    }
+
+
+def failure_fields(exc: BaseException) -> dict[str, Any] | None:
+    """``error_category`` / ``error_type`` / ``error_message`` of an llm-provider §7
+    error, plus the response side for ``structured_output_invalid``; ``None`` when
+    ``exc`` is not a categorized provider error (no failure event then)."""
+    category = getattr(exc, "category", None)
+    if not isinstance(category, str) or not category:
+        return None
+    fields: dict[str, Any] = {
+        "error_category": category,
+        "error_type": getattr(exc, "error_type", None) or type(exc).__name__,
+        "error_message": str(exc),
+    }
+    if category == "structured_output_invalid":
+        fields["output_content"] = getattr(exc, "output_content", None)
+        fields["finish_reason"] = getattr(exc, "finish_reason", None)
+        fields["usage"] = getattr(exc, "usage", None)
+        fields["response_id"] = getattr(exc, "response_id", None)
+        fields["response_model"] = getattr(exc, "response_model", None)
+    return fields
