@@ -127,7 +127,8 @@ async def test_default_onion_shares_the_endpoint_cooldown(provider: OpenAIProvid
 
 async def test_default_onion_can_drop_and_replace_layers(provider: OpenAIProvider) -> None:
     retry = RetryMiddleware(max_attempts=7)
-    onion = default_onion(provider, events=False, span=False, retry=retry, cooldown=False, structured=False)
+    onion = default_onion(provider, events=False, span=False, retry=retry, cooldown=False,
+                          structured=False)
     assert onion[0] is retry
     assert [type(m) for m in onion] == [RetryMiddleware, WarmupGate]
 
