@@ -122,6 +122,17 @@ def completion_fields(response: Any) -> dict[str, Any]:
     }
 
 
+def _vendor_type(exc: BaseException) -> str | None:
+    """The server's own error type / code (``error.type`` / ``error.code`` of an
+    OpenAI-style error body), when the failure came with one."""
+    cause = exc.__cause__
+    for name in ("type", "code"):
+        value = getattr(cause, name, None)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return None
+
+
 def failure_fields(exc: BaseException) -> dict[str, Any] | None:
     """``error_category`` / ``error_type`` / ``error_message`` of an llm-provider §7
     error, plus the response side for ``structured_output_invalid``; ``None`` when
@@ -131,7 +142,7 @@ def failure_fields(exc: BaseException) -> dict[str, Any] | None:
         return None
     fields: dict[str, Any] = {
         "error_category": category,
-        "error_type": getattr(exc, "error_type", None) or type(exc).__name__,
+        "error_type": _vendor_type(exc),
         "error_message": str(exc),
     }
     if category == "structured_output_invalid":

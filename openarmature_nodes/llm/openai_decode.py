@@ -17,7 +17,12 @@ from typing import Any
 
 import msgspec
 
-from .errors import ProviderInvalidModel, ProviderInvalidResponse, ProviderModelNotLoaded
+from .errors import (
+    ProviderInvalidModel,
+    ProviderInvalidResponse,
+    ProviderModelNotLoaded,
+    StructuredOutputInvalid,
+)
 from .jsonschema import validator_for
 from .messages import AssistantBlock, AssistantMessage, TextBlock, ThinkingBlock, Tool, ToolCall
 from .openai_errors import error_from_reply
@@ -154,7 +159,13 @@ def response_from_raw(
     usage = _usage(raw.get("usage"))
     parsed = None
     if response_schema is not None and not calls and finish != "tool_calls":
-        parsed = validate_structured(text, response_schema, finish_reason=finish, usage=usage)
+        try:
+            parsed = validate_structured(text, response_schema, finish_reason=finish, usage=usage)
+        except StructuredOutputInvalid as exc:  # the reply's identity, for the failure event
+            rid, rmodel = raw.get("id"), raw.get("model")
+            exc.response_id = rid if isinstance(rid, str) and rid else None
+            exc.response_model = rmodel if isinstance(rmodel, str) and rmodel else None
+            raise
     return Response(AssistantMessage(content, calls), finish, usage, raw, parsed)
 
 

@@ -128,14 +128,17 @@ def request_attributes(
     server_address: str | None = None,
     server_port: int | None = None,
 ) -> Attributes:
-    """What is known before the call: model, system, operation, the caller's
-    request parameters (absent key: not supplied), server."""
+    """What is known before the call: model, system, the caller's request
+    parameters (absent key: not supplied), server.
+
+    ``gen_ai.operation.name`` is not emitted: the spec treats it as a peripheral
+    convention (§5.5 adoption carve-out) and mirrors it as the metric dimension
+    ``openarmature.gen_ai.operation`` only; ``operation`` is kept for callers."""
     attrs: Attributes = {}
     if model:
         attrs["openarmature.llm.model"] = model
     if not semconv:
         return attrs
-    attrs[G.GEN_AI_OPERATION_NAME] = operation
     attrs[G.GEN_AI_SYSTEM] = system
     if convention != "legacy":
         attrs[G.GEN_AI_PROVIDER_NAME] = system

@@ -121,6 +121,8 @@ class _Wrapper:
     order: int
     root: Span | None = None
     entry_known: bool = False
+    subgraph: bool = False  # a synthesized subgraph span (subgraph nodes emit no events)
+    error: Any = None  # the last failure among its direct children, for its status
 
 
 @dataclass
@@ -132,6 +134,7 @@ class _Trace:
     nodes: dict[Key, Span] = field(default_factory=dict)
     configs: dict[Key, Any] = field(default_factory=dict)
     wrappers: dict[Key, _Wrapper] = field(default_factory=dict)
+    callables: dict[Key, _Wrapper] = field(default_factory=dict)  # inline-callable branches
     first_chunk: dict[str, float] = field(default_factory=dict)
 
 
@@ -287,10 +290,8 @@ class OTelObserver:
         tr = self._traces.pop(event.invocation_id, None)
         if tr is None:
             return
-        for w in tr.wrappers.values():  # left open by an aborted run
-            w.span.end()
-            if w.root is not None:
-                w.root.end()
+        for wkey in sorted(tr.wrappers, key=lambda k: -len(k[0])):  # still open at the end
+            self._close_wrapper(tr, wkey, event.error)
         for span in tr.nodes.values():
             span.end()
         if tr.root is not None:
@@ -310,10 +311,14 @@ class OTelObserver:
     def _parent(self, tr: _Trace, event: Any, ns: tuple[str, ...]) -> Span:
         """The innermost open wrapper enclosing a source at ``ns`` (§4.3)."""
         depth = len(ns) - 1
+        return self._enclosing(tr, event, ns, _pad(event.fan_out_index_chain, depth),
+                               _pad(event.branch_name_chain, depth))
+
+    def _enclosing(self, tr: _Trace, event: Any, ns: tuple[str, ...],
+                   fchain: tuple[int | None, ...], bchain: tuple[str | None, ...]) -> Span:
+        depth = len(ns) - 1
         if depth == 0:
             return self._root(event)
-        fchain = _pad(event.fan_out_index_chain, depth)
-        bchain = _pad(event.branch_name_chain, depth)
         return self._wrapper(tr, event, ns[:depth], fchain, bchain)
 
     def _wrapper(self, tr: _Trace, event: Any, owner_ns: tuple[str, ...],
@@ -330,11 +335,11 @@ class OTelObserver:
                 found.root.set_attribute("openarmature.graph.entry_node", event.namespace[d + 1])
             return found.span
         owner_span = tr.nodes.get(owner)
-        if owner_span is None:  # the dispatching node is not open: climb further out
-            if d == 0:
-                return self._root(event)
-            return self._wrapper(tr, event, owner_ns[:d], fchain[:d], bchain[:d])
         index, branch = fchain[d], bchain[d]
+        if owner_span is None and index is None and branch is None:
+            return self._subgraph_span(tr, event, owner_ns, fchain, bchain)
+        if owner_span is None:  # the dispatching node is not open: climb further out
+            return self._enclosing(tr, event, owner_ns, fchain[:d], bchain[:d])
         if index is None and branch is None:
             return owner_span
         config = tr.configs.get(owner)
@@ -360,6 +365,81 @@ class OTelObserver:
         tr.wrappers[wkey] = _Wrapper(span, owner, order, root, entry_known=True)
         return span
 
+    def _subgraph_span(self, tr: _Trace, event: Any, owner_ns: tuple[str, ...],
+                       fchain: tuple[int | None, ...], bchain: tuple[str | None, ...]) -> Span:
+        """Synthesize the span of a subgraph node (it emits no events of its own): open
+        at its first inner event, closed when its graph moves on (see ``_close_done``)."""
+        d = len(owner_ns) - 1
+        wkey: Key = (owner_ns, fchain, bchain)
+        parent = self._enclosing(tr, event, owner_ns, fchain[:d], bchain[:d])
+        attrs: dict[str, Any] = {
+            "openarmature.node.name": owner_ns[-1],
+            "openarmature.node.namespace": list(owner_ns),
+            "openarmature.subgraph.name": owner_ns[-1],
+            "openarmature.correlation_id": tr.correlation_id,
+        }
+        context = trace.set_span_in_context(parent)
+        entry = event.namespace[d + 1]
+        if owner_ns[-1] in self.detached_subgraphs:
+            # §4.4: the dispatch span stays in the parent trace, linked to a new trace
+            # whose invocation span roots this subgraph's own span.
+            root = self._detached_root(event, tr, entry)
+            dispatch = self.tracer.start_span(owner_ns[-1], context=context, attributes=attrs,
+                                              links=[Link(root.get_span_context())])
+            inner = self.tracer.start_span(owner_ns[-1], context=trace.set_span_in_context(root),
+                                           attributes=attrs)
+            tr.wrappers[(*wkey, "dispatch")] = _Wrapper(  # type: ignore[index]
+                dispatch, wkey, 0, None, True, False)
+            tr.wrappers[wkey] = _Wrapper(inner, wkey, 0, root, True, True)
+            return inner
+        span = self.tracer.start_span(owner_ns[-1], context=context, attributes=attrs)
+        tr.wrappers[wkey] = _Wrapper(span, wkey, 0, None, True, True)
+        return span
+
+    def _close_done(self, tr: _Trace, event: Any, ns: tuple[str, ...]) -> None:
+        """Close synthesized subgraph spans whose run is over: an event arrived from
+        their own graph level (a sibling: the subgraph node has returned)."""
+        depth = len(ns) - 1
+        fchain = _pad(event.fan_out_index_chain, depth)
+        bchain = _pad(event.branch_name_chain, depth)
+        done = []
+        for wkey, w in tr.wrappers.items():
+            if not w.subgraph:
+                continue
+            p_ns, p_f, p_b = wkey[0], wkey[1], wkey[2]
+            level = len(p_ns) - 1  # the graph level the subgraph node runs at
+            same_level = (len(ns) > level and ns[:level] == p_ns[:level]
+                          and fchain[:level] == p_f[:level] and bchain[:level] == p_b[:level])
+            inside = (len(ns) > len(p_ns) and ns[:len(p_ns)] == p_ns
+                      and fchain[:len(p_ns)] == p_f and bchain[:len(p_ns)] == p_b)
+            if same_level and not inside:
+                done.append(wkey)
+        for wkey in sorted(done, key=lambda k: -len(k[0])):
+            self._close_wrapper(tr, wkey)
+
+    def _close_wrapper(self, tr: _Trace, wkey: Any, error: Any = None) -> None:
+        w = tr.wrappers.pop(wkey, None)
+        if w is None:
+            return
+        failure = error if error is not None else w.error
+        _finish(w.span, failure)
+        if w.root is not None:
+            _finish(w.root, failure)
+        dispatch = tr.wrappers.pop((*wkey, "dispatch"), None)
+        if dispatch is not None:
+            _finish(dispatch.span, failure)
+
+    def _note_child(self, tr: _Trace, event: NodeEvent, ns: tuple[str, ...]) -> None:
+        """Remember a direct child's outcome on its synthesized subgraph span."""
+        depth = len(ns) - 1
+        if depth == 0:
+            return
+        wkey = (ns[:depth], _pad(event.fan_out_index_chain, depth),
+                _pad(event.branch_name_chain, depth))
+        w = tr.wrappers.get(wkey)
+        if w is not None and w.subgraph:
+            w.error = event.error
+
     def _detached_root(self, event: Any, tr: _Trace, entry: str) -> Span:
         return self.tracer.start_span(
             INVOCATION_SPAN_NAME, context=otel_context.Context(),
@@ -371,6 +451,16 @@ class OTelObserver:
         tr = self._trace(event)
         ns = _ns(event)
         key = _key(ns, event)
+        self._close_done(tr, event, ns)
+        if (event.branch_name is not None and len(ns) >= 2 and ns[-1] == event.branch_name
+                and key[2][-1] == event.branch_name):
+            # An inline-callable branch (its synthetic events name the branch): its one
+            # span is the branch's dispatch span, with no node span inside (§5.7).
+            self._parent(tr, event, ns)
+            wrapper = tr.wrappers.get((ns[:-1], key[1], key[2]))
+            if wrapper is not None:
+                tr.callables[key] = wrapper
+                return
         parent = self._parent(tr, event, ns)
         attrs: dict[str, Any] = {
             "openarmature.node.name": event.node_name,
@@ -395,17 +485,6 @@ class OTelObserver:
             attrs["openarmature.parallel_branches.branch_count"] = pb.branch_count
             attrs["openarmature.parallel_branches.error_policy"] = pb.error_policy
         context = trace.set_span_in_context(parent)
-        if event.node_name in self.detached_subgraphs and fan is None and pb is None:
-            # §4.4: the dispatch span stays in the parent trace, linked to a new trace
-            # whose invocation span roots this subgraph's own span.
-            root = self._detached_root(event, tr, "")
-            tr.nodes[key] = self.tracer.start_span(
-                event.node_name, context=context, attributes=attrs,
-                links=[Link(root.get_span_context())])
-            inner = self.tracer.start_span(
-                event.node_name, context=trace.set_span_in_context(root), attributes=attrs)
-            tr.wrappers[(ns, (*key[1], None), (*key[2], None))] = _Wrapper(inner, key, 0, root)
-            return
         tr.nodes[key] = self.tracer.start_span(event.node_name, context=context,
                                                attributes=attrs)
 
@@ -413,16 +492,27 @@ class OTelObserver:
         tr = self._trace(event)
         ns = _ns(event)
         key = _key(ns, event)
+        callable_branch = tr.callables.pop(key, None)
+        if callable_branch is not None:
+            callable_branch.error = event.error
+            return
         span = tr.nodes.pop(key, None)
+        self._note_child(tr, event, ns)
         if span is None:
             return
+        inner = [k for k, w in tr.wrappers.items() if w.subgraph and len(k[0]) > len(ns)
+                 and k[0][:len(ns)] == ns and k[1][:len(ns) - 1] == key[1]
+                 and k[2][:len(ns) - 1] == key[2]]
+        for k in sorted(inner, key=lambda k: -len(k[0])):
+            self._close_wrapper(tr, k)
         owned = sorted((k for k, w in tr.wrappers.items() if w.owner == key),
                        key=lambda k: tr.wrappers[k].order)
         for wkey in owned:
             wrapper = tr.wrappers.pop(wkey)
-            _finish(wrapper.span, event.error)
+            failure = wrapper.error if wrapper.error is not None else event.error
+            _finish(wrapper.span, failure)
             if wrapper.root is not None:
-                _finish(wrapper.root, event.error)
+                _finish(wrapper.root, failure)
         tr.configs.pop(key, None)
         _finish(span, event.error)
 

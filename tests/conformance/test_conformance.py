@@ -21,6 +21,7 @@ ADAPTERS: dict[str, str] = {
     "llm-provider": "llm_provider",
     "graph-engine": "graph_engine",
     "pipeline-utilities": "pipeline_utilities",
+    "observability": "observability",
 }
 
 _SPEC_PRESENT = (spec_dir() / "spec").is_dir()
