@@ -88,15 +88,15 @@ def build_rows(mode: str) -> tuple[dict[str, Any], Any]:
     import msgspec
 
     try:
-        from middleware import (
+        from openarmature_nodes import llm
+        from openarmature_nodes.llm.request import CompletionRequest
+        from openarmature_nodes.middleware import (
             RetryMiddleware,
             SpanMiddleware,
             StructuredOutputMiddleware,
             WarmupGate,
             compose,
         )
-        from openarmature_nodes import llm
-        from openarmature_nodes.llm.request import CompletionRequest
     except ImportError as e:
         raise C.Skip(f"middleware pieces not importable yet ({e})") from None
 

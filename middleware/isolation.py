@@ -18,7 +18,7 @@ what it never retried).
 Which failures are caught:
 
 - ``catch``: a set of categories matched against the *derived* category of the
-  exception's cause chain (:func:`middleware.causes.classify_causes`), i.e.
+  exception's cause chain (:func:`openarmature_nodes.middleware.causes.classify_causes`), i.e.
   resolved through the engine's ``node_exception`` carriers. An uncategorized
   failure has no derived category and is never caught by ``catch``.
 - ``predicate``: ``(exception) -> bool`` on the surface exception.
@@ -38,21 +38,16 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from openarmature_nodes.context import (
+    Lineage,
+    attempt_index,
+    current_lineage,
+    emit_framework_event,
+)
+
 from .causes import CauseChain, classify_causes
 
 __all__ = ["FailureIsolationEvent", "FailureIsolationMiddleware", "Lineage"]
-
-
-@dataclass(frozen=True, slots=True)
-class Lineage:
-    """The wrapped node's identity (graph-engine §6 event-source tuple), and the
-    invocation it ran in (``None`` outside a graph run)."""
-
-    namespace: tuple[str, ...] = ()
-    attempt_index: int = 0
-    fan_out_index: int | None = None
-    branch_name: str | None = None
-    invocation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +98,9 @@ Emitter = Callable[[FailureIsolationEvent], Any]
 LineageSource = Callable[[], Lineage]
 
 
-def _no_lineage() -> Lineage:
-    return Lineage()
+def _running_lineage() -> Lineage:
+    """The running node step's lineage; outside an observed run, only the attempt."""
+    return current_lineage() or Lineage(attempt_index=attempt_index.get())
 
 
 class FailureIsolationMiddleware:
@@ -115,8 +111,10 @@ class FailureIsolationMiddleware:
     this catch site in the reported event. ``catch``, ``predicate``: the gates
     (see the module doc). ``on_caught``: ``async (exception) -> None``.
 
-    ``emit`` and ``lineage`` connect the middleware to the observer queue; the
-    graph engine supplies both for the node being run (you rarely pass them).
+    ``emit`` and ``lineage`` connect the middleware to the observer queue. By
+    default both come from the run context (:mod:`openarmature_nodes.context`):
+    the running invocation's observers and the node step's lineage. Pass them
+    to send events elsewhere (a unit test calling the middleware directly).
     """
 
     __slots__ = ("_catch", "degraded_update", "emit", "event_name", "lineage", "on_caught",
@@ -172,16 +170,11 @@ class FailureIsolationMiddleware:
             return resolved
 
     async def _report(self, state: Any, update: Mapping[str, Any], chain: CauseChain) -> None:
-        emit = self.emit
-        lineage = self.lineage
-        if emit is None or lineage is None:
-            from ._engine_hooks import current_emitter, current_lineage
-
-            emit = emit or current_emitter()
-            lineage = lineage or current_lineage
-        if emit is None:
-            return
+        lineage = self.lineage or _running_lineage
         event = FailureIsolationEvent(self.event_name, lineage(), state, update, chain)
-        result = emit(event)
+        if self.emit is None:
+            emit_framework_event(event)
+            return
+        result = self.emit(event)
         if isinstance(result, Awaitable):
             await result

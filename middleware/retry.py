@@ -4,7 +4,7 @@ One class serves both levels; the value that flows through tells them apart:
 
 - **Node level** (``value`` is the node's input state): each attempt calls
   ``next(state)`` with the same state. Before each call the middleware sets
-  :data:`openarmature_nodes.onion.attempt_index`, which the graph engine reads
+  :data:`openarmature_nodes.context.attempt_index`, which the graph engine reads
   when it emits the node's started/completed events, so every attempt gets its
   own event pair (§5). The previous value is restored when the middleware
   returns, so an enclosing retry's index is untouched.
@@ -28,9 +28,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from openarmature_nodes.context import attempt_index
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.request import CompletionRequest
-from openarmature_nodes.onion import attempt_index
 from openarmature_nodes.retrying import RetryConfig, run_with_retry
 
 __all__ = ["RetryMiddleware"]

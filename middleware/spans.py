@@ -24,6 +24,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 
+from openarmature_nodes.context import call_attempt
 from openarmature_nodes.llm.call_events import (
     completion_fields,
     failure_fields,
@@ -42,7 +43,6 @@ from openarmature_nodes.observability.genai import (
     request_attributes,
     response_attributes,
 )
-from openarmature_nodes.retrying import call_attempt
 
 __all__ = ["SpanMiddleware"]
 

@@ -7,16 +7,17 @@ input state, the result its partial update) and the LLM call (``value`` is a
 call request, the result a ``Response``); only the type parameters change.
 
 This module sits below everything else (it imports nothing of the package), so
-the graph engine, the LLM layer and the ``middleware`` package can all share it.
+the graph engine, the LLM layer and the middleware package can all share it. The
+context they share while running (retry attempts, lineage, the event emitter)
+is :mod:`openarmature_nodes.context`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from typing import Protocol, TypeVar
 
-__all__ = ["Middleware", "Next", "attempt_index", "compose"]
+__all__ = ["Middleware", "Next", "compose"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,11 +59,3 @@ def _bind(
 
     return call
 
-
-# --- attempt index -----------------------------------------------------------
-# A re-attempting middleware (retry) sets this before each call of ``next``; the
-# graph engine reads it when it emits a node's started/completed events, so
-# every attempt's events carry their own ``attempt_index`` (pipeline-utilities
-# §5). The innermost retry wins because its ``set`` is the most recent one in
-# the context the node runs in. ContextVars work the same on asyncio and trio.
-attempt_index: ContextVar[int] = ContextVar("openarmature_attempt_index", default=0)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -62,11 +61,9 @@ from ._retry_rules import (
 __all__ = [
     "TRANSIENT_CATEGORY_NAMES",
     "Backoff",
-    "CallAttempt",
     "Classifier",
     "OnRetry",
     "RetryConfig",
-    "call_attempt",
     "constant_backoff",
     "default_classifier",
     "exponential_full_jitter",
@@ -201,28 +198,6 @@ class RetryConfig:
         if self.max_delay is not None and wait > self.max_delay:
             wait = self.max_delay
         return max(wait, 0.0)
-
-
-# --- attempt context for call-level layers ------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CallAttempt:
-    """Which attempt of a call-level retry loop is running.
-
-    ``retry_reason`` is why this attempt was scheduled: ``None`` for attempt 0,
-    ``"transient"`` or ``"reask"`` after that (llm-provider §7.1).
-    """
-
-    index: int = 0
-    retry_reason: str | None = None
-
-
-call_attempt: ContextVar[CallAttempt] = ContextVar(
-    "openarmature_call_attempt", default=CallAttempt()  # noqa: B039 - frozen, immutable
-)
-"""Set by the call-level retry loop around each attempt; read by layers inside it
-(the span layer records ``openarmature.llm.attempt_index`` / ``retry_reason``)."""
 
 
 # --- the engine ----------------------------------------------------------------

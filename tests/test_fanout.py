@@ -15,7 +15,6 @@ import anyio
 import msgspec
 import pytest
 
-from middleware import FailureIsolationEvent, FailureIsolationMiddleware, RetryMiddleware
 from openarmature_nodes.graph import (
     END,
     CompiledGraph,
@@ -30,6 +29,11 @@ from openarmature_nodes.graph import (
     State,
     append,
     concat_flatten,
+)
+from openarmature_nodes.middleware import (
+    FailureIsolationEvent,
+    FailureIsolationMiddleware,
+    RetryMiddleware,
 )
 from openarmature_nodes.retrying import constant_backoff
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import msgspec
 import pytest
 
-from middleware import FailureIsolationMiddleware
 from openarmature_nodes.graph import (
     END,
     Branch,
@@ -23,6 +22,7 @@ from openarmature_nodes.graph import (
     concat_flatten,
     merge,
 )
+from openarmature_nodes.middleware import FailureIsolationMiddleware
 
 
 class Item(State):

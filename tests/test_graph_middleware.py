@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import pytest
 
+from openarmature_nodes.context import attempt_index
 from openarmature_nodes.graph import END, GraphBuilder, NodeException, State, append
-from openarmature_nodes.onion import attempt_index
 
 pytestmark = pytest.mark.anyio
 

@@ -13,13 +13,6 @@ import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
 
-from middleware import (
-    Cooldown,
-    CooldownMiddleware,
-    RetryMiddleware,
-    WarmupGate,
-    compose,
-)
 from openarmature_nodes.llm import (
     CompletionRequest,
     OpenAIProvider,
@@ -32,6 +25,13 @@ from openarmature_nodes.llm import (
     UserMessage,
 )
 from openarmature_nodes.llm.call_retry import complete_with_retry
+from openarmature_nodes.middleware import (
+    Cooldown,
+    CooldownMiddleware,
+    RetryMiddleware,
+    WarmupGate,
+    compose,
+)
 from openarmature_nodes.retrying import RetryConfig, constant_backoff, exponential_full_jitter
 from openarmature_nodes.testing import CHAT_PATH, MODELS_PATH, EmbeddedServer
 from tests.embedded_fixtures import MODEL

@@ -11,7 +11,15 @@ import anyio
 import msgspec
 import pytest
 
-from middleware import (
+from openarmature_nodes.context import attempt_index
+from openarmature_nodes.graph import END, GraphBuilder, NodeEvent, State, append
+from openarmature_nodes.llm.errors import (
+    ProviderAuthentication,
+    ProviderInvalidResponse,
+    ProviderRateLimit,
+    ProviderUnavailable,
+)
+from openarmature_nodes.middleware import (
     FailureIsolationEvent,
     FailureIsolationMiddleware,
     Lineage,
@@ -22,14 +30,6 @@ from middleware import (
     compose,
     derived_category,
 )
-from openarmature_nodes.graph import END, GraphBuilder, NodeEvent, State, append
-from openarmature_nodes.llm.errors import (
-    ProviderAuthentication,
-    ProviderInvalidResponse,
-    ProviderRateLimit,
-    ProviderUnavailable,
-)
-from openarmature_nodes.onion import attempt_index
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
 
 pytestmark = pytest.mark.anyio
@@ -240,7 +240,9 @@ def isolation(**kw: Any) -> tuple[list[FailureIsolationEvent], FailureIsolationM
     kw.setdefault("degraded_update", {"result": "degraded"})
     kw.setdefault("event_name", "site")
     mw = FailureIsolationMiddleware(
-        emit=events.append, lineage=lambda: Lineage(("n",), attempt_index.get()), **kw
+        emit=events.append,
+        lineage=lambda: Lineage(namespace=("n",), attempt_index=attempt_index.get()),
+        **kw,
     )
     return events, mw
 
@@ -252,7 +254,7 @@ async def test_isolation_degrades_and_reports() -> None:
     (event,) = events
     assert event.event_name == "site" and event.pre_state == {"in": 1}
     assert event.post_state == {"result": "degraded"}
-    assert event.lineage == Lineage(("n",), 0)
+    assert event.lineage == Lineage(namespace=("n",), attempt_index=0)
     assert (event.caught_exception.category, event.caught_exception.message) == (
         "provider_unavailable", "down",
     )

@@ -7,7 +7,6 @@ from typing import Any
 import msgspec
 import pytest
 
-from middleware import RetryMiddleware, WarmupGate
 from openarmature_nodes.graph import NodeException
 from openarmature_nodes.llm import (
     AssistantMessage,
@@ -17,6 +16,7 @@ from openarmature_nodes.llm import (
     ToolMessage,
     UserMessage,
 )
+from openarmature_nodes.middleware import RetryMiddleware, WarmupGate
 from openarmature_nodes.nodes import (
     AgentState,
     ToolExecutionError,

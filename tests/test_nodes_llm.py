@@ -13,14 +13,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from middleware import (
-    Cooldown,
-    CooldownMiddleware,
-    RetryMiddleware,
-    SpanMiddleware,
-    StructuredOutputMiddleware,
-    WarmupGate,
-)
 from openarmature_nodes.graph import END, GraphBuilder, NodeException, State, append
 from openarmature_nodes.llm import (
     CompletionRequest,
@@ -33,6 +25,14 @@ from openarmature_nodes.llm import (
     Tool,
     ToolChoiceForce,
     UserMessage,
+)
+from openarmature_nodes.middleware import (
+    Cooldown,
+    CooldownMiddleware,
+    RetryMiddleware,
+    SpanMiddleware,
+    StructuredOutputMiddleware,
+    WarmupGate,
 )
 from openarmature_nodes.nodes import LLMNode, append_reply, default_onion
 from openarmature_nodes.nodes.observe import CallEventMiddleware

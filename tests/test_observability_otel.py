@@ -12,7 +12,6 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from middleware import RetryMiddleware, WarmupGate
 from openarmature_nodes.events import (
     LlmCompletionEvent,
     LlmFailedEvent,
@@ -22,6 +21,7 @@ from openarmature_nodes.events import (
 )
 from openarmature_nodes.graph import END, GraphBuilder, State
 from openarmature_nodes.llm import CompletionRequest, OpenAIProvider, RuntimeConfig, UserMessage
+from openarmature_nodes.middleware import RetryMiddleware, WarmupGate
 from openarmature_nodes.nodes import LLMNode, build_agent, default_onion, tool
 from openarmature_nodes.nodes.observe import tool_call
 from openarmature_nodes.observability.otel import OTelObserver

@@ -10,7 +10,6 @@ import anyio
 import msgspec
 import pytest
 
-from middleware import FailureIsolationMiddleware, RetryMiddleware
 from openarmature_nodes.graph import (
     END,
     Branch,
@@ -22,6 +21,7 @@ from openarmature_nodes.graph import (
     append,
     merge,
 )
+from openarmature_nodes.middleware import FailureIsolationMiddleware, RetryMiddleware
 from openarmature_nodes.retrying import constant_backoff
 
 pytestmark = pytest.mark.anyio

@@ -28,7 +28,6 @@ import httpx
 import msgspec
 import pytest
 
-from middleware import StructuredOutputMiddleware, WarmupGate
 from openarmature_nodes.graph import END, GraphBuilder, State
 from openarmature_nodes.llm import (
     CompletionRequest,
@@ -43,6 +42,7 @@ from openarmature_nodes.llm import (
     UserMessage,
 )
 from openarmature_nodes.llm.structured import schema_info
+from openarmature_nodes.middleware import StructuredOutputMiddleware, WarmupGate
 from openarmature_nodes.nodes import LLMNode, build_agent, default_onion, tool
 from tests.real_server import MODEL, URL, requires_real_server
 

@@ -37,7 +37,6 @@ from typing import Any
 import msgspec
 from _common import endpoint, make_parser, print_conversation, run
 
-from middleware import RetryMiddleware, WarmupGate
 from openarmature_nodes.llm import (
     CompletionRequest,
     OpenAIProvider,
@@ -47,6 +46,7 @@ from openarmature_nodes.llm import (
     ToolChoiceForce,
     UserMessage,
 )
+from openarmature_nodes.middleware import RetryMiddleware, WarmupGate
 from openarmature_nodes.nodes import AgentState, build_agent, default_onion, tool
 from openarmature_nodes.onion import Next
 from openarmature_nodes.testing import ReceivedRequest, completion_body

@@ -35,7 +35,6 @@ import anyio
 import msgspec
 from _common import endpoint, make_parser, run, show
 
-from middleware import StructuredOutputMiddleware
 from openarmature_nodes.graph import END, GraphBuilder, GraphRuntimeError, State
 from openarmature_nodes.llm import (
     CompletionRequest,
@@ -48,6 +47,7 @@ from openarmature_nodes.llm import (
     UserMessage,
 )
 from openarmature_nodes.llm.structured import schema_info
+from openarmature_nodes.middleware import StructuredOutputMiddleware
 from openarmature_nodes.nodes import LLMNode, default_onion
 from openarmature_nodes.onion import Next
 from openarmature_nodes.testing import ReceivedRequest, completion_body

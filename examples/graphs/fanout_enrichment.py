@@ -18,7 +18,7 @@ Failures, two layers:
   ``Retry-After``. On the embedded endpoint the first ``--rate-limited``
   chat requests are answered ``429`` with ``Retry-After: 1``; the example
   prints each wait and how long the call really waited before succeeding;
-* instance level: a :class:`~middleware.FailureIsolationMiddleware` in
+* instance level: a :class:`~openarmature_nodes.middleware.FailureIsolationMiddleware` in
   ``instance_middleware`` turns an instance that still fails (retries used
   up, or a non-transient error) into the tagline ``"(unavailable)"`` instead
   of failing the whole batch.
@@ -34,7 +34,6 @@ from typing import Annotated, Any
 import msgspec
 from _common import endpoint, make_parser, run, show
 
-from middleware import FailureIsolationMiddleware, RetryMiddleware, WarmupGate
 from openarmature_nodes.graph import END, GraphBuilder, State, append
 from openarmature_nodes.llm import (
     CompletionRequest,
@@ -45,6 +44,7 @@ from openarmature_nodes.llm import (
     SystemMessage,
     UserMessage,
 )
+from openarmature_nodes.middleware import FailureIsolationMiddleware, RetryMiddleware, WarmupGate
 from openarmature_nodes.nodes import LLMNode, default_onion
 from openarmature_nodes.onion import Next
 from openarmature_nodes.retrying import RetryConfig

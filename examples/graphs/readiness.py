@@ -36,7 +36,6 @@ from collections.abc import Awaitable, Callable
 
 from _common import endpoint, make_parser, run, show
 
-from middleware import WarmupGate
 from openarmature_nodes.llm import (
     TRANSIENT_CATEGORIES,
     OpenAIProvider,
@@ -44,6 +43,7 @@ from openarmature_nodes.llm import (
     RuntimeConfig,
     UserMessage,
 )
+from openarmature_nodes.middleware import WarmupGate
 from openarmature_nodes.retrying import constant_backoff
 from openarmature_nodes.testing import MODELS_PATH, EmbeddedServer
 

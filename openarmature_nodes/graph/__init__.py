@@ -28,17 +28,10 @@ where delivery runs and how ``drain`` bounds it.
 The engine knows nothing of LLMs: an LLM call is just a node.
 """
 
+from openarmature_nodes.context import Lineage, current_lineage, emit_framework_event
 from openarmature_nodes.onion import Middleware, compose
 
-from ._run import (
-    Level,
-    NodeLineage,
-    Step,
-    current_correlation_id,
-    current_invocation_id,
-    current_lineage,
-    emit_framework_event,
-)
+from ._run import Level, Step, current_correlation_id, current_invocation_id
 from .builder import GraphBuilder
 from .compiled import END, CompiledGraph
 from .errors import (
@@ -132,6 +125,7 @@ __all__ = [
     "GraphRuntimeError",
     "Inner",
     "Level",
+    "Lineage",
     "MappingReferencesUndeclaredField",
     "Middleware",
     "MultipleOutgoingEdges",
@@ -141,7 +135,6 @@ __all__ = [
     "NodeEvent",
     "NodeException",
     "NodeKind",
-    "NodeLineage",
     "Observer",
     "ObserverErrorWarning",
     "ObserverEvent",

@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, get_origin
 
-from ._run import Level, Step, _current_step
+from openarmature_nodes.context import run_scope
+
+from ._run import Level, Step
 from .errors import (
     GraphCompileError,
     GraphCompileWarning,
@@ -217,7 +219,7 @@ def view_step(step: Step, state: Any, *, fan_out_index: int | None = None,
     """A step standing for one instance / branch of ``step``'s node.
 
     Installed as the current step while that unit's middleware runs, so
-    :func:`~._run.current_lineage` (failure isolation's event lineage) names
+    :func:`~openarmature_nodes.context.current_lineage` (failure isolation's event lineage) names
     the instance's ``fan_out_index`` / the branch's ``branch_name`` rather than
     only the wrapping node.
     """
@@ -232,11 +234,11 @@ def view_step(step: Step, state: Any, *, fan_out_index: int | None = None,
 
 async def run_with_lineage(view: Step, call: Callable[[Any], Awaitable[Any]], value: Any) -> Any:
     """``await call(value)`` with ``view`` (see :func:`view_step`) as the current step."""
-    token = _current_step.set(view)
+    token = run_scope.set(view)
     try:
         return await call(value)
     finally:
-        _current_step.reset(token)
+        run_scope.reset(token)
 
 
 _LIST_OF_PARTS = (concat_flatten, merge_all)

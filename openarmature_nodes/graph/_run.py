@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from msgspec.structs import replace as _struct_replace
 
-from openarmature_nodes.onion import attempt_index
+from openarmature_nodes.context import Lineage, attempt_index, run_scope
 
 from .errors import GraphRuntimeError, NodeException, ReducerError, StateValidationError
 from .events import NodeError, NodeEvent
@@ -38,12 +36,9 @@ if TYPE_CHECKING:
     from .observers import Invocation, Subscription
 
 __all__ = [
-    "Level", "NodeLineage", "Run", "Step", "current_correlation_id", "current_invocation_id",
-    "current_lineage", "emit_framework_event", "merge", "node_failure",
+    "Level", "Run", "Step", "current_correlation_id", "current_invocation_id", "merge",
+    "node_failure",
 ]
-
-_current_run: ContextVar[Run | None] = ContextVar("openarmature_graph_run", default=None)
-_current_step: ContextVar[Step | None] = ContextVar("openarmature_graph_step", default=None)
 
 
 def current_invocation_id() -> str:
@@ -52,10 +47,10 @@ def current_invocation_id() -> str:
     Call it from a node (or middleware): e.g. to pass to
     ``graph.drain_events_for(...)``. Raises ``LookupError`` outside a run.
     """
-    run = _current_run.get()
-    if run is None:
+    scope = run_scope.get()
+    if scope is None:
         raise LookupError("current_invocation_id() called outside a graph invocation")
-    return run.invocation_id
+    return scope.invocation_id
 
 
 def current_correlation_id() -> str | None:
@@ -63,61 +58,9 @@ def current_correlation_id() -> str | None:
 
     The caller's, or a UUIDv4 minted for the invocation; ``None`` outside a run.
     """
-    run = _current_run.get()
-    return None if run is None else run.correlation_id
-
-
-class NodeLineage(msgspec.Struct, frozen=True, kw_only=True):
-    """Where the calling code runs: see :func:`current_lineage`."""
-
-    invocation_id: str
-    namespace: tuple[str, ...]
-    attempt_index: int
-    fan_out_index: int | None = None
-    branch_name: str | None = None
-    fan_out_index_chain: tuple[int | None, ...] = ()
-    branch_name_chain: tuple[str | None, ...] = ()
-
-
-def current_lineage() -> NodeLineage | None:
-    """The identity of the node step running the calling code, in an observed run.
-
-    For middleware that emits its own events (e.g. failure isolation). Returns
-    ``None`` outside a graph run and in runs nobody observes (where the engine
-    does not track steps, and an event would have no one to go to).
-    """
-    step = _current_step.get()
-    if step is None:
-        return None
-    level = step.level
-    return NodeLineage(
-        invocation_id=level.run.invocation_id,
-        namespace=(*level.prefix, step.node_name),
-        attempt_index=attempt_index.get(),
-        fan_out_index=level.fan_out_index,
-        branch_name=level.branch_name,
-        fan_out_index_chain=level.fan_out_chain,
-        branch_name_chain=level.branch_chain,
-    )
-
-
-def emit_framework_event(event: object) -> bool:
-    """Queue a non-node event (no ``phase``) for the running invocation's observers.
-
-    It is delivered in order with the node events, to the observers of the
-    graph running the current step (outermost graph first) and the
-    invocation's own. Returns ``False`` (and drops the event) when the
-    invocation is not observed or no graph run is active.
-    """
-    run = _current_run.get()
-    if run is None or run.inv is None:
-        return False
-    step = _current_step.get()
-    targets = step.level.targets if step is not None else run.root_targets
-    if not targets:
-        return False
-    run.inv.emit(event, targets)
-    return True
+    scope = run_scope.get()
+    value = getattr(scope, "correlation_id", None)
+    return value if isinstance(value, str) else None
 
 
 class Run:
@@ -162,6 +105,19 @@ class Run:
         n = self.step
         self.step = n + 1
         return n
+
+    # The RunScope protocol (openarmature_nodes.context) between steps:
+    def lineage(self) -> Lineage | None:
+        """No step is running, so no lineage."""
+        return None
+
+    def emit(self, event: object) -> bool:
+        """Queue ``event`` for the invocation's own and the outermost graph's observers."""
+        inv = self.inv
+        if inv is None or not self.root_targets:
+            return False
+        inv.emit(event, self.root_targets)
+        return True
 
 
 class Level:
@@ -271,6 +227,40 @@ class Step:
         self.open = False
         self.pending: BaseException | None = None
         self.extra: dict[str, Any] = {}  # begin()'s extra fields, repeated on completed
+
+    # The RunScope protocol (openarmature_nodes.context) while this step runs:
+    @property
+    def invocation_id(self) -> str:
+        """The invocation this step belongs to."""
+        return self.level.run.invocation_id
+
+    @property
+    def correlation_id(self) -> str:
+        """The invocation's correlation id."""
+        return self.level.run.correlation_id
+
+    def lineage(self) -> Lineage:
+        """This step's lineage, stamped with the current retry attempt."""
+        level = self.level
+        return Lineage(
+            invocation_id=level.run.invocation_id,
+            namespace=(*level.prefix, self.node_name),
+            attempt_index=attempt_index.get(),
+            fan_out_index=level.fan_out_index,
+            branch_name=level.branch_name,
+            fan_out_index_chain=level.fan_out_chain,
+            branch_name_chain=level.branch_chain,
+        )
+
+    def emit(self, event: object) -> bool:
+        """Queue ``event`` for the observers of the graph running this step (outermost
+        graph first) and the invocation's own."""
+        level = self.level
+        inv = level.run.inv
+        if inv is None or not level.targets:
+            return False
+        inv.emit(event, level.targets)
+        return True
 
     def begin(self, node_state: Any, **extra: Any) -> None:
         """Start an attempt: dispatch a pending failed attempt's ``completed``, then

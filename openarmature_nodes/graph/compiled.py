@@ -21,9 +21,10 @@ from typing import Any, Generic, TypeVar
 import anyio
 import msgspec
 
-from openarmature_nodes.onion import Middleware, attempt_index, compose
+from openarmature_nodes.context import attempt_index, run_scope
+from openarmature_nodes.onion import Middleware, compose
 
-from ._run import Level, Run, Step, _current_run, _current_step, merge, node_failure
+from ._run import Level, Run, Step, merge, node_failure
 from .errors import EdgeException, GraphRuntimeError, RoutingError
 from .events import InvocationEvent, NodeError
 from .nodes import Inner, NodeKind
@@ -187,11 +188,11 @@ class CompiledGraph(Generic[S]):
         subs = tuple(subscribe(o) for o in observers) if observers else ()
         if not subs and not self._observed():
             run = Run(invocation_id, correlation_id)
-            token = _current_run.set(run)
+            token = run_scope.set(run)
             try:
                 return await self._run_plain(state)  # type: ignore[no-any-return]
             finally:
-                _current_run.reset(token)
+                run_scope.reset(token)
         return await self._invoke_observed(state, subs, invocation_id, correlation_id)
 
     def _observed(self) -> bool:
@@ -207,7 +208,7 @@ class CompiledGraph(Generic[S]):
         snapshot = {id(g): g._observers for g in self._graphs if g._observers}
         run = Run(invocation_id, correlation_id, None, subs, snapshot)
         inv = run.inv = Invocation(run.invocation_id)
-        token = _current_run.set(run)
+        token = run_scope.set(run)
         try:
             if self._delivery.running:
                 self._delivery.start(inv, None)
@@ -228,7 +229,7 @@ class CompiledGraph(Generic[S]):
                 raise failure
             return result  # type: ignore[no-any-return]
         finally:
-            _current_run.reset(token)
+            run_scope.reset(token)
 
     async def _run_bracketed(self, state: Any, run: Run) -> Any:
         """The observed run, bracketed by :class:`InvocationEvent` s for the observers
@@ -279,7 +280,7 @@ class CompiledGraph(Generic[S]):
         node: _Node | None = self._entry
         while node is not None:
             step = Step(level, node.name, state)
-            step_token = _current_step.set(step)
+            step_token = run_scope.set(step)
             try:
                 update = await node.observed_call(step)(state)
             except Exception as exc:
@@ -287,7 +288,7 @@ class CompiledGraph(Generic[S]):
                 step.finish_error(err)
                 raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
             finally:
-                _current_step.reset(step_token)
+                run_scope.reset(step_token)
                 if attempt_index.get() != base_attempt:
                     attempt_index.set(base_attempt)
             try:

@@ -23,7 +23,7 @@ call level both end here. The loop is the shared engine of
 
 The caller's ``messages`` and ``config`` are never mutated: each attempt sends
 a fresh frozen :class:`CompletionRequest`. Around each attempt the loop sets
-:data:`openarmature_nodes.retrying.call_attempt` (index and retry reason), so a
+:data:`openarmature_nodes.context.call_attempt` (index and retry reason), so a
 span layer placed inside the loop records one span per attempt.
 """
 
@@ -34,7 +34,8 @@ from typing import Any
 
 import msgspec
 
-from openarmature_nodes.retrying import CallAttempt, RetryConfig, call_attempt, run_with_retry
+from openarmature_nodes.context import CallAttempt, call_attempt
+from openarmature_nodes.retrying import RetryConfig, run_with_retry
 
 from .config import RuntimeConfig
 from .errors import StructuredOutputInvalid

@@ -51,14 +51,6 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import msgspec
 
-from middleware import (
-    Cooldown,
-    CooldownMiddleware,
-    RetryMiddleware,
-    SpanMiddleware,
-    StructuredOutputMiddleware,
-    WarmupGate,
-)
 from openarmature_nodes.llm import (
     CompletionRequest,
     Message,
@@ -68,6 +60,14 @@ from openarmature_nodes.llm import (
     ToolChoice,
 )
 from openarmature_nodes.llm.validation import normalize_tool_choice
+from openarmature_nodes.middleware import (
+    Cooldown,
+    CooldownMiddleware,
+    RetryMiddleware,
+    SpanMiddleware,
+    StructuredOutputMiddleware,
+    WarmupGate,
+)
 from openarmature_nodes.onion import Middleware, compose
 from openarmature_nodes.retrying import RetryConfig
 

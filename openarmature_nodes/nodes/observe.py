@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from openarmature_nodes.context import current_lineage, emit_framework_event, run_scope
 from openarmature_nodes.events import (
     LlmCompletionEvent,
     LlmFailedEvent,
@@ -38,7 +39,6 @@ from openarmature_nodes.events import (
     ToolCallFailedEvent,
     new_call_id,
 )
-from openarmature_nodes.graph import current_correlation_id, current_lineage, emit_framework_event
 from openarmature_nodes.llm.call_events import completion_fields, failure_fields, request_fields
 from openarmature_nodes.llm.tokens import TokenDelta, token_sink
 
@@ -57,7 +57,7 @@ def _identity() -> dict[str, Any] | None:
         "branch_name": lineage.branch_name,
         "fan_out_index_chain": lineage.fan_out_index_chain,
         "branch_name_chain": lineage.branch_name_chain,
-        "correlation_id": current_correlation_id(),
+        "correlation_id": getattr(run_scope.get(), "correlation_id", None),
         "node_name": lineage.namespace[-1] if lineage.namespace else "",
     }
 

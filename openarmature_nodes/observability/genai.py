@@ -21,8 +21,9 @@ are still moving; dashboards key on one generation or the other:
 
 - ``"spec"`` (default): the spec's names plus ``gen_ai.provider.name``;
 - ``"legacy"``: the spec's names only (no ``gen_ai.provider.name``);
-- ``"latest"``: ``"spec"`` plus the newest upstream names the spec mirrors
-  under ``openarmature.*`` (``gen_ai.usage.cache_read.input_tokens``,
+- ``"latest"``: ``"spec"`` plus the newest upstream names the spec leaves out
+  or mirrors under ``openarmature.*`` (``gen_ai.operation.name``,
+  ``gen_ai.usage.cache_read.input_tokens``,
   ``gen_ai.usage.cache_creation.input_tokens``).
 
 :func:`convention_from_env` reads the OpenTelemetry switch
@@ -131,15 +132,17 @@ def request_attributes(
     """What is known before the call: model, system, the caller's request
     parameters (absent key: not supplied), server.
 
-    ``gen_ai.operation.name`` is not emitted: the spec treats it as a peripheral
-    convention (§5.5 adoption carve-out) and mirrors it as the metric dimension
-    ``openarmature.gen_ai.operation`` only; ``operation`` is kept for callers."""
+    ``gen_ai.operation.name`` is emitted only by the ``"latest"`` convention: the
+    spec treats it as peripheral (§5.5 adoption carve-out) and mirrors it as the
+    metric dimension ``openarmature.gen_ai.operation``."""
     attrs: Attributes = {}
     if model:
         attrs["openarmature.llm.model"] = model
     if not semconv:
         return attrs
     attrs[G.GEN_AI_SYSTEM] = system
+    if convention == "latest":
+        attrs[G.GEN_AI_OPERATION_NAME] = operation
     if convention != "legacy":
         attrs[G.GEN_AI_PROVIDER_NAME] = system
     if model:

@@ -612,12 +612,27 @@ class OTelObserver:
         span.end(end_time=now)
 
 
+def _category(error: Any) -> str:
+    """The most specific category along the failure's cause chain (a provider error's
+    ``provider_rate_limit`` inside the engine's ``node_exception``), else the node's."""
+    category = str(error.category)
+    exc: BaseException | None = getattr(error.exception, "__cause__", None)
+    depth = 0
+    while exc is not None and depth < 8:
+        found = getattr(exc, "category", None)
+        if isinstance(found, str) and found:
+            category = found
+        exc = exc.__cause__
+        depth += 1
+    return category
+
+
 def _finish(span: Span, error: Any) -> None:
     if error is None:
         span.set_status(Status(StatusCode.OK))
     else:
-        exc = error.exception
-        span.set_attribute("openarmature.error.category", error.category)
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, error.category))
+        category = _category(error)
+        span.set_attribute("openarmature.error.category", category)
+        span.record_exception(error.exception)
+        span.set_status(Status(StatusCode.ERROR, category))
     span.end()

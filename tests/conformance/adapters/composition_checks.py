@@ -249,7 +249,7 @@ def _fi_event(ctx: gb.BuildContext, graph: Any, outcome: ge.Outcome, value: Any)
 
 def _fi_events(ctx: gb.BuildContext) -> list[Any]:
     """Failure-isolation events, as delivered on the observer queue."""
-    from middleware import FailureIsolationEvent
+    from openarmature_nodes.middleware import FailureIsolationEvent
 
     rec = ctx.observers.get("__composition__")
     events = rec.events if rec is not None else []

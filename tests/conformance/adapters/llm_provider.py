@@ -481,8 +481,8 @@ async def _with_retry_middleware(
     check_directives(spec, {"max_attempts", "classifier"}, f"{where}.retry_middleware")
     if spec.get("classifier", "default") != "default":
         raise UnknownDirective(f"retry_middleware.classifier {spec['classifier']!r} in {where}")
-    from middleware.retry import RetryMiddleware
     from openarmature_nodes.llm import CompletionRequest
+    from openarmature_nodes.middleware.retry import RetryMiddleware
     from openarmature_nodes.onion import compose
     from openarmature_nodes.retrying import constant_backoff
 

@@ -29,7 +29,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from middleware import SpanMiddleware, compose
 from openarmature_nodes.llm import (
     CompletionRequest,
     OpenAIProvider,
@@ -39,6 +38,7 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.transport import RawResponse, Transport
+from openarmature_nodes.middleware import SpanMiddleware, compose
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
 from tests.conformance.fixtures import UnknownDirective, check_directives
 

@@ -26,6 +26,7 @@ A directive or invariant this adapter does not know fails the case naming it
 from __future__ import annotations
 
 import re
+import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import httpx
 import msgspec
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -43,6 +44,7 @@ from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
 from openarmature_nodes.llm import CompletionRequest, OpenAIProvider, RuntimeConfig, Tool
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.transport import HttpxTransport
+from openarmature_nodes.middleware import RetryMiddleware
 from openarmature_nodes.nodes.observe import CallEventMiddleware, tool_call
 from openarmature_nodes.observability.otel import OTelObserver
 from openarmature_nodes.onion import compose
@@ -141,11 +143,36 @@ class MockLLM:
 # --- node directives ----------------------------------------------------------------------------
 
 CALL_KEYS = {"messages", "stores_response_in", "config", "model", "response_schema", "retry",
-             "stream", "tools"}
+             "stream", "tools", "response"}
 
 
-def _provider(ctx: gb.BuildContext, model: str | None) -> OpenAIProvider:
+def _expand(value: Any) -> Any:
+    """The suite's generated payloads: ``content_repeat: {char, bytes}`` and
+    ``base64_data_synthetic: {bytes}`` become the text / data they describe."""
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if not isinstance(value, Mapping):
+        return value
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if key == "content_repeat":
+            out["content"] = str(v["char"]) * int(v["bytes"])
+        elif key == "base64_data_synthetic":
+            out["base64_data"] = "A" * int(v["bytes"])
+        else:
+            out[key] = _expand(v)
+    return out
+
+
+def _provider(ctx: gb.BuildContext, model: str | None, reply: Any = None) -> OpenAIProvider:
     mock: MockLLM = ctx.scratch["mock_llm"]
+    if reply is not None:  # this node's own canned reply (concurrent branches)
+        mock = MockLLM({"mock_llm": [{"status": 200, "body": {
+            "id": f"cc-{uuid.uuid4().hex[:8]}", "object": "chat.completion",
+            "model": model or "test-model",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": str(reply)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}}]})
     pspec = ctx.scratch.get("provider_spec") or {}
     provider = OpenAIProvider(
         "http://mock-llm.test", model or mock.first_model(),
@@ -159,8 +186,9 @@ def _provider(ctx: gb.BuildContext, model: str | None) -> OpenAIProvider:
 def _llm_call(ctx: gb.BuildContext, spec: Mapping[str, Any], where: str
               ) -> Callable[[], Any]:
     check_directives(spec, CALL_KEYS | {"phase"}, where)
-    provider = _provider(ctx, spec.get("model"))
-    messages = build_messages(list(spec.get("messages") or ()), f"{where}.messages")
+    provider = _provider(ctx, spec.get("model"), spec.get("response"))
+    raw_messages = list(spec.get("messages") or ()) or [{"role": "user", "content": "hi"}]
+    messages = build_messages(_expand(raw_messages), f"{where}.messages")
     config = RuntimeConfig.from_mapping(spec["config"]) if spec.get("config") else None
     tool_specs = [t.get("function", t) for t in spec.get("tools") or ()]
     tools = build_tools(tool_specs or None, f"{where}.tools")
@@ -248,7 +276,89 @@ def _calls_tool(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     nb.actions.append(act)
 
 
+def _also_emits_via_global_tracer(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    check_directives(value, {"span_name"}, f"{nb.graph_name}.nodes.{nb.name}.also_emits")
+    provider = ctx.scratch.get("global_provider")
+    if provider is None:
+        raise UnknownDirective("also_emits_via_global_tracer needs caller_global_otel_active")
+    tracer = provider.get_tracer("external.instrumentation")
+
+    async def act(state: Any) -> None:
+        tracer.start_span(str(value["span_name"])).end()
+        return None
+
+    nb.actions.append(act)
+
+
+def _category_chain(exc: BaseException | None) -> list[Any]:
+    out: list[Any] = []
+    while exc is not None and len(out) < 10:
+        out.append(getattr(exc, "category", None))
+        exc = exc.__cause__
+    return out
+
+
+_BASE_RETRY = gb.MIDDLEWARE_TYPES["retry"]
+
+
+def _retry(ctx: gb.BuildContext, cfg: Mapping[str, Any]) -> gb.Middleware:
+    """``retry`` with the suite's ``classifier: {transient_categories: [...]}`` form."""
+    classifier = cfg.get("classifier")
+    if not (isinstance(classifier, Mapping) and "transient_categories" in classifier):
+        return _BASE_RETRY(ctx, cfg)
+    check_directives(classifier, {"transient_categories"}, "retry.classifier")
+    wanted = set(classifier["transient_categories"])
+    check_directives(cfg, {"type", "name", "max_attempts", "backoff", "classifier"}, "retry")
+    seconds = float((cfg.get("backoff") or {}).get("seconds", 0))
+    return RetryMiddleware(RetryConfig(
+        max_attempts=int(cfg.get("max_attempts", 3)), backoff=constant_backoff(seconds),
+        classifier=lambda exc: bool(wanted & set(_category_chain(exc)))))
+
+
+class FlakyFailure(Exception):
+    """What the suite's ``flaky: {fail_count, category}`` raises."""
+
+    def __init__(self, message: str, category: str) -> None:
+        super().__init__(message)
+        self.category = category
+
+
+_BASE_FLAKY = gb.NODE_DIRECTIVES["flaky"]
+
+
+def _flaky(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    """``flaky: {fail_count, category, on_success}``: fail the first N attempts."""
+    if not (isinstance(value, Mapping) and "fail_count" in value):
+        _BASE_FLAKY(ctx, nb, value)
+        return
+    where = f"{nb.graph_name}.nodes.{nb.name}.flaky"
+    check_directives(value, {"fail_count", "category", "on_success"}, where)
+    calls = [0]
+
+    async def act(state: Any) -> dict[str, Any] | None:
+        calls[0] += 1
+        if calls[0] <= int(value["fail_count"]):
+            raise FlakyFailure(f"attempt {calls[0]} fails", str(value.get("category")))
+        return dict(value.get("on_success") or {}) or None
+
+    nb.actions.append(act)
+
+
+_BASE_FAN_OUT = gb.NODE_DIRECTIVES["fan_out"]
+
+
+def _fan_out(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    """``fan_out`` accepting the suite's ``inner_subgraph`` for ``subgraph``."""
+    if isinstance(value, Mapping) and "inner_subgraph" in value:
+        value = {("subgraph" if k == "inner_subgraph" else k): v for k, v in value.items()}
+    _BASE_FAN_OUT(ctx, nb, value)
+
+
+gb.MIDDLEWARE_TYPES["retry"] = _retry
 gb.NODE_DIRECTIVES.update({
+    "flaky": _flaky,
+    "fan_out": _fan_out,
+    "also_emits_via_global_tracer": _also_emits_via_global_tracer,
     "calls_llm": _calls_llm,
     "calls_llm_from_wrapper": _calls_llm_from_wrapper,
     "calls_tool": _calls_tool,
@@ -262,7 +372,8 @@ class Collector:
     """A ``typed_event_collector``: keeps every typed event (optionally one family)."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        check_directives(spec, {"name", "kind", "filter_event_type"}, "typed_observers[]")
+        check_directives(spec, {"name", "kind", "filter_event_type", "retains_arrival_order"},
+                         "typed_observers[]")
         if spec.get("kind") != "typed_event_collector":
             raise UnknownDirective(f"typed observer kind {spec.get('kind')!r}")
         self.name = str(spec["name"])
@@ -287,6 +398,8 @@ class Run:
         self.final: Any = None
         self.error: GraphRuntimeError | None = None
         self.bindings: dict[str, Any] = {}
+        self.invocations = 0
+        self.global_spans: list[ReadableSpan] = []
 
 
 async def run_case(case: Case) -> None:
@@ -301,6 +414,15 @@ async def run_case(case: Case) -> None:
         ctx.subgraph_defs[str(name)] = dict(sdef)
     ctx.scratch["mock_llm"] = MockLLM(data)
     ctx.scratch["provider_spec"] = data.get("provider")
+    if data.get("caller_global_otel_active"):
+        # A stand-in for the application's global provider: a second SDK provider the
+        # "external instrumentation" writes to (the process-wide global is set once
+        # per process in OpenTelemetry, so the harness does not replace it).
+        global_exporter = InMemorySpanExporter()
+        global_provider = TracerProvider()
+        global_provider.add_span_processor(SimpleSpanProcessor(global_exporter))
+        ctx.scratch["global_exporter"] = global_exporter
+        ctx.scratch["global_provider"] = global_provider
     token = gb.bind_context(ctx)
     run = Run()
     try:
@@ -323,19 +445,27 @@ async def run_case(case: Case) -> None:
             run.collectors[col.name] = col
             graph.attach(col)
         gb.attach_observers(ctx, list(data.get("observers") or ()))
-        try:
-            run.final = await graph.invoke(
-                dict(data.get("initial_state") or {}),
-                invocation_id=data.get("caller_invocation_id"),
-                correlation_id=data.get("caller_correlation_id"),
-            )
-        except GraphRuntimeError as exc:
-            run.error = exc
+        count = data.get("invocations", 1)
+        if not isinstance(count, int):
+            raise UnknownDirective("invocations: a list of invocation specs")
+        for _ in range(count):
+            try:
+                run.final = await graph.invoke(
+                    dict(data.get("initial_state") or {}),
+                    invocation_id=data.get("caller_invocation_id"),
+                    correlation_id=data.get("caller_correlation_id"),
+                )
+            except GraphRuntimeError as exc:
+                run.error = exc
+            run.invocations += 1
         await graph.drain()
         otel.shutdown()
         for provider in ctx.scratch.get("providers") or ():
             await provider.aclose()
         run.spans = list(exporter.get_finished_spans())
+        global_exporter = ctx.scratch.get("global_exporter")
+        if global_exporter is not None:
+            run.global_spans = list(global_exporter.get_finished_spans())
         run.metrics = _observations(reader)
         _check(ctx, data, run, where)
     finally:
@@ -359,6 +489,8 @@ def _observations(reader: InMemoryMetricReader) -> list[tuple[str, Any, dict[str
 
 
 EXPECTED_KEYS = {
+    "span_tree_private", "span_tree_global", "no_openarmature_spans_on_global",
+    "invocation_count", "node_completed_event_carries_error",
     "span_tree", "observers", "invariants", "metrics", "no_spans_emitted", "final_state",
     "no_llm_provider_span", "no_langfuse_observations_emitted", "llm_span_attributes",
     "llm_span_attributes_absent", "response_usage",
@@ -380,7 +512,8 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
         assert spec["category"] in chain, f"{where}: {run.error!r} ({chain})"
         if "raised_from" in spec:
             assert run.error.node_name == spec["raised_from"], f"{where}: {run.error!r}"
-    elif run.error is not None and "'ERROR'" not in repr(expected):
+    elif (run.error is not None and "'ERROR'" not in repr(expected)
+          and "node_completed_event_carries_error" not in expected):
         raise AssertionError(f"{where}: unexpected {run.error!r}") from run.error
     if "final_state" in expected:
         got = msgspec.to_builtins(run.final)
@@ -388,6 +521,26 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
             assert got.get(key) == want, f"{where}.final_state.{key}: {got.get(key)!r}"
     if "span_tree" in expected:
         _match_forest(run, list(expected["span_tree"]), _roots(run.spans), f"{where}.span_tree")
+    if "span_tree_private" in expected:
+        _match_forest(run, list(expected["span_tree_private"]), _roots(run.spans),
+                      f"{where}.span_tree_private")
+    if "span_tree_global" in expected:
+        _match_forest(run, list(expected["span_tree_global"]), _roots(run.global_spans),
+                      f"{where}.span_tree_global")
+    if expected.get("no_openarmature_spans_on_global"):
+        assert not [s for s in run.global_spans if s.name.startswith("openarmature")
+                    or "openarmature.correlation_id" in (s.attributes or {})], where
+    if "node_completed_event_carries_error" in expected:
+        spec = expected["node_completed_event_carries_error"]
+        check_directives(spec, {"node_name", "error_category"}, where)
+        found = [e for col in run.collectors.values() for e in col.events
+                 if isinstance(e, NodeEvent) and e.phase == "completed"
+                 and e.node_name == spec["node_name"] and e.error is not None]
+        assert found, f"{where}: no failed completed event for {spec['node_name']}"
+        assert spec["error_category"] in _category_chain(found[0].error.exception), where
+    if "invocation_count" in expected:
+        roots = [s for s in run.spans if s.name == "openarmature.invocation"]
+        assert run.invocations == len(roots) == expected["invocation_count"], where
     if expected.get("no_spans_emitted"):
         assert not run.spans, f"{where}: spans were emitted"
     if expected.get("no_llm_provider_span"):
@@ -422,7 +575,7 @@ def _roots(spans: list[ReadableSpan]) -> list[ReadableSpan]:
 
 
 def _children(run: Run, span: ReadableSpan) -> list[ReadableSpan]:
-    return sorted((s for s in run.spans
+    return sorted((s for s in [*run.spans, *run.global_spans]
                    if s.parent is not None and s.parent.span_id == span.context.span_id),
                   key=lambda s: s.start_time or 0)
 
@@ -430,7 +583,8 @@ def _children(run: Run, span: ReadableSpan) -> list[ReadableSpan]:
 _STATUS = {"OK": StatusCode.OK, "ERROR": StatusCode.ERROR, "UNSET": StatusCode.UNSET}
 SPAN_KEYS = {"name", "attributes", "attributes_absent", "status", "children", "links",
              "status_description", "events", "attributes_present", "attribute_parses_as_messages",
-             "attribute_parses_as_object", "exception_recorded"}
+             "attribute_parses_as_object", "exception_recorded", "attribute_truncation",
+             "attribute_does_not_contain"}
 
 
 def _match_forest(run: Run, want: list[Any], got: list[ReadableSpan], where: str) -> None:
@@ -499,6 +653,17 @@ def _match_span(run: Run, want: Mapping[str, Any], span: ReadableSpan, where: st
         for name, parsed in (want.get(key) or {}).items():
             assert name in attrs, f"{where}: attribute {name} absent"
             match_value(run, parsed, msgspec.json.decode(str(attrs[name])), f"{where}.{name}")
+    for name, rule in (want.get("attribute_truncation") or {}).items():
+        check_directives(rule, {"max_bytes", "marker_pattern", "utf8_valid",
+                                "prefix_of_full_serialization"}, f"{where}.{name}")
+        text = str(attrs[name])
+        assert len(text.encode()) <= int(rule["max_bytes"]), f"{where}: {len(text.encode())}"
+        assert re.search(str(rule["marker_pattern"]), text), f"{where}: no truncation marker"
+    for name, rule in (want.get("attribute_does_not_contain") or {}).items():
+        check_directives(rule, {"forbidden_substring_kind"}, f"{where}.{name}")
+        if rule["forbidden_substring_kind"] != "synthetic_base64_prefix":
+            raise UnknownDirective(f"forbidden_substring_kind {rule['forbidden_substring_kind']}")
+        assert "A" * 64 not in str(attrs.get(name, "")), f"{where}: inline image bytes present"
     if want.get("exception_recorded"):
         assert any(e.name == "exception" for e in span.events), f"{where}: no exception event"
     if "links" in want:
@@ -1260,3 +1425,105 @@ def _no_dropped(run: Run, want: Any, where: str) -> None:
     if starts:
         assert len(node_spans) >= len(starts), where
     assert node_spans, where
+
+
+@invariant("each_invocation_correlation_id_uniform")
+def _corr_per_invocation(run: Run, want: Any, where: str) -> None:
+    for root in _spans(run, "openarmature.invocation"):
+        trace_spans = [s for s in run.spans if s.context.trace_id == root.context.trace_id]
+        values = {(s.attributes or {}).get("openarmature.correlation_id") for s in trace_spans}
+        assert len(values) == 1 and None not in values, f"{where}: {values}"
+
+
+@invariant("correlation_ids_differ_across_invocations")
+def _corr_differ(run: Run, want: Any, where: str) -> None:
+    values = [(s.attributes or {}).get("openarmature.correlation_id")
+              for s in _spans(run, "openarmature.invocation")]
+    assert len(values) >= 2 and len(set(values)) == len(values), f"{where}: {values}"
+
+
+@invariant("all_correlation_ids_uuidv4")
+def _corr_all_uuid(run: Run, want: Any, where: str) -> None:
+    values = {(s.attributes or {}).get("openarmature.correlation_id") for s in run.spans}
+    assert values and all(_UUID4.match(str(v)) for v in values), f"{where}: {values}"
+
+
+@invariant("inner_node_span_count")
+def _inner_count(run: Run, want: Any, where: str) -> None:
+    inner = [s for s in run.spans
+             if len((s.attributes or {}).get("openarmature.node.namespace") or ()) >= 3]
+    assert len(inner) == want, f"{where}: {len(inner)}"
+
+
+@invariant("dispatch_spans_close_in_declaration_order")
+def _dispatch_order(run: Run, want: Any, where: str) -> None:
+    dispatch = [s for s in run.spans if "openarmature.parallel_branches.parent_node_name"
+                in (s.attributes or {})]
+    names = [s.name for s in sorted(dispatch, key=lambda s: s.end_time or 0)]
+    assert names == list(want), f"{where}: {names}"
+
+
+@invariant("callable_branch_renders_one_span_keyed_by_branch_name",
+           "callable_branch_span_has_no_inner_node_spans")
+def _callable_branch(run: Run, want: Any, where: str) -> None:
+    dispatch = [s for s in run.spans if "openarmature.parallel_branches.parent_node_name"
+                in (s.attributes or {})]
+    assert dispatch, where
+    for span in dispatch:
+        assert span.name == (span.attributes or {}).get("openarmature.node.branch_name"), where
+        assert not _children(run, span), f"{where}: {span.name} has children"
+
+
+@invariant("when_skipped_branch_emits_no_span", "branch_count_is_dispatched_count_not_declared")
+def _skipped_branch(run: Run, want: Any, where: str) -> None:
+    dispatch = [s for s in run.spans if "openarmature.parallel_branches.parent_node_name"
+                in (s.attributes or {})]
+    nodes = [s for s in run.spans
+             if "openarmature.parallel_branches.branch_count" in (s.attributes or {})]
+    assert nodes, where
+    for node in nodes:
+        count = (node.attributes or {})["openarmature.parallel_branches.branch_count"]
+        mine = [d for d in dispatch if d.parent and d.parent.span_id == node.context.span_id]
+        assert count == len(mine), f"{where}: branch_count {count}, {len(mine)} dispatched"
+
+
+@invariant("unique_fan_out_indices_per_node_span_under")
+def _unique_indices(run: Run, want: Any, where: str) -> None:
+    spans = [s for s in run.spans if (s.attributes or {}).get("openarmature.node.name")
+             and want in ((s.attributes or {}).get("openarmature.node.namespace") or ())]
+    assert spans, where
+    seen = [(tuple((s.attributes or {})["openarmature.node.namespace"]),
+             s.parent.span_id if s.parent else None) for s in spans]
+    assert len(seen) == len(set(seen)), f"{where}: duplicate spans"
+
+
+@invariant("fan_out_index_range")
+def _index_range(run: Run, want: Any, where: str) -> None:
+    lo, hi = want
+    indices = {(s.attributes or {}).get("openarmature.node.fan_out_index") for s in run.spans}
+    indices.discard(None)
+    assert indices and all(lo <= i <= hi for i in indices), f"{where}: {indices}"
+
+
+def _attempt_spans(run: Run) -> list[ReadableSpan]:
+    return [s for s in run.spans if (s.attributes or {}).get("openarmature.node.step") is not None
+            and _parent_of(run, s) is not None
+            and _parent_of(run, s).name == "openarmature.invocation"]  # type: ignore[union-attr]
+
+
+@invariant("sibling_attempt_count_under_invocation")
+def _sibling_attempts(run: Run, want: Any, where: str) -> None:
+    assert len(_attempt_spans(run)) == want, f"{where}: {len(_attempt_spans(run))}"
+
+
+@invariant("attempt_indices")
+def _attempt_indices(run: Run, want: Any, where: str) -> None:
+    got = [(s.attributes or {}).get("openarmature.node.attempt_index") for s in
+           sorted(_attempt_spans(run), key=lambda s: s.start_time or 0)]
+    assert got == list(want), f"{where}: {got}"
+
+
+@invariant("all_attempt_spans_error")
+def _all_error(run: Run, want: Any, where: str) -> None:
+    spans = _attempt_spans(run)
+    assert spans and all(s.status.status_code is StatusCode.ERROR for s in spans), where

@@ -37,14 +37,14 @@ from typing import Any
 
 import msgspec
 
-from middleware import (
+from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
+from openarmature_nodes.middleware import (
     FailureIsolationEvent,
     FailureIsolationMiddleware,
     RetryMiddleware,
     TimingMiddleware,
     TimingRecord,
 )
-from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
 
