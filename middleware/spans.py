@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, TracerProvider
 
@@ -59,7 +60,8 @@ class SpanMiddleware:
     :mod:`openarmature_nodes.observability.genai`).
     """
 
-    __slots__ = ("_cap", "_convention", "_static", "record_payloads", "span_name", "tracer")
+    __slots__ = ("_cap", "_convention", "_static", "_static_attempt0", "record_payloads",
+                 "span_name", "tracer")
 
     def __init__(
         self,
@@ -78,7 +80,7 @@ class SpanMiddleware:
         self.span_name = span_name
         self._cap = payload_cap
         self._convention: GenAIConvention = convention or convention_from_env()
-        self._static = request_attributes(
+        self._static: dict[str, Any] = request_attributes(
             str(getattr(provider, "genai_system", None) or "openai"),
             getattr(provider, "model", None),
             operation=operation,
@@ -87,49 +89,57 @@ class SpanMiddleware:
             server_port=getattr(provider, "server_port", None),
         )
 
+        self._static_attempt0 = {**self._static, **attempt_attributes(0)}
+
     def __repr__(self) -> str:
         return f"SpanMiddleware(span_name={self.span_name!r})"
 
     async def __call__(self, request: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
-        span = self.tracer.start_span(self.span_name, kind=SpanKind.CLIENT,
-                                      attributes=self._static)
+        # One attribute dict at start and one at end: the SDK locks per set_attributes
+        # call, so fewer, larger calls keep this layer near the SDK's own floor.
+        attempt = call_attempt.get()
+        attrs = self._static
+        config = getattr(request, "config", None)
+        if config is not None or attempt.index:
+            attrs = {**attrs, **attempt_attributes(attempt.index, attempt.retry_reason)}
+            if config is not None:
+                attrs.update(param_attributes(request_params(config)))
+        else:
+            attrs = self._static_attempt0
+        span = self.tracer.start_span(self.span_name, kind=SpanKind.CLIENT, attributes=attrs)
         recording = span.is_recording()
         if not recording and not span.get_span_context().is_valid:
             return await next(request)  # no tracing configured: nothing to record or propagate
-        if recording:
-            config = getattr(request, "config", None)
-            params = request_params(config)
-            if params:
-                span.set_attributes(param_attributes(params))
-            attempt = call_attempt.get()
-            span.set_attributes(attempt_attributes(attempt.index, attempt.retry_reason))
-            if self.record_payloads:
-                extras = getattr(config, "extras", None)
-                span.set_attributes(payload_attributes(
-                    input_messages=message_records(request.messages),
-                    request_extras=extras, cap=self._cap))
-        with trace.use_span(span, end_on_exit=True, record_exception=False,
-                            set_status_on_exception=False):
-            try:
-                response = await next(request)
-            except Exception as exc:
-                if recording:
-                    failure = failure_fields(exc)
-                    category = failure["error_category"] if failure else None
-                    cls = type(exc)
-                    attrs = error_attributes(category, f"{cls.__module__}.{cls.__qualname__}")
-                    span.set_attributes(attrs)
-                    span.record_exception(exc, escaped=True)
-                    span.set_status(Status(StatusCode.ERROR, str(attrs["error.type"])))
-                raise
+        if recording and self.record_payloads:
+            span.set_attributes(payload_attributes(
+                input_messages=message_records(request.messages),
+                request_extras=getattr(config, "extras", None), cap=self._cap))
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            response = await next(request)
+        except Exception as exc:
             if recording:
-                done = completion_fields(response)
-                span.set_attributes(response_attributes(
-                    response_model=done["response_model"], response_id=done["response_id"],
-                    finish_reason=done["finish_reason"], usage=done["usage"],
-                    tool_calls=done["output_tool_calls"], convention=self._convention))
-                if self.record_payloads:
-                    span.set_attributes(payload_attributes(
-                        output_content=done["output_content"],
-                        output_tool_calls=done["output_tool_calls"], cap=self._cap))
-            return response
+                failure = failure_fields(exc)
+                category = failure["error_category"] if failure else None
+                cls = type(exc)
+                failed = error_attributes(category, f"{cls.__module__}.{cls.__qualname__}")
+                span.set_attributes(failed)
+                span.record_exception(exc, escaped=True)
+                span.set_status(Status(StatusCode.ERROR, str(failed["error.type"])))
+            span.end()
+            raise
+        finally:
+            otel_context.detach(token)
+        if recording:
+            done = completion_fields(response)
+            end = response_attributes(
+                response_model=done["response_model"], response_id=done["response_id"],
+                finish_reason=done["finish_reason"], usage=done["usage"],
+                tool_calls=done["output_tool_calls"], convention=self._convention)
+            if self.record_payloads:
+                end.update(payload_attributes(
+                    output_content=done["output_content"],
+                    output_tool_calls=done["output_tool_calls"], cap=self._cap))
+            span.set_attributes(end)
+        span.end()
+        return response
