@@ -26,6 +26,7 @@ observer decides what to render.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -42,7 +43,7 @@ from openarmature_nodes.events import (
 from openarmature_nodes.llm.call_events import completion_fields, failure_fields, request_fields
 from openarmature_nodes.llm.tokens import TokenDelta, token_sink
 
-__all__ = ["CallEventMiddleware", "ToolCallScope", "tool_call"]
+__all__ = ["CallEventMiddleware", "ToolCallScope", "scrub_error", "tool_call"]
 
 
 def _identity() -> dict[str, Any] | None:
@@ -62,18 +63,61 @@ def _identity() -> dict[str, Any] | None:
     }
 
 
+_BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
+_REDACTED = "[REDACTED]"
+
+
+def _provider_secrets(provider: Any) -> tuple[str, ...]:
+    """The credential ``provider`` sends, read from its Authorization header."""
+    found: list[str] = []
+    for headers in (getattr(provider, "_probe_headers", None) or (),):
+        for name, value in headers:
+            if name.lower() == "authorization" and " " in value:
+                found.append(value.split(" ", 1)[1])
+    return tuple(s for s in found if s)
+
+
+def _scrub_text(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    return _BEARER.sub(f"Bearer {_REDACTED}", text)
+
+
+def scrub_error(exc: BaseException, secrets: tuple[str, ...]) -> None:
+    """Remove ``secrets`` (and any bearer token) from ``exc`` and its causes, in place:
+    a server that echoes the key in an error body must not put it in an event, a
+    span, a log or the error the caller sees."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        current.args = tuple(_scrub_text(a, secrets) if isinstance(a, str) else a
+                             for a in current.args)
+        for attr in ("message", "body"):
+            value = getattr(current, attr, None)
+            if isinstance(value, str):
+                try:
+                    setattr(current, attr, _scrub_text(value, secrets))
+                except AttributeError:
+                    pass
+        current = current.__cause__
+        seen += 1
+
+
 class CallEventMiddleware:
     """Emit the typed LLM events of each call through this layer (see module docs).
 
     ``provider`` supplies the event's ``provider`` (its ``genai_system``) and
-    ``model``.
+    ``model``, and the credential to keep out of everything: a failure passing
+    through this layer has the provider's key (and any bearer token) removed from
+    its message before the failure event is built and before it propagates.
     """
 
-    __slots__ = ("model", "system")
+    __slots__ = ("_secrets", "model", "system")
 
     def __init__(self, provider: Any) -> None:
         self.system = str(getattr(provider, "genai_system", None) or "openai")
         self.model = str(getattr(provider, "model", "") or "")
+        self._secrets = _provider_secrets(provider)
 
     def __repr__(self) -> str:
         return f"CallEventMiddleware(system={self.system!r}, model={self.model!r})"
@@ -99,6 +143,7 @@ class CallEventMiddleware:
             else:
                 response = await next(request)
         except Exception as exc:
+            scrub_error(exc, self._secrets)
             failure = failure_fields(exc)
             if failure is not None:
                 emit_framework_event(LlmFailedEvent(
