@@ -26,6 +26,7 @@ observer decides what to render.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -95,10 +96,8 @@ def scrub_error(exc: BaseException, secrets: tuple[str, ...]) -> None:
         for attr in ("message", "body"):
             value = getattr(current, attr, None)
             if isinstance(value, str):
-                try:
+                with contextlib.suppress(AttributeError):
                     setattr(current, attr, _scrub_text(value, secrets))
-                except AttributeError:
-                    pass
         current = current.__cause__
         seen += 1
 
