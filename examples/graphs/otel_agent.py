@@ -77,8 +77,10 @@ def make_observer(span_exporter: SpanExporter, metric_reader: MetricReader, *,
 async def run_agent(provider: OpenAIProvider, observer: OTelObserver, *, question: str,
                     max_turns: int = 4, max_tokens: int = 128,
                     force_first_tool: str | None = None,
-                    warmup_deadline: float = 300.0) -> AgentState:
-    """One agent run under ``observer``; returns the final state."""
+                    warmup_deadline: float = 300.0,
+                    also: Sequence[Any] = ()) -> AgentState:
+    """One agent run under ``observer`` (and the observers in ``also``); returns the
+    final state."""
     gate = WarmupGate(provider, deadline=warmup_deadline)
     onion: Sequence[Any] = default_onion(
         provider, retry=RetryMiddleware(max_attempts=4, deadline=60.0), warmup=gate)
@@ -95,7 +97,7 @@ async def run_agent(provider: OpenAIProvider, observer: OTelObserver, *, questio
     )
     await gate.open()
     final: AgentState = await graph.invoke({"messages": [UserMessage(content=question)]},
-                                           observers=[observer])
+                                           observers=[observer, *also])
     return final
 
 
