@@ -76,7 +76,11 @@ async def test_agent_run_emits_typed_events_in_order(provider: OpenAIProvider) -
     graph = build_agent(provider, [get_weather], config=RuntimeConfig(max_tokens=64, seed=7),
                         middleware=fast(provider))
     await graph.invoke({"messages": [UserMessage(content="weather?")]}, observers=[collect])
-    done = collect.of(LlmCompletionEvent)
+    every = collect.of(LlmCompletionEvent)
+    # the warm-up gate's one-token probe (a real complete() call) is observed too
+    warmups = [e for e in every if e.request_params.get("max_tokens") == 1]
+    assert len(warmups) == 1
+    done = [e for e in every if e not in warmups]
     assert len(done) == 2 and not collect.of(LlmFailedEvent)
     first = done[0]
     assert first.provider == "openai" and first.model == provider.model
@@ -155,7 +159,8 @@ async def test_otel_trace_of_the_agent(provider: OpenAIProvider) -> None:
     llm_nodes = by_name(spans, "llm")
     assert len(llm_nodes) == 2
     assert all(s.parent.span_id == root.context.span_id for s in llm_nodes)
-    calls = by_name(spans, "openarmature.llm.complete")
+    calls = [s for s in by_name(spans, "openarmature.llm.complete")
+             if s.attributes.get("gen_ai.request.max_tokens") != 1]  # not the warm-up probe
     assert len(calls) == 2
     node_ids = {s.context.span_id for s in llm_nodes}
     for call in calls:
@@ -182,7 +187,8 @@ async def test_payload_opt_in_is_truncated(provider: OpenAIProvider) -> None:
     otel, exporter = traced(disable_provider_payload=False, payload_cap=256)
     graph = build_agent(provider, [get_weather], middleware=fast(provider))
     await graph.invoke({"messages": [UserMessage(content="x" * 1000)]}, observers=[otel])
-    first = by_name(exporter.get_finished_spans(), "openarmature.llm.complete")[0]
+    first = [s for s in by_name(exporter.get_finished_spans(), "openarmature.llm.complete")
+             if s.attributes.get("gen_ai.request.max_tokens") != 1][0]  # not the warm-up
     text = first.attributes["openarmature.llm.input.messages"]
     assert len(text.encode()) <= 256 and "…[truncated, " in text
 
@@ -190,3 +196,29 @@ async def test_payload_opt_in_is_truncated(provider: OpenAIProvider) -> None:
 def test_payload_cap_minimum() -> None:
     with pytest.raises(ValueError, match="256"):
         OTelObserver(payload_cap=255)
+
+
+async def test_direct_complete_in_a_node_emits_events_and_feeds_on_token(
+    provider: OpenAIProvider,
+) -> None:
+    collect = Collect()
+    seen: list[str] = []
+
+    class S(State):
+        answer: str = ""
+
+    async def ask(state: S) -> dict[str, Any]:
+        reply = await provider.complete([UserMessage(content="tell me a story")], stream=True,
+                                        on_token=lambda d: seen.append(d.text))
+        return {"answer": reply.message.content or ""}
+
+    graph = GraphBuilder(S).add_node("ask", ask).add_edge("ask", END).set_entry("ask").compile()
+    final = await graph.invoke(S(), observers=[collect])
+    tokens = collect.of(LlmTokenEvent)
+    (done,) = collect.of(LlmCompletionEvent)
+    assert [t.delta for t in tokens] == seen and "".join(seen) == final.answer
+    assert {t.call_id for t in tokens} == {done.call_id}
+    assert done.namespace == ("ask",)
+    # outside a graph run the same call emits nothing and still works
+    reply = await provider.complete([UserMessage(content="again")])
+    assert reply.message.content

@@ -5,7 +5,13 @@ spec's *typed-event-native* form: messages as plain records, the GenAI request
 parameters the caller actually supplied, the extras bag, the reply's content,
 tool calls and usage. This module turns the LLM layer's own types into those
 fields; whoever knows *where* the call ran (the node, the lineage) adds the
-identity and builds the event. Nothing here knows about graphs.
+identity and builds the event. Nothing here knows about graphs: only the ground-floor run context.
+
+:class:`CallEventMiddleware` is the layer that emits the events: it asks the
+run context (:mod:`openarmature_nodes.context`) where the call runs and hands
+the events to it; outside an observed graph run it does nothing at all.
+:meth:`OpenAIProvider.complete` runs every call through it, and the LLM node's
+default onion has it outermost.
 
 Inline image bytes never leave this module: an inline image source becomes
 ``{"type": "inline_redacted", "byte_count": N}`` (observability §5.5.5), the
@@ -15,20 +21,34 @@ Credentials are not part of a request, so they cannot appear either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
+from openarmature_nodes.context import current_lineage, emit_framework_event, run_scope
+from openarmature_nodes.events import (
+    LlmCompletionEvent,
+    LlmFailedEvent,
+    LlmTokenEvent,
+    new_call_id,
+)
+
 from .config import RuntimeConfig
 from .messages import ImageBlock, InlineSource
+from .tokens import TokenDelta, token_sink
 
 __all__ = [
+    "CallEventMiddleware",
     "completion_fields",
     "failure_fields",
     "message_records",
     "request_fields",
     "request_params",
+    "scrub_error",
     "tool_call_records",
 ]
 
@@ -152,3 +172,115 @@ def failure_fields(exc: BaseException) -> dict[str, Any] | None:
         fields["response_id"] = getattr(exc, "response_id", None)
         fields["response_model"] = getattr(exc, "response_model", None)
     return fields
+
+
+def _identity() -> dict[str, Any] | None:
+    lineage = current_lineage()
+    if lineage is None or lineage.invocation_id is None:
+        return None
+    return {
+        "invocation_id": lineage.invocation_id,
+        "namespace": lineage.namespace,
+        "attempt_index": lineage.attempt_index,
+        "fan_out_index": lineage.fan_out_index,
+        "branch_name": lineage.branch_name,
+        "fan_out_index_chain": lineage.fan_out_index_chain,
+        "branch_name_chain": lineage.branch_name_chain,
+        "correlation_id": getattr(run_scope.get(), "correlation_id", None),
+        "node_name": lineage.namespace[-1] if lineage.namespace else "",
+    }
+
+
+_BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
+_REDACTED = "[REDACTED]"
+
+
+def _provider_secrets(provider: Any) -> tuple[str, ...]:
+    """The credential ``provider`` sends, read from its Authorization header."""
+    found: list[str] = []
+    for headers in (getattr(provider, "_probe_headers", None) or (),):
+        for name, value in headers:
+            if name.lower() == "authorization" and " " in value:
+                found.append(value.split(" ", 1)[1])
+    return tuple(s for s in found if s)
+
+
+def _scrub_text(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, _REDACTED)
+    return _BEARER.sub(f"Bearer {_REDACTED}", text)
+
+
+def scrub_error(exc: BaseException, secrets: tuple[str, ...]) -> None:
+    """Remove ``secrets`` (and any bearer token) from ``exc`` and its causes, in place:
+    a server that echoes the key in an error body must not put it in an event, a
+    span, a log or the error the caller sees."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        current.args = tuple(_scrub_text(a, secrets) if isinstance(a, str) else a
+                             for a in current.args)
+        for attr in ("message", "body"):
+            value = getattr(current, attr, None)
+            if isinstance(value, str):
+                with contextlib.suppress(AttributeError):
+                    setattr(current, attr, _scrub_text(value, secrets))
+        current = current.__cause__
+        seen += 1
+
+
+class CallEventMiddleware:
+    """Emit the typed LLM events of each call through this layer (see module docs).
+
+    ``provider`` supplies the event's ``provider`` (its ``genai_system``) and
+    ``model``, and the credential to keep out of everything: a failure passing
+    through this layer has the provider's key (and any bearer token) removed from
+    its message before the failure event is built and before it propagates.
+    """
+
+    __slots__ = ("_secrets", "model", "system")
+
+    def __init__(self, provider: Any) -> None:
+        self.system = str(getattr(provider, "genai_system", None) or "openai")
+        self.model = str(getattr(provider, "model", "") or "")
+        self._secrets = _provider_secrets(provider)
+
+    def __repr__(self) -> str:
+        return f"CallEventMiddleware(system={self.system!r}, model={self.model!r})"
+
+    async def __call__(self, request: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
+        identity = _identity()
+        if identity is None:
+            return await next(request)
+        call = {**identity, "call_id": new_call_id(), "provider": self.system,
+                "model": self.model}
+        started = time.perf_counter()
+        try:
+            if getattr(request, "stream", False):
+
+                def on_delta(delta: TokenDelta) -> None:
+                    emit_framework_event(LlmTokenEvent(
+                        **call, chunk_index=delta.index, delta_kind=delta.kind,
+                        delta=delta.text,
+                    ))
+
+                with token_sink(on_delta):
+                    response = await next(request)
+            else:
+                response = await next(request)
+        except Exception as exc:
+            scrub_error(exc, self._secrets)
+            failure = failure_fields(exc)
+            if failure is not None:
+                emit_framework_event(LlmFailedEvent(
+                    **call, **request_fields(request), **failure,
+                    latency_ms=(time.perf_counter() - started) * 1000.0,
+                ))
+            raise
+        emit_framework_event(LlmCompletionEvent(
+            **call, **request_fields(request), **completion_fields(response),
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        ))
+        return response
+
+

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .call_events import CallEventMiddleware
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
 from .errors import ProviderInvalidRequest, ProviderUnavailable
@@ -125,6 +126,7 @@ class OpenAIProvider:
         "_can_stream",
         "_chat_url",
         "_closed",
+        "_events",
         "_fallback",
         "_headers",
         "_models_url",
@@ -172,6 +174,9 @@ class OpenAIProvider:
             ("accept", "text/event-stream"),
             *common,
         )
+        # Typed LLM / token events (graph-engine §6) of every complete() call made
+        # inside an observed graph run; nothing at all outside one.
+        self._events = CallEventMiddleware(self)
         if transport is not None and (http_client is not None or timeouts is not None):
             raise ValueError(
                 "pass transport= alone; http_client= and timeouts= configure the default transport"
@@ -260,14 +265,16 @@ class OpenAIProvider:
             config = RuntimeConfig.from_mapping(config)
         choice: ToolChoice | None = normalize_tool_choice(tool_choice)
         request = CompletionRequest(messages, tools, config, response_schema, choice, bool(stream))
+        send = self.call
+        if retry is not None:
+
+            async def send(request: CompletionRequest) -> Response:
+                return await complete_with_retry(self.call, request, retry)
+
         if on_token is not None:
             with token_sink(on_token):
-                if retry is not None:
-                    return await complete_with_retry(self.call, request, retry)
-                return await self.call(request)
-        if retry is not None:
-            return await complete_with_retry(self.call, request, retry)
-        return await self.call(request)
+                return await self._events(request, send)  # type: ignore[no-any-return]
+        return await self._events(request, send)  # type: ignore[no-any-return]
 
     async def call(self, request: CompletionRequest) -> Response:
         """Send ``request``: the innermost handler for call-level middleware."""

@@ -3,7 +3,8 @@
 Two instruments, both free when nobody observes the run (they ask the engine
 for the current step's lineage first and do nothing without one):
 
-- :class:`CallEventMiddleware`, a call-level middleware: per call it mints a
+- :class:`CallEventMiddleware` (from the LLM layer, re-exported here), a
+  call-level middleware: per call it mints a
   ``call_id`` and puts on the observer queue one :class:`LlmTokenEvent` per
   streamed delta *as it arrives* (``stream=True`` calls only), then exactly one
   terminal :class:`LlmCompletionEvent` or :class:`LlmFailedEvent`. Put it
@@ -26,28 +27,19 @@ observer decides what to render.
 
 from __future__ import annotations
 
-import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from openarmature_nodes.context import current_lineage, emit_framework_event, run_scope
-from openarmature_nodes.events import (
-    LlmCompletionEvent,
-    LlmFailedEvent,
-    LlmTokenEvent,
-    ToolCallEvent,
-    ToolCallFailedEvent,
-    new_call_id,
-)
-from openarmature_nodes.llm.call_events import completion_fields, failure_fields, request_fields
-from openarmature_nodes.llm.tokens import TokenDelta, token_sink
+from openarmature_nodes.events import ToolCallEvent, ToolCallFailedEvent, new_call_id
+from openarmature_nodes.llm.call_events import CallEventMiddleware, scrub_error
 
 __all__ = ["CallEventMiddleware", "ToolCallScope", "scrub_error", "tool_call"]
 
 
 def _identity() -> dict[str, Any] | None:
+    """The running node step's identity fields, or ``None`` outside an observed run."""
     lineage = current_lineage()
     if lineage is None:
         return None
@@ -62,99 +54,6 @@ def _identity() -> dict[str, Any] | None:
         "correlation_id": getattr(run_scope.get(), "correlation_id", None),
         "node_name": lineage.namespace[-1] if lineage.namespace else "",
     }
-
-
-_BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
-_REDACTED = "[REDACTED]"
-
-
-def _provider_secrets(provider: Any) -> tuple[str, ...]:
-    """The credential ``provider`` sends, read from its Authorization header."""
-    found: list[str] = []
-    for headers in (getattr(provider, "_probe_headers", None) or (),):
-        for name, value in headers:
-            if name.lower() == "authorization" and " " in value:
-                found.append(value.split(" ", 1)[1])
-    return tuple(s for s in found if s)
-
-
-def _scrub_text(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-    return _BEARER.sub(f"Bearer {_REDACTED}", text)
-
-
-def scrub_error(exc: BaseException, secrets: tuple[str, ...]) -> None:
-    """Remove ``secrets`` (and any bearer token) from ``exc`` and its causes, in place:
-    a server that echoes the key in an error body must not put it in an event, a
-    span, a log or the error the caller sees."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 8:
-        current.args = tuple(_scrub_text(a, secrets) if isinstance(a, str) else a
-                             for a in current.args)
-        for attr in ("message", "body"):
-            value = getattr(current, attr, None)
-            if isinstance(value, str):
-                with contextlib.suppress(AttributeError):
-                    setattr(current, attr, _scrub_text(value, secrets))
-        current = current.__cause__
-        seen += 1
-
-
-class CallEventMiddleware:
-    """Emit the typed LLM events of each call through this layer (see module docs).
-
-    ``provider`` supplies the event's ``provider`` (its ``genai_system``) and
-    ``model``, and the credential to keep out of everything: a failure passing
-    through this layer has the provider's key (and any bearer token) removed from
-    its message before the failure event is built and before it propagates.
-    """
-
-    __slots__ = ("_secrets", "model", "system")
-
-    def __init__(self, provider: Any) -> None:
-        self.system = str(getattr(provider, "genai_system", None) or "openai")
-        self.model = str(getattr(provider, "model", "") or "")
-        self._secrets = _provider_secrets(provider)
-
-    def __repr__(self) -> str:
-        return f"CallEventMiddleware(system={self.system!r}, model={self.model!r})"
-
-    async def __call__(self, request: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
-        identity = _identity()
-        if identity is None:
-            return await next(request)
-        call = {**identity, "call_id": new_call_id(), "provider": self.system,
-                "model": self.model}
-        started = time.perf_counter()
-        try:
-            if getattr(request, "stream", False):
-
-                def on_delta(delta: TokenDelta) -> None:
-                    emit_framework_event(LlmTokenEvent(
-                        **call, chunk_index=delta.index, delta_kind=delta.kind,
-                        delta=delta.text,
-                    ))
-
-                with token_sink(on_delta):
-                    response = await next(request)
-            else:
-                response = await next(request)
-        except Exception as exc:
-            scrub_error(exc, self._secrets)
-            failure = failure_fields(exc)
-            if failure is not None:
-                emit_framework_event(LlmFailedEvent(
-                    **call, **request_fields(request), **failure,
-                    latency_ms=(time.perf_counter() - started) * 1000.0,
-                ))
-            raise
-        emit_framework_event(LlmCompletionEvent(
-            **call, **request_fields(request), **completion_fields(response),
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-        ))
-        return response
 
 
 class ToolCallScope:
