@@ -187,8 +187,8 @@ async def test_payload_opt_in_is_truncated(provider: OpenAIProvider) -> None:
     otel, exporter = traced(disable_provider_payload=False, payload_cap=256)
     graph = build_agent(provider, [get_weather], middleware=fast(provider))
     await graph.invoke({"messages": [UserMessage(content="x" * 1000)]}, observers=[otel])
-    first = [s for s in by_name(exporter.get_finished_spans(), "openarmature.llm.complete")
-             if s.attributes.get("gen_ai.request.max_tokens") != 1][0]  # not the warm-up
+    first = next(s for s in by_name(exporter.get_finished_spans(), "openarmature.llm.complete")
+                 if s.attributes.get("gen_ai.request.max_tokens") != 1)  # not the warm-up
     text = first.attributes["openarmature.llm.input.messages"]
     assert len(text.encode()) <= 256 and "…[truncated, " in text
 
