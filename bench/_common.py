@@ -92,6 +92,40 @@ def run_child(script: str, args: Sequence[str], timeout: float) -> dict[str, Any
     return result
 
 
+def run_cells(
+    script: str,
+    cells: Iterable[tuple[dict[str, Any], list[str]]],
+    timeout: float,
+    *,
+    measured: str,
+    label: Callable[[dict[str, Any]], str],
+    figures: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """The parent loop of every benchmark: run each cell in a fresh child, in order.
+
+    A cell is ``(labels, child args)``; ``labels`` (with a ``repeat`` number) are
+    merged into the child's result row. A row without the ``measured`` key failed
+    or skipped: its later repeats are not run. Progress goes to stderr, one line
+    per row: ``label(labels)`` then ``figures(row)`` or the reason it skipped.
+    """
+    runs: list[dict[str, Any]] = []
+    dead: set[tuple[Any, ...]] = set()
+    for labels, args in cells:
+        key = tuple(v for k, v in labels.items() if k != "repeat")
+        if key in dead:
+            continue
+        row = run_child(script, args, timeout)
+        row.update(labels)
+        runs.append(row)
+        if measured in row:
+            line = figures(row)
+        else:
+            dead.add(key)
+            line = f"SKIP: {row.get('skipped') or row.get('error')}"
+        print(f"  {label(labels)} {line}", file=sys.stderr, flush=True)
+    return runs
+
+
 def median_of(rows: Iterable[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 

@@ -360,47 +360,24 @@ def main() -> None:
         if (not sel and (cl, be) in MATRIX) or cl in sel or f"{cl}:{be}" in sel
     ]
     concs = [int(x) for x in a.c.split(",")]
-    runs: list[dict[str, Any]] = []
-    dead: set[tuple[str, str, int]] = set()
-    for conc in concs:
-        for rep in range(a.repeats):
-            for cl, be in matrix:
-                if (cl, be, conc) in dead:
-                    continue
-                r = C.run_child(
-                    __file__,
-                    [
-                        "--child",
-                        cl,
-                        "--backend",
-                        be,
-                        "--conc",
-                        str(conc),
-                        "--n",
-                        str(a.n),
-                        "--warmup",
-                        str(a.warmup),
-                    ],
-                    a.timeout,
-                )
-                r.update(client=cl, backend=be, c=conc, repeat=rep)
-                runs.append(r)
-                if "cpu_us" in r:
-                    print(
-                        f"  [c={conc} #{rep}] {cl:13s} {be:7s} {r['cpu_us']:8,.0f} CPU µs/call "
-                        f"{r['calls_per_s']:8,.0f} calls/s  rss {r['rss_mb']:4.0f} MB  "
-                        f"conns {r['conns']}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                else:
-                    dead.add((cl, be, conc))
-                    print(
-                        f"  [c={conc} #{rep}] {cl:13s} {be:7s} "
-                        f"SKIP: {r.get('skipped') or r.get('error')}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+    cells = (
+        (
+            {"client": cl, "backend": be, "c": conc, "repeat": rep},
+            ["--child", cl, "--backend", be, "--conc", str(conc), "--n", str(a.n),
+             "--warmup", str(a.warmup)],
+        )
+        for conc in concs
+        for rep in range(a.repeats)
+        for cl, be in matrix
+    )
+    runs = C.run_cells(
+        __file__, cells, a.timeout, measured="cpu_us",
+        label=lambda c: f"[c={c['c']} #{c['repeat']}] {c['client']:13s} {c['backend']:7s}",
+        figures=lambda r: (
+            f"{r['cpu_us']:8,.0f} CPU µs/call {r['calls_per_s']:8,.0f} calls/s  "
+            f"rss {r['rss_mb']:4.0f} MB  conns {r['conns']}"
+        ),
+    )
     vers = next((r["versions"] for r in runs if "versions" in r), {})
     print("## LLM clients against the nginx stub\n")
     print("Versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()) + "\n")

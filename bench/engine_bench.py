@@ -454,52 +454,25 @@ def main() -> None:
     sel = [s for s in a.only.split(",") if s]
     matrix = [(e, b) for e, b in MATRIX if not sel or e in sel or f"{e}:{b}" in sel]
     shapes = [s for s in a.shapes.split(",") if s in SHAPES]
-    runs: list[dict[str, Any]] = []
-    dead: set[tuple[str, str, str]] = set()
-    for rep in range(a.repeats):
-        for shape in shapes:
-            for eng, be in matrix:
-                if (eng, be, shape) in dead:
-                    continue
-                r = C.run_child(
-                    __file__,
-                    [
-                        "--child",
-                        eng,
-                        "--shape",
-                        shape,
-                        "--backend",
-                        be,
-                        "--k",
-                        str(a.k),
-                        "--warmup",
-                        str(a.warmup),
-                        "--items",
-                        str(a.items),
-                        "--fan-k",
-                        str(a.fan_k),
-                        "--min-time",
-                        str(a.min_time),
-                    ],
-                    a.timeout,
-                )
-                r.update(engine=eng, shape=shape, backend=be, repeat=rep)
-                runs.append(r)
-                if "us_cpu" in r:
-                    print(
-                        f"  [#{rep}] {shape:6s} {eng:12s} {be:7s} {r['us_cpu']:9.2f} CPU µs/unit "
-                        f"{r['ms_per_invoke']:9.3f} ms/invoke rss {r['rss_mb']:4.0f} MB",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                else:
-                    dead.add((eng, be, shape))
-                    print(
-                        f"  [#{rep}] {shape:6s} {eng:12s} {be:7s} "
-                        f"SKIP: {r.get('skipped') or r.get('error')}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+    cells = (
+        (
+            {"engine": eng, "shape": shape, "backend": be, "repeat": rep},
+            ["--child", eng, "--shape", shape, "--backend", be, "--k", str(a.k),
+             "--warmup", str(a.warmup), "--items", str(a.items), "--fan-k", str(a.fan_k),
+             "--min-time", str(a.min_time)],
+        )
+        for rep in range(a.repeats)
+        for shape in shapes
+        for eng, be in matrix
+    )
+    runs = C.run_cells(
+        __file__, cells, a.timeout, measured="us_cpu",
+        label=lambda c: f"[#{c['repeat']}] {c['shape']:6s} {c['engine']:12s} {c['backend']:7s}",
+        figures=lambda r: (
+            f"{r['us_cpu']:9.2f} CPU µs/unit {r['ms_per_invoke']:9.3f} ms/invoke "
+            f"rss {r['rss_mb']:4.0f} MB"
+        ),
+    )
     print("## Graph engines\n")
     print(report(runs, matrix, a))
     C.save_json(a.json, {"k": a.k, "items": a.items, "repeats": a.repeats, "runs": runs})

@@ -6,7 +6,7 @@ through carries a validated ``parsed`` value, or raises
 :class:`~openarmature_nodes.llm.errors.StructuredOutputInvalid` with its full
 surface (``output_content``, ``error_message``, ``finish_reason``, ``usage``,
 ``schema``). Validation is the provider's own
-:func:`~openarmature_nodes.llm.structured.validate_structured`: there is one
+:func:`~openarmature_nodes.llm.wire.structured.validate_structured`: there is one
 validator, not two.
 
 ``send_schema=True`` (default) puts the schema on the request, so the server is
@@ -18,7 +18,10 @@ a server without structured output).
 With a ``reask`` builder, an invalid reply is re-asked up to ``max_reasks``
 times: the model's own output goes back as an assistant message, followed by a
 user message holding exactly what the builder returns. The layer writes no
-prompt text of its own::
+prompt text of its own. The re-ask loop is the provider's own call-level loop
+(:func:`~openarmature_nodes.llm.call_retry.complete_with_retry` with a
+``RetryConfig`` that retries nothing but ``structured_output_invalid``), so
+``complete(retry=RetryConfig(reask=...))`` and this layer re-ask the same way::
 
     def fix(err: StructuredOutputInvalid) -> str:
         return f"That was not valid ({err.error_message}). Reply with the JSON object only."
@@ -33,12 +36,11 @@ from typing import Any
 
 import msgspec
 
-from openarmature_nodes.llm.call_retry import ReaskBuilder, reask_pair
-from openarmature_nodes.llm.errors import StructuredOutputInvalid
-from openarmature_nodes.llm.messages import Message
+from openarmature_nodes.llm.call_retry import ReaskBuilder, complete_with_retry
 from openarmature_nodes.llm.request import CompletionRequest
 from openarmature_nodes.llm.response import Response
-from openarmature_nodes.llm.structured import validate_structured
+from openarmature_nodes.llm.wire.structured import validate_structured
+from openarmature_nodes.retrying import RetryConfig, constant_backoff
 
 __all__ = ["StructuredOutputMiddleware"]
 
@@ -50,7 +52,7 @@ class StructuredOutputMiddleware:
     ``response_schema`` (requests without one pass through untouched).
     """
 
-    __slots__ = ("max_reasks", "reask", "schema", "send_schema")
+    __slots__ = ("_reask_policy", "max_reasks", "reask", "schema", "send_schema")
 
     def __init__(
         self,
@@ -66,6 +68,17 @@ class StructuredOutputMiddleware:
         self.reask = reask
         self.max_reasks = max_reasks if reask is not None else 0
         self.send_schema = send_schema
+        # Re-asks only: no transient failure is retried here (that is the retry layer's job).
+        self._reask_policy = (
+            RetryConfig(
+                max_attempts=self.max_reasks + 1,
+                classifier=_never,
+                backoff=constant_backoff(0.0),
+                reask=reask,
+            )
+            if self.max_reasks
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"StructuredOutputMiddleware(max_reasks={self.max_reasks})"
@@ -102,15 +115,14 @@ class StructuredOutputMiddleware:
         outgoing, schema = self._prepare(request)
         if schema is None:
             return await next(request)
-        transcript: list[Message] | None = None
-        for round_ in range(self.max_reasks + 1):
-            try:
-                return self._check(await next(outgoing), schema, outgoing)
-            except StructuredOutputInvalid as err:
-                if self.reask is None or round_ == self.max_reasks:
-                    raise
-                if transcript is None:
-                    transcript = list(outgoing.messages)
-                transcript.extend(reask_pair(err, self.reask))
-                outgoing = msgspec.structs.replace(outgoing, messages=tuple(transcript))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def checked(attempt: CompletionRequest) -> Response:
+            return self._check(await next(attempt), schema, attempt)
+
+        if self._reask_policy is None:
+            return await checked(outgoing)
+        return await complete_with_retry(checked, outgoing, self._reask_policy)
+
+
+def _never(exc: Exception) -> bool:
+    return False

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
-    "TRANSIENT_CATEGORY_NAMES",
+    "TRANSIENT_CATEGORIES",
     "Backoff",
     "constant_backoff",
     "default_classifier",
@@ -30,7 +30,7 @@ Backoff = Callable[[int], float]
 """``(attempt_index) -> seconds``; ``attempt_index`` is the 0-based index of the
 attempt that just failed."""
 
-TRANSIENT_CATEGORY_NAMES: frozenset[str] = frozenset(
+TRANSIENT_CATEGORIES: frozenset[str] = frozenset(
     {"provider_unavailable", "provider_rate_limit", "provider_model_not_loaded"}
 )
 """The llm-provider §7 categories pipeline-utilities §6.1 retries by default."""
@@ -57,7 +57,7 @@ def _transient_itself(exc: BaseException) -> bool:
     if getattr(exc, "transient", False) is True:
         return True
     category = getattr(exc, "category", None)
-    return isinstance(category, str) and category in TRANSIENT_CATEGORY_NAMES
+    return isinstance(category, str) and category in TRANSIENT_CATEGORIES
 
 
 def is_transient(exc: BaseException) -> bool:

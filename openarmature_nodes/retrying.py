@@ -11,9 +11,13 @@ waits without sleeping).
 
 :func:`run_with_retry` drives one retried operation. The first attempt runs
 directly, with no retry machinery at all (a call that succeeds pays nothing);
-after a failure, tenacity's :class:`~tenacity.asyncio.AsyncRetrying` decides
-whether, when and how long, with ``anyio.sleep`` as its sleep so the loop runs
-on asyncio and on trio alike.
+after a failure, tenacity's public :class:`~tenacity.AsyncRetrying` runs the
+rest, built from our own strategies (``retry``, ``wait``, ``stop``,
+``before_sleep``: see :class:`_Policy`) and the policy's ``sleep``
+(``anyio.sleep`` unless a test injects one), so the loop runs on asyncio and on
+trio alike. Tenacity's first attempt replays the failure that already happened
+instead of calling the operation again, so its attempt numbers are ours plus one.
+No private tenacity name is used.
 
 Rules the engine keeps, whatever the policy says:
 
@@ -38,17 +42,15 @@ The classification and the backoff strategies live in
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-from tenacity import DoAttempt, DoSleep, RetryCallState
-from tenacity.asyncio import AsyncRetrying
+from tenacity import AsyncRetrying, RetryCallState
 
 from ._retry_rules import (
-    TRANSIENT_CATEGORY_NAMES,
+    TRANSIENT_CATEGORIES,
     Backoff,
     constant_backoff,
     default_classifier,
@@ -59,7 +61,7 @@ from ._retry_rules import (
 )
 
 __all__ = [
-    "TRANSIENT_CATEGORY_NAMES",
+    "TRANSIENT_CATEGORIES",
     "Backoff",
     "Classifier",
     "OnRetry",
@@ -275,10 +277,22 @@ async def run_with_retry(
     started_at = config.clock() if config.deadline is not None else None
     try:
         return await attempt(0)
-    except Exception:
+    except Exception as exc:
         if config.max_attempts == 1:
             raise
-        first = sys.exc_info()
+        first: Exception | None = exc
+
+    index = 0
+
+    async def next_attempt() -> R:
+        # tenacity's attempt 1 replays the failure that already happened (the
+        # first attempt ran above, outside tenacity); later ones call ``attempt``.
+        nonlocal first, index
+        if first is not None:
+            err, first = first, None
+            raise err
+        index += 1
+        return await attempt(index)
 
     policy = _Policy(config, state, also_retry, started_at)
     retrying = AsyncRetrying(
@@ -289,22 +303,5 @@ async def run_with_retry(
         before_sleep=policy.before_sleep,
         reraise=True,
     )
-    retrying.begin()
-    rs = RetryCallState(retrying, fn=None, args=(), kwargs={})
-    rs.set_exception(first)  # type: ignore[arg-type]
-    del first
-    while True:
-        do = await retrying.iter(retry_state=rs)
-        if isinstance(do, DoSleep):
-            rs.prepare_for_next_attempt()
-            await config.sleep(float(do))
-            try:
-                result = await attempt(rs.attempt_number - 1)
-            except Exception:
-                rs.set_exception(sys.exc_info())  # type: ignore[arg-type]
-            else:
-                rs.set_result(result)
-        elif isinstance(do, DoAttempt):  # pragma: no cover - the outcome is always seeded
-            raise RuntimeError("retry engine asked for an unseeded attempt")
-        else:
-            return do  # type: ignore[no-any-return]
+    result: R = await retrying(next_attempt)
+    return result

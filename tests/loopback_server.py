@@ -2,8 +2,9 @@
 
 Test support for ``tests/transports.py`` (read its docstring first): the
 ``"fast"`` transport kind sends real HTTP over real TCP to a
-:class:`LoopbackServer`, which parses each request with httptools, rebuilds
-the ``httpx.Request`` the provider meant (its original URL travels in the
+:class:`LoopbackServer`, which parses each request with the embedded
+server's httptools glue (:mod:`openarmature_nodes.testing._http`), rebuilds the
+``httpx.Request`` the provider meant (its original URL travels in the
 :data:`ORIGIN_HEADER` header), calls the handler and writes the
 ``httpx.Response`` back: ``Content-Length`` for a body given whole, chunked
 (one chunk per piece, sent as soon as it is produced) for a streamed one.
@@ -20,9 +21,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import httptools
 import httpx
 from anyio.abc import SocketAttribute
+
+from openarmature_nodes.testing._http import ReceivedRequest, RequestParser
 
 __all__ = ["ORIGIN_HEADER", "Handler", "LoopbackServer"]
 
@@ -34,7 +36,6 @@ Handler = (
 #: The header by which ``tests.transports.LoopbackFastTransport`` tells the server the
 #: origin the provider asked for (removed before the handler sees the request).
 ORIGIN_HEADER = "x-loopback-original-origin"
-_ORIGIN_HEADER_B = ORIGIN_HEADER.encode("ascii")
 
 # A reply cut short: a status line, then the connection closes.
 _BROKEN_REPLY = b"HTTP/1.1 502 Bad Gateway\r\n"
@@ -46,89 +47,34 @@ _GONE = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError
 
 
 class _Incoming:
-    """httptools callbacks: turns the bytes of a connection into requests."""
+    """The requests of one connection, parsed by the embedded server's own
+    :class:`~openarmature_nodes.testing._http.RequestParser` (one copy of the
+    httptools glue for both test servers)."""
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpRequestParser(self)
-        self.ready: deque[_Request] = deque()
-        self._method = b""
-        self._url = bytearray()
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._body = bytearray()
+        self.parser = RequestParser(0)
+        self.ready: deque[ReceivedRequest] = deque()
 
     def feed(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
-    def on_message_begin(self) -> None:
-        self._url = bytearray()
-        self._headers = []
-        self._body = bytearray()
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self._method = self.parser.get_method()
-
-    def on_body(self, body: bytes) -> None:
-        self._body += body
-
-    def on_message_complete(self) -> None:
-        self.ready.append(
-            _Request(
-                self._method.decode("ascii"),
-                bytes(self._url).decode("ascii"),
-                self._headers,
-                bytes(self._body),
-                self.parser.should_keep_alive(),
-            )
-        )
+        self.ready.extend(self.parser.feed(data))
 
 
-class _Request:
-    """One parsed request, as it came off the wire."""
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        keep_alive: bool,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-
-    def to_httpx(self) -> httpx.Request:
-        """The request as the handler would have seen it through MockTransport:
-        the URL the provider asked for, the headers it sent, the body."""
-        origin = None
-        host = ""
-        headers: list[tuple[str, str]] = []
-        has_body = False
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower == _ORIGIN_HEADER_B:
-                origin = value.decode("ascii")
-            elif lower == b"host":
-                host = value.decode("ascii")
-            else:
-                has_body = has_body or lower in (b"content-length", b"transfer-encoding")
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        if origin is None:
-            origin = f"http://{host}"
-        return httpx.Request(
-            self.method,
-            origin + self.target,
-            headers=headers,
-            content=self.body if has_body else None,
-        )
+def _to_httpx(request: ReceivedRequest) -> httpx.Request:
+    """The request as the handler would have seen it through MockTransport:
+    the URL the provider asked for, the headers it sent, the body."""
+    headers = dict(request.headers)
+    origin = headers.pop(ORIGIN_HEADER, None)
+    host = headers.pop("host", "")
+    if origin is None:
+        origin = f"http://{host}"
+    has_body = "content-length" in headers or "transfer-encoding" in headers
+    target = request.path + (f"?{request.query}" if request.query else "")
+    return httpx.Request(
+        request.method,
+        origin + target,
+        headers=list(headers.items()),
+        content=request.body if has_body else None,
+    )
 
 
 class LoopbackServer:
@@ -184,7 +130,7 @@ class LoopbackServer:
                 self.errors.append(exc)
 
     async def _answer(
-        self, stream: anyio.abc.SocketStream, incoming: _Incoming, request: _Request
+        self, stream: anyio.abc.SocketStream, incoming: _Incoming, request: ReceivedRequest
     ) -> bool:
         """Answer one request; -> whether the connection may serve another."""
         keep = False
@@ -204,9 +150,9 @@ class LoopbackServer:
             tg.cancel_scope.cancel()
         return keep
 
-    async def _respond(self, stream: anyio.abc.SocketStream, request: _Request) -> bool:
+    async def _respond(self, stream: anyio.abc.SocketStream, request: ReceivedRequest) -> bool:
         try:
-            reply: Any = self.handler(request.to_httpx())
+            reply: Any = self.handler(_to_httpx(request))
             if inspect.isawaitable(reply):
                 reply = await reply
             if not isinstance(reply, httpx.Response):
@@ -243,7 +189,7 @@ def _head(status: int, reason: str, headers: Sequence[tuple[bytes, bytes]]) -> b
 
 async def _write_response(
     stream: anyio.abc.SocketStream,
-    request: _Request,
+    request: ReceivedRequest,
     reply: httpx.Response,
     errors: list[BaseException],
 ) -> bool:

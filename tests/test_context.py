@@ -96,4 +96,5 @@ async def test_failure_isolation_reads_lineage_and_emitter_from_the_context() ->
 def test_the_one_lineage_type_is_shared() -> None:
     from openarmature_nodes import graph, middleware
 
-    assert graph.Lineage is middleware.Lineage is context.Lineage
+    assert middleware.Lineage is context.Lineage
+    assert not hasattr(graph, "Lineage") and not hasattr(graph, "NodeLineage")

@@ -126,6 +126,19 @@ async def serving(handler: Handler) -> AsyncIterator[Server]:
     await listener.aclose()
 
 
+def gated() -> tuple[anyio.Event, Handler]:
+    """A handler answering every request of a connection with :func:`ok`, but only
+    once the returned event is set (requests pile up at the server until then)."""
+    release = anyio.Event()
+
+    async def handler(peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            await release.wait()
+            await peer.send(ok())
+
+    return release, handler
+
+
 async def keepalive(peer: Peer) -> None:
     """A well-behaved server: answers every request with its body echoed."""
     while (request := await peer.read_request()) is not None:
@@ -259,12 +272,7 @@ async def test_head_response_has_no_body_and_is_not_reused() -> None:
 
 
 async def test_concurrent_requests_use_parallel_connections() -> None:
-    release = anyio.Event()
-
-    async def handler(peer: Peer) -> None:
-        while await peer.read_request() is not None:
-            await release.wait()
-            await peer.send(ok())
+    release, handler = gated()
 
     async with serving(handler) as server:
         transport = FastTransport(max_connections=5)
@@ -285,12 +293,7 @@ async def test_concurrent_requests_use_parallel_connections() -> None:
 
 
 async def test_max_connections_limits_and_queues() -> None:
-    release = anyio.Event()
-
-    async def handler(peer: Peer) -> None:
-        while await peer.read_request() is not None:
-            await release.wait()
-            await peer.send(ok())
+    release, handler = gated()
 
     async with serving(handler) as server:
         transport = FastTransport(max_connections=2)
@@ -312,12 +315,7 @@ async def test_max_connections_limits_and_queues() -> None:
 
 
 async def test_pool_timeout() -> None:
-    release = anyio.Event()
-
-    async def handler(peer: Peer) -> None:
-        while await peer.read_request() is not None:
-            await release.wait()
-            await peer.send(ok())
+    release, handler = gated()
 
     async with serving(handler) as server:
         transport = FastTransport(max_connections=1, timeouts=Timeouts(pool=0.02))
@@ -835,12 +833,7 @@ async def test_cancelled_request_closes_its_connection() -> None:
 
 
 async def test_cancelled_waiter_leaves_the_queue() -> None:
-    release = anyio.Event()
-
-    async def handler(peer: Peer) -> None:
-        while await peer.read_request() is not None:
-            await release.wait()
-            await peer.send(ok())
+    release, handler = gated()
 
     async with serving(handler) as server:
         transport = FastTransport(max_connections=1)
@@ -894,12 +887,7 @@ async def test_aclose_closes_idle_and_refuses_new_requests() -> None:
 
 
 async def test_aclose_wakes_pool_waiters() -> None:
-    release = anyio.Event()
-
-    async def handler(peer: Peer) -> None:
-        while await peer.read_request() is not None:
-            await release.wait()
-            await peer.send(ok())
+    release, handler = gated()
 
     async with serving(handler) as server:
         transport = FastTransport(max_connections=1)

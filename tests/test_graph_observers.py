@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import anyio
 import pytest
 
+from openarmature_nodes.context import current_lineage, emit_framework_event
 from openarmature_nodes.graph import (
     END,
     DrainSummary,
@@ -20,8 +21,6 @@ from openarmature_nodes.graph import (
     State,
     append,
     current_invocation_id,
-    current_lineage,
-    emit_framework_event,
 )
 
 pytestmark = pytest.mark.anyio

@@ -26,8 +26,8 @@ from openarmature_nodes.graph import (
     merge_all,
     merge_by_key,
     reducer,
-    schema_of,
 )
+from openarmature_nodes.graph.lowlevel import schema_of
 
 pytestmark = pytest.mark.anyio
 

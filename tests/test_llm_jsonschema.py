@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from openarmature_nodes.llm.jsonschema import SchemaError, compile_schema, json_equal, validator_for
+from openarmature_nodes.llm.wire.jsonschema import (
+    SchemaError,
+    compile_schema,
+    json_equal,
+    validator_for,
+)
 
 
 @pytest.mark.parametrize(

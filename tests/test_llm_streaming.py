@@ -40,16 +40,16 @@ from openarmature_nodes.llm import (
     Tool,
     UserMessage,
 )
-from openarmature_nodes.llm.openai_decode import decode_chat_response
-from openarmature_nodes.llm.openai_stream import ChatStreamAssembler
-from openarmature_nodes.llm.openai_wire import build_chat_body
-from openarmature_nodes.llm.sse import SSEEvent, SSEParser
 from openarmature_nodes.llm.tokens import TokenDelta, token_sink
 from openarmature_nodes.llm.transport import (
     RawResponse,
     StreamingTransport,
     TransportProtocolError,
 )
+from openarmature_nodes.llm.wire import build_chat_body
+from openarmature_nodes.llm.wire.decode import decode_chat_response
+from openarmature_nodes.llm.wire.sse import SSEEvent, SSEParser
+from openarmature_nodes.llm.wire.stream import ChatStreamAssembler
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
 from tests.transports import (  # noqa: F401  (fixtures used by name)
     fast_only,

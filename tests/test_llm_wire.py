@@ -23,9 +23,9 @@ from openarmature_nodes.llm import (
     UserMessage,
     validate_structured,
 )
-from openarmature_nodes.llm.openai_errors import parse_retry_after
-from openarmature_nodes.llm.openai_wire import decode_chat_response, encode_chat_request
-from openarmature_nodes.llm.structured import inject_schema_directive, schema_info
+from openarmature_nodes.llm.wire import decode_chat_response, encode_chat_request
+from openarmature_nodes.llm.wire.error_reply import parse_retry_after
+from openarmature_nodes.llm.wire.structured import inject_schema_directive, schema_info
 
 NOW = 1_800_000_000.0
 

@@ -41,7 +41,7 @@ from openarmature_nodes.llm import (
     ToolChoiceForce,
     UserMessage,
 )
-from openarmature_nodes.llm.structured import schema_info
+from openarmature_nodes.llm.wire.structured import schema_info
 from openarmature_nodes.middleware import StructuredOutputMiddleware, WarmupGate
 from openarmature_nodes.nodes import LLMNode, build_agent, default_onion, tool
 from tests.real_server import MODEL, URL, requires_real_server

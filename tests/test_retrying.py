@@ -301,3 +301,70 @@ async def test_deadline_against_a_long_retry_after() -> None:
     with pytest.raises(ProviderRateLimit):
         await run_with_retry(config(vt, deadline=10.0), attempt)
     assert vt.sleeps == [] and seen == [0]
+
+
+# --- tenacity, used as designed ------------------------------------------------
+
+
+async def test_default_sleep_is_anyio_sleep_on_both_loops() -> None:
+    # No injected sleep: tenacity awaits anyio.sleep, which must work on this backend.
+    seen, attempt = flaky(ProviderUnavailable("down"), ProviderUnavailable("down"))
+    cfg = RetryConfig(backoff=constant_backoff(0.0))
+    assert cfg.sleep is anyio.sleep
+    assert await run_with_retry(cfg, attempt) == "ok"
+    assert seen == [0, 1, 2]
+
+
+async def test_the_configured_sleep_is_the_one_that_waits() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    seen, attempt = flaky(ProviderUnavailable("a"), ProviderUnavailable("b"))
+    cfg = RetryConfig(backoff=constant_backoff(0.5), sleep=sleep, max_delay=None)
+    assert await run_with_retry(cfg, attempt) == "ok"
+    assert waits == [0.5, 0.5] and seen == [0, 1, 2]
+
+
+def test_the_engine_uses_only_tenacitys_public_names() -> None:
+    import ast
+    import inspect
+
+    import tenacity
+
+    from openarmature_nodes import retrying
+
+    tree = ast.parse(inspect.getsource(retrying))
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tenacity"):
+            assert node.module == "tenacity", f"imports from {node.module}"
+            used |= {alias.name for alias in node.names}
+        if isinstance(node, ast.Import):
+            assert not [a for a in node.names if a.name.startswith("tenacity")]
+    assert used and used <= set(tenacity.__all__)
+    source = inspect.getsource(retrying)
+    for private in ("begin(", ".iter(", "DoAttempt", "DoSleep", "set_exception", "type: ignore"):
+        assert private not in source, private
+
+
+def test_transient_is_decided_in_one_place() -> None:
+    """The error classes' ``transient`` flags, the LLM layer's exported set and
+    the retry engine's classifier all read the one list."""
+    from openarmature_nodes import retrying
+    from openarmature_nodes.llm import errors
+
+    assert errors.TRANSIENT_CATEGORIES is retrying.TRANSIENT_CATEGORIES
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    classes = subclasses(errors.ProviderError)
+    assert len(classes) >= 10
+    for cls in classes:
+        instance = cls.__new__(cls)
+        in_list = cls.category in errors.TRANSIENT_CATEGORIES
+        assert cls.transient is in_list, cls
+        assert is_transient(instance) is in_list, cls
+    assert {c.category for c in classes if c.transient} == errors.TRANSIENT_CATEGORIES

@@ -46,7 +46,7 @@ from openarmature_nodes.llm import (
     SystemMessage,
     UserMessage,
 )
-from openarmature_nodes.llm.structured import schema_info
+from openarmature_nodes.llm.wire.structured import schema_info
 from openarmature_nodes.middleware import StructuredOutputMiddleware
 from openarmature_nodes.nodes import LLMNode, default_onion
 from openarmature_nodes.onion import Next

@@ -25,13 +25,15 @@ Observers (``graph.attach(fn)`` or ``invoke(..., observers=[fn])``) receive
 :class:`NodeEvent` records off the execution path; see :mod:`.observers` for
 where delivery runs and how ``drain`` bounds it.
 
-The engine knows nothing of LLMs: an LLM call is just a node.
+The engine knows nothing of LLMs: an LLM call is just a node. What new node
+kinds and engine tooling build on (node-kind protocol, run records, schemas,
+subscriptions) is in :mod:`.lowlevel`; the run context middleware reads is
+:mod:`openarmature_nodes.context`.
 """
 
-from openarmature_nodes.context import Lineage, current_lineage, emit_framework_event
-from openarmature_nodes.onion import Middleware, compose
+from openarmature_nodes.onion import Middleware
 
-from ._run import Level, Step, current_correlation_id, current_invocation_id
+from ._run import current_correlation_id, current_invocation_id
 from .builder import GraphBuilder
 from .compiled import END, CompiledGraph
 from .errors import (
@@ -71,8 +73,7 @@ from .fanout import (
     FanOutInvalidCount,
     FanOutNullSlotWarning,
 )
-from .nodes import FunctionNode, Inner, NodeKind, SubgraphNode
-from .observers import DrainSummary, Observer, ObserverErrorWarning, Subscription, subscribe
+from .observers import DrainSummary, Observer, ObserverErrorWarning
 from .parallel import (
     Branch,
     ParallelBranches,
@@ -92,10 +93,47 @@ from .reducers import (
     merge_by_key,
     reducer,
 )
-from .state import FieldSpec, Schema, State, schema_of
+from .state import State
 
 __all__ = [
+    # building and running
+    "END",
+    "CompiledGraph",
+    "GraphBuilder",
+    "Middleware",
+    "State",
+    "current_correlation_id",
+    "current_invocation_id",
+    # node kinds beyond plain functions and subgraphs
+    "Branch",
     "FanOut",
+    "ParallelBranches",
+    # reducers
+    "Reducer",
+    "append",
+    "bounded_append",
+    "concat_flatten",
+    "dedupe_append",
+    "last_write_wins",
+    "merge",
+    "merge_all",
+    "merge_by_key",
+    "reducer",
+    # observing
+    "DrainSummary",
+    "FanOutConfig",
+    "InvocationEvent",
+    "NodeError",
+    "NodeEvent",
+    "Observer",
+    "ObserverErrorWarning",
+    "ObserverEvent",
+    "ParallelBranchesConfig",
+    # errors and warnings
+    "ConflictingProjectionForms",
+    "ConflictingReducers",
+    "DanglingEdge",
+    "EdgeException",
     "FanOutCountModeAmbiguous",
     "FanOutDegradedUpdateMissingCollectField",
     "FanOutEmpty",
@@ -104,66 +142,19 @@ __all__ = [
     "FanOutInvalidConcurrency",
     "FanOutInvalidCount",
     "FanOutNullSlotWarning",
-    "Branch",
-    "ParallelBranches",
-    "ParallelBranchesInvalidBranchSpec",
-    "ParallelBranchesNoBranches",
-    "ParallelBranchFailed",
-    "END",
-    "CompiledGraph",
-    "ConflictingProjectionForms",
-    "ConflictingReducers",
-    "DanglingEdge",
-    "DrainSummary",
-    "EdgeException",
-    "FanOutConfig",
-    "FieldSpec",
-    "FunctionNode",
-    "GraphBuilder",
     "GraphCompileError",
     "GraphCompileWarning",
     "GraphRuntimeError",
-    "Inner",
-    "Level",
-    "Lineage",
     "MappingReferencesUndeclaredField",
-    "Middleware",
     "MultipleOutgoingEdges",
     "NoDeclaredEntry",
-    "NodeError",
-    "InvocationEvent",
-    "NodeEvent",
     "NodeException",
-    "NodeKind",
-    "Observer",
-    "ObserverErrorWarning",
-    "ObserverEvent",
-    "ParallelBranchesConfig",
-    "Reducer",
+    "ParallelBranchFailed",
+    "ParallelBranchesInvalidBranchSpec",
+    "ParallelBranchesNoBranches",
     "ReducerConfigurationInvalid",
     "ReducerError",
     "RoutingError",
-    "Schema",
-    "State",
     "StateValidationError",
-    "Step",
-    "SubgraphNode",
-    "Subscription",
     "UnreachableNode",
-    "append",
-    "bounded_append",
-    "compose",
-    "concat_flatten",
-    "current_invocation_id",
-    "current_correlation_id",
-    "current_lineage",
-    "dedupe_append",
-    "emit_framework_event",
-    "last_write_wins",
-    "merge",
-    "merge_all",
-    "merge_by_key",
-    "reducer",
-    "schema_of",
-    "subscribe",
 ]

@@ -9,13 +9,19 @@ The layer knows nothing of graphs. Its pieces, bottom up:
 - :mod:`.messages`, :mod:`.config`, :mod:`.request`, :mod:`.response`: the
   data types (frozen ``msgspec.Struct``\\ s);
 - :mod:`.errors`: the nine error categories;
-- :mod:`.validation`, :mod:`.jsonschema`, :mod:`.structured`: checks;
-- :mod:`.openai_wire`, :mod:`.openai_errors`: the sans-IO wire mapping;
-  :mod:`.sse` and :mod:`.openai_stream`: its streaming half;
 - :mod:`.tokens`: token deltas of streamed calls and the sinks that get them;
+- :mod:`.wire`: the sans-IO mapping (pre-send validation, schemas, request
+  encoding, reply / error / stream decoding, SSE); it imports no I/O library;
 - :mod:`.transport`: the seam to the network;
 - :mod:`.provider`: :class:`OpenAIProvider`, which ties them together.
+
+The provider and the transports are imported on first use (a module
+``__getattr__``), so importing this package, or :mod:`.wire` alone, loads no
+network library: the data types and the wire mapping stay usable without
+httpx, anyio or httptools loaded.
 """
+
+from typing import TYPE_CHECKING
 
 from .config import RuntimeConfig
 from .errors import (
@@ -53,24 +59,62 @@ from .messages import (
     UserBlock,
     UserMessage,
 )
-from .openai_errors import HTTPErrorReply
-from .provider import OpenAIProvider
 from .request import CompletionRequest
 from .response import FinishReason, Response, Usage
-from .structured import validate_structured
 from .tokens import DeltaKind, TokenCallback, TokenDelta, token_sink
-from .transport import (
-    HttpxTransport,
-    RawResponse,
-    StreamingResponse,
-    StreamingTransport,
-    Timeouts,
-    Transport,
-    TransportConnectError,
-    TransportError,
-    TransportProtocolError,
-    TransportTimeout,
-)
+from .wire.error_reply import HTTPErrorReply
+from .wire.structured import validate_structured
+
+if TYPE_CHECKING:  # imported on first use: see __getattr__
+    from .provider import OpenAIProvider
+    from .transport import (
+        FastTransport,
+        HttpxTransport,
+        RawResponse,
+        StreamingResponse,
+        StreamingTransport,
+        Timeouts,
+        Transport,
+        TransportConnectError,
+        TransportError,
+        TransportProtocolError,
+        TransportTimeout,
+    )
+
+_TRANSPORT_NAMES = frozenset({
+    "FastTransport",
+    "HttpxTransport",
+    "RawResponse",
+    "StreamingResponse",
+    "StreamingTransport",
+    "Timeouts",
+    "Transport",
+    "TransportConnectError",
+    "TransportError",
+    "TransportProtocolError",
+    "TransportTimeout",
+})
+
+
+def __getattr__(name: str) -> object:
+    """Import the provider and the transports (httpx, anyio, httptools) on first use."""
+    if name == "OpenAIProvider":
+        from .provider import OpenAIProvider
+
+        value: object = OpenAIProvider
+    elif name in _TRANSPORT_NAMES:
+        from . import transport
+
+        value = getattr(transport, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "TRANSIENT_CATEGORIES",
@@ -79,6 +123,7 @@ __all__ = [
     "CompletionRequest",
     "ContentBlock",
     "DeltaKind",
+    "FastTransport",
     "FinishReason",
     "HTTPErrorReply",
     "HttpxTransport",

@@ -12,7 +12,7 @@ renaming and no validation::
 An extras key that names a field the provider itself sets (``model``,
 ``messages``, ``stream``, a declared field that is also set ...) is checked
 before sending: equal values are a harmless no-op, conflicting ones raise
-``ProviderInvalidRequest`` (see :mod:`openarmature_nodes.llm.openai_wire`).
+``ProviderInvalidRequest`` (see :mod:`openarmature_nodes.llm.wire`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from openarmature_nodes._retry_rules import TRANSIENT_CATEGORIES
+
 __all__ = [
     "TRANSIENT_CATEGORIES",
     "ProviderAuthentication",
@@ -37,6 +39,12 @@ class ProviderError(Exception):
 
     category: ClassVar[str] = "provider_error"
     transient: ClassVar[bool] = False
+    """Whether the retry engine retries this category by default. Derived from
+    :data:`TRANSIENT_CATEGORIES` (the one list) for every subclass; never set by hand."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.transient = cls.category in TRANSIENT_CATEGORIES
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
@@ -58,7 +66,6 @@ class ProviderUnavailable(ProviderError):
     connection failure, timeout). Transient: a retry may succeed."""
 
     category = "provider_unavailable"
-    transient = True
 
 
 class ProviderInvalidModel(ProviderError):
@@ -71,7 +78,6 @@ class ProviderModelNotLoaded(ProviderError):
     """The bound model is known but not loaded yet. Transient: poll and retry."""
 
     category = "provider_model_not_loaded"
-    transient = True
 
 
 class ProviderRateLimit(ProviderError):
@@ -83,7 +89,6 @@ class ProviderRateLimit(ProviderError):
     """
 
     category = "provider_rate_limit"
-    transient = True
 
     def __init__(
         self, message: str, *, status: int | None = 429, retry_after: float | None = None
@@ -142,8 +147,3 @@ class StructuredOutputInvalid(ProviderError):
         self.finish_reason = finish_reason
         self.usage = usage
         self.schema = schema
-
-
-TRANSIENT_CATEGORIES: frozenset[str] = frozenset(
-    {ProviderUnavailable.category, ProviderRateLimit.category, ProviderModelNotLoaded.category}
-)

@@ -10,7 +10,7 @@ Construction does not validate (msgspec never type-checks ``__init__``
 arguments). The provider validates every message at the ``complete()``
 boundary, before anything is sent, and raises ``ProviderInvalidRequest``
 naming the offending message. That keeps the rules in one place
-(:mod:`openarmature_nodes.llm.validation`) and lets a caller build a
+(:mod:`openarmature_nodes.llm.wire.validation`) and lets a caller build a
 conversation incrementally without fighting the constructor.
 
 Three of the types double as their own OpenAI wire shape: a

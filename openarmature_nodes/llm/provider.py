@@ -12,7 +12,7 @@ number of concurrent tasks (calls are never serialized)::
                                            config=RuntimeConfig(temperature=0.0, max_tokens=128))
 
 The work per call is: validate (§3-§5, before anything is sent), encode
-(:mod:`~openarmature_nodes.llm.openai_wire`), one transport round trip,
+(:mod:`~openarmature_nodes.llm.wire`), one transport round trip,
 decode. Everything that does not depend on the call (URLs, the header list)
 is computed once here.
 
@@ -20,7 +20,7 @@ Streaming (``stream=True``, §8.1.6) reads the reply as Server-Sent Events
 through the transport's ``stream()``, hands each text delta to the token
 sinks in scope (:mod:`~openarmature_nodes.llm.tokens`) as its chunk arrives,
 and returns the same whole ``Response`` as the atomic path
-(:mod:`~openarmature_nodes.llm.openai_stream` assembles the events,
+(:mod:`~openarmature_nodes.llm.wire.stream` assembles the events,
 :mod:`~openarmature_nodes.llm.stream_read` reads them off the transport).
 """
 
@@ -32,14 +32,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from openarmature_nodes.retrying import RetryConfig
+
 from .call_events import CallEventMiddleware
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
 from .errors import ProviderInvalidRequest, ProviderUnavailable
 from .messages import Message, Tool, ToolChoice
-from .openai_errors import error_from_reply
-from .openai_stream import ChatStreamAssembler
-from .openai_wire import check_models_response, decode_chat_response, encode_chat_request
 from .request import CompletionRequest
 from .response import Response
 from .stream_read import consume_stream, read_unstreamed
@@ -53,7 +52,11 @@ from .transport import (
     Transport,
     TransportError,
 )
-from .validation import normalize_tool_choice, validate_request
+from .wire.decode import check_models_response, decode_chat_response
+from .wire.encode import encode_chat_request
+from .wire.error_reply import error_from_reply
+from .wire.stream import ChatStreamAssembler
+from .wire.validation import normalize_tool_choice, validate_request
 
 __all__ = ["OpenAIProvider"]
 
@@ -235,16 +238,18 @@ class OpenAIProvider:
     async def complete(
         self,
         messages: Sequence[Message],
+        *,
         tools: Sequence[Tool] | None = None,
         config: RuntimeConfig | Mapping[str, Any] | None = None,
         response_schema: Any = None,
         tool_choice: ToolChoice | Mapping[str, str] | None = None,
-        retry: Any = None,
-        *,
+        retry: RetryConfig | None = None,
         stream: bool = False,
         on_token: TokenCallback | None = None,
     ) -> Response:
         """One chat completion; see the module docs and spec llm-provider §5.
+
+        Every option after ``messages`` is keyword-only.
 
         ``config`` may also be a plain mapping (declared names fill the declared
         fields, other keys become extras). ``tool_choice`` may be

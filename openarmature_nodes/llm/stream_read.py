@@ -1,6 +1,6 @@
 """Reading a streamed reply off the transport (llm-provider §8.1.6).
 
-The I/O half of streaming: :mod:`.openai_stream` assembles the events
+The I/O half of streaming: :mod:`.wire.stream` assembles the events
 without touching a socket; the functions here pull the body from a
 :class:`~openarmature_nodes.llm.transport.StreamingResponse` as it arrives,
 feed it to the assembler and report each completed text delta to the token
@@ -16,11 +16,11 @@ from typing import Any
 import anyio
 
 from .messages import TextBlock, ThinkingBlock
-from .openai_decode import decode_chat_response
-from .openai_stream import ChatStreamAssembler, Delta
 from .response import Response
 from .tokens import TokenSink, emit_delta
 from .transport import StreamingResponse, TransportError
+from .wire.decode import decode_chat_response
+from .wire.stream import ChatStreamAssembler, Delta
 
 __all__ = ["consume_stream", "read_unstreamed"]
 

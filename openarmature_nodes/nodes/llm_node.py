@@ -59,7 +59,7 @@ from openarmature_nodes.llm import (
     Tool,
     ToolChoice,
 )
-from openarmature_nodes.llm.validation import normalize_tool_choice
+from openarmature_nodes.llm.wire.validation import normalize_tool_choice
 from openarmature_nodes.middleware import (
     Cooldown,
     CooldownMiddleware,

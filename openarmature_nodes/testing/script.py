@@ -19,7 +19,7 @@ plain function or an ``async`` one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeAlias
 
 import msgspec
@@ -85,7 +85,3 @@ def as_reply(entry: Any) -> Reply:
         "a script entry is a Reply, a dict/list JSON body, (status, body) or "
         f"(status, headers, body); got {type(entry).__name__}"
     )
-
-
-def as_entries(entries: Sequence[Any]) -> list[Reply]:
-    return [as_reply(e) for e in entries]

@@ -162,12 +162,6 @@ class EmbeddedServer(ServerState):
         """Return once ``count`` requests are being answered at the same time."""
         await self.wait_for(lambda: self.in_flight >= count)
 
-    async def wait_requests(self, count: int, path: str | None = None) -> None:
-        """Return once ``count`` requests (to ``path``, if given) have arrived."""
-        await self.wait_for(
-            lambda: (len(self.requests) if path is None else self.counts[path]) >= count
-        )
-
     def hold(self) -> None:
         """Make every request wait (after ``latency``) until :meth:`release`."""
         if self._held is None:

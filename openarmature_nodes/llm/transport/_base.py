@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 
 __all__ = [
+    "ClosesOnExit",
     "RawResponse",
     "StreamingResponse",
     "StreamingTransport",
@@ -67,6 +68,24 @@ class RawResponse:
 
     def __repr__(self) -> str:
         return f"RawResponse(status={self.status}, body={len(self.body)} bytes)"
+
+
+class ClosesOnExit:
+    """``async with transport: ...`` closes the transport (:meth:`aclose`) on the way out.
+
+    Mixed into the shipped transports; a custom one needs only :meth:`aclose`.
+    """
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class TransportError(Exception):

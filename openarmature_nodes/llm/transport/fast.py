@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from ._base import RawResponse, Timeouts
+from ._base import ClosesOnExit, RawResponse, Timeouts
 from ._conn import Connection, StaleConnection
 from ._fast_stream import FastStream
 from ._pool import Pool, TransportClosed
@@ -65,7 +65,7 @@ def _route_prefix(target: str, host_header: str) -> bytes:
     return f" {target} HTTP/1.1\r\nHost: {host_header}\r\n".encode("ascii")
 
 
-class FastTransport:
+class FastTransport(ClosesOnExit):
     """An HTTP/1.1 client transport for plain-HTTP endpoints (see the module).
 
     ``timeouts``: connect/read/write/pool limits (:class:`Timeouts`).

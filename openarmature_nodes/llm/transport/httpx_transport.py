@@ -28,10 +28,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 import httpx
 
 from ._base import (
+    ClosesOnExit,
     RawResponse,
     Timeouts,
     TransportConnectError,
-    TransportError,
     TransportProtocolError,
     TransportTimeout,
 )
@@ -52,18 +52,26 @@ def _httpx_timeout(t: Timeouts) -> httpx.Timeout:
     return httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool)
 
 
-def _translate(exc: Exception) -> TransportError | None:
-    """The :class:`TransportError` for an httpx failure (``None``: not one)."""
+def _translate(exc: Exception, client: httpx.AsyncClient | None = None) -> Exception:
+    """The one mapping of httpx failures to :class:`TransportError`\\ s.
+
+    Timeouts, connect failures and every other httpx error become their
+    transport category; httpx's ``RuntimeError`` for a request on a closed
+    ``client`` becomes a connect error. Anything else is returned as it is
+    (the caller re-raises it unchanged).
+    """
     if isinstance(exc, httpx.TimeoutException):
         return TransportTimeout(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, httpx.ConnectError):
         return TransportConnectError(f"cannot connect: {exc}")
     if isinstance(exc, httpx.HTTPError | httpx.StreamError):
         return TransportProtocolError(f"{type(exc).__name__}: {exc}")
-    return None
+    if client is not None and isinstance(exc, RuntimeError) and client.is_closed:
+        return TransportConnectError("the HTTP client is closed")
+    return exc
 
 
-class HttpxTransport:
+class HttpxTransport(ClosesOnExit):
     """A :class:`~openarmature_nodes.llm.transport.Transport` over ``httpx.AsyncClient``."""
 
     __slots__ = ("_client", "_closed", "_owns")
@@ -111,16 +119,11 @@ class HttpxTransport:
             raise TransportConnectError("the transport is closed")
         try:
             response = await self._client.request(method, url, headers=headers, content=body)
-        except httpx.TimeoutException as exc:
-            raise TransportTimeout(f"{type(exc).__name__}: {exc}") from exc
-        except httpx.ConnectError as exc:
-            raise TransportConnectError(f"cannot connect: {exc}") from exc
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise TransportProtocolError(f"{type(exc).__name__}: {exc}") from exc
-        except RuntimeError as exc:
-            if self._client.is_closed:
-                raise TransportConnectError("the HTTP client is closed") from exc
-            raise
+        except Exception as exc:
+            err = _translate(exc, self._client)
+            if err is exc:
+                raise
+            raise err from exc
         return RawResponse(response.status_code, dict(response.headers.items()), response.content)
 
     def stream(
@@ -159,12 +162,10 @@ class _HttpxStream(StreamContext["HttpxTransport", "_HttpxStreamingResponse"]):
             request = client.build_request(method, url, headers=headers, content=body)
             response = await client.send(request, stream=True)
         except Exception as exc:
-            translated = _translate(exc)
-            if translated is not None:
-                raise translated from exc
-            if isinstance(exc, RuntimeError) and client.is_closed:
-                raise TransportConnectError("the HTTP client is closed") from exc
-            raise
+            err = _translate(exc, client)
+            if err is exc:
+                raise
+            raise err from exc
         return _HttpxStreamingResponse(response)
 
 
@@ -190,10 +191,10 @@ class _HttpxStreamingResponse:
         try:
             return await self._response.aread()
         except Exception as exc:
-            translated = _translate(exc)
-            if translated is not None:
-                raise translated from exc
-            raise
+            err = _translate(exc)
+            if err is exc:
+                raise
+            raise err from exc
 
     async def aclose(self) -> None:
         if self._iterator is not None:
@@ -224,10 +225,10 @@ class _HttpxBody:
             except StopAsyncIteration:
                 raise
             except Exception as exc:
-                translated = _translate(exc)
-                if translated is not None:
-                    raise translated from exc
-                raise
+                err = _translate(exc)
+                if err is exc:
+                    raise
+                raise err from exc
             if piece:
                 return piece
 

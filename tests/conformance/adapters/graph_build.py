@@ -36,7 +36,6 @@ from openarmature_nodes.graph import (
     GraphBuilder,
     NodeEvent,
     State,
-    SubgraphNode,
     append,
     bounded_append,
     concat_flatten,
@@ -47,6 +46,7 @@ from openarmature_nodes.graph import (
     merge_all,
     merge_by_key,
 )
+from openarmature_nodes.graph.lowlevel import SubgraphNode
 from openarmature_nodes.graph.nodes import NodeKind
 from tests.conformance.fixtures import Case, check_directives
 

@@ -163,7 +163,7 @@ async def _invoke(
     check_directives(spec, INVOCATION_KEYS, "invocations[]")
     index = len(ctx.invocations)
     inv_id = spec.get("caller_invocation_id")
-    from openarmature_nodes.graph import subscribe
+    from openarmature_nodes.graph.lowlevel import subscribe
 
     observers = [subscribe(rec, phases) for rec, phases in scoped]
     record = InvocationRecord(index, inv_id or "")

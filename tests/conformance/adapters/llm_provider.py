@@ -74,8 +74,8 @@ from openarmature_nodes.llm import (
     UrlSource,
     UserMessage,
 )
-from openarmature_nodes.llm.jsonschema import json_equal
 from openarmature_nodes.llm.tokens import TokenDelta, token_sink
+from openarmature_nodes.llm.wire.jsonschema import json_equal
 from tests.conformance.adapters.llm_provider_stream import (
     STREAM_INVARIANTS,
     check_stream_raw,

@@ -21,7 +21,7 @@ import httpx
 import msgspec
 
 from openarmature_nodes.llm import TextBlock, ThinkingBlock
-from openarmature_nodes.llm.openai_decode import decode_chat_response
+from openarmature_nodes.llm.wire.decode import decode_chat_response
 
 if TYPE_CHECKING:
     from tests.conformance.adapters.llm_provider import Outcome

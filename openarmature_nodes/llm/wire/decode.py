@@ -17,16 +17,24 @@ from typing import Any
 
 import msgspec
 
-from .errors import (
+from openarmature_nodes.llm.errors import (
     ProviderInvalidModel,
     ProviderInvalidResponse,
     ProviderModelNotLoaded,
     StructuredOutputInvalid,
 )
+from openarmature_nodes.llm.messages import (
+    AssistantBlock,
+    AssistantMessage,
+    TextBlock,
+    ThinkingBlock,
+    Tool,
+    ToolCall,
+)
+from openarmature_nodes.llm.response import FinishReason, Response, Usage
+
+from .error_reply import error_from_reply
 from .jsonschema import validator_for
-from .messages import AssistantBlock, AssistantMessage, TextBlock, ThinkingBlock, Tool, ToolCall
-from .openai_errors import error_from_reply
-from .response import FinishReason, Response, Usage
 from .structured import validate_structured
 
 __all__ = [
@@ -123,7 +131,7 @@ def response_from_raw(
     """The :class:`Response` for a chat completion already parsed to ``raw``.
 
     Shared by the atomic path (:func:`decode_chat_response`) and the
-    streaming assembler (:mod:`.openai_stream`), which builds the equivalent
+    streaming assembler (:mod:`.stream`), which builds the equivalent
     ``raw`` from the chunks: one mapping, so both paths give structurally
     identical responses.
 

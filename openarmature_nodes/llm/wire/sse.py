@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import msgspec
 
-from .errors import ProviderInvalidResponse
+from openarmature_nodes.llm.errors import ProviderInvalidResponse
 
 __all__ = ["SSEEvent", "SSEParser"]
 

@@ -1,4 +1,4 @@
-"""Sans-IO OpenAI Chat Completions mapping (spec llm-provider §8.1).
+"""Request encoding: the outbound half of the sans-IO OpenAI Chat Completions mapping (§8.1).
 
 Pure functions, no sockets: a :class:`CompletionRequest` becomes request
 bytes, and ``(status, headers, body)`` becomes a :class:`Response` or a
@@ -15,8 +15,8 @@ their dicts in (spec §8 wire-byte stability). Messages whose Python shape
 already equals the wire shape (string-content system/user messages, tool
 messages, plain text blocks) are encoded as they are, without a copy.
 
-Decoding lives in :mod:`.openai_decode` and is re-exported here, so this
-module is the one place to look for the whole mapping.
+Decoding lives in :mod:`.decode`; :mod:`openarmature_nodes.llm.wire` gathers
+both halves.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from typing import Any
 
 import msgspec
 
-from .config import RuntimeConfig
-from .errors import ProviderInvalidRequest
-from .jsonschema import json_equal
-from .messages import (
+from openarmature_nodes.llm.config import RuntimeConfig
+from openarmature_nodes.llm.errors import ProviderInvalidRequest
+from openarmature_nodes.llm.messages import (
     AssistantMessage,
     ImageBlock,
     InlineSource,
@@ -42,18 +41,12 @@ from .messages import (
     UrlSource,
     UserMessage,
 )
-from .openai_decode import check_models_response, decode_chat_response, decode_models_response
-from .request import CompletionRequest
+from openarmature_nodes.llm.request import CompletionRequest
+
+from .jsonschema import json_equal
 from .structured import inject_schema_directive, schema_info
 
-__all__ = [
-    "ENCODER",
-    "build_chat_body",
-    "check_models_response",
-    "decode_chat_response",
-    "decode_models_response",
-    "encode_chat_request",
-]
+__all__ = ["ENCODER", "build_chat_body", "encode_chat_request"]
 
 ENCODER = msgspec.json.Encoder(order="deterministic")
 

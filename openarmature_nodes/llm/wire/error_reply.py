@@ -17,15 +17,15 @@ parsed body, code, type) as ``__cause__`` so callers can reach the original.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping
-from datetime import UTC
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from .errors import (
+from openarmature_nodes.llm.errors import (
     ProviderAuthentication,
     ProviderError,
     ProviderInvalidModel,
@@ -201,11 +201,45 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
         pass
     else:
         return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    when = http_date(raw)
+    if when is None:
         return None
-    if when.tzinfo is None:  # "-0000": UTC by RFC 5322
-        when = when.replace(tzinfo=UTC)
-    delta = when.timestamp() - (time.time() if now is None else now)
+    delta = when - (time.time() if now is None else now)
     return max(0.0, delta)
+
+
+# RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms a
+# recipient must still accept. (``email.utils`` parses these too, but importing it
+# loads ``socket``, and this package imports no I/O module.)
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_IMF = re.compile(
+    r"[A-Za-z]{3}, (\d{1,2}) ([A-Za-z]{3}) (\d{4}) (\d\d):(\d\d):(\d\d) (?:GMT|UTC|[+-]0000)"
+)
+_RFC850 = re.compile(
+    r"[A-Za-z]+, (\d{1,2})-([A-Za-z]{3})-(\d{2}) (\d\d):(\d\d):(\d\d) GMT"
+)
+_ASCTIME = re.compile(r"[A-Za-z]{3} ([A-Za-z]{3}) +(\d{1,2}) (\d\d):(\d\d):(\d\d) (\d{4})")
+
+
+def http_date(raw: str) -> float | None:
+    """The POSIX time of an HTTP-date (any of RFC 9110's three forms), else ``None``."""
+    if m := _IMF.fullmatch(raw):
+        day, mon, year, hh, mm, ss = m.groups()
+    elif m := _RFC850.fullmatch(raw):
+        day, mon, yy, hh, mm, ss = m.groups()
+        # RFC 9110: a two-digit year more than 50 years in the future is in the past.
+        year = str(2000 + int(yy) if 2000 + int(yy) <= time.gmtime().tm_year + 50
+                   else 1900 + int(yy))
+    elif m := _ASCTIME.fullmatch(raw):
+        mon, day, hh, mm, ss, year = m.groups()
+    else:
+        return None
+    month = _MONTHS.get(mon.lower())
+    if month is None:
+        return None
+    try:
+        when = datetime(int(year), month, int(day), int(hh), int(mm), int(ss), tzinfo=UTC)
+    except ValueError:  # 31 Feb, 25:00:00, ...
+        return None
+    return when.timestamp()

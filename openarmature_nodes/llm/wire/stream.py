@@ -13,7 +13,7 @@ arrive and
   by their ``index``; the last non-null ``finish_reason`` and the last
   non-null ``usage`` (the final empty-``choices`` chunk) are kept;
 - finally builds the :class:`Response` through the same function as the
-  atomic path (:func:`~openarmature_nodes.llm.openai_decode.response_from_raw`),
+  atomic path (:func:`~openarmature_nodes.llm.wire.decode.response_from_raw`),
   from an equivalent ``chat.completion`` body. Validation of tool calls and of
   structured output, and the handling of malformed usage counters, are
   therefore identical whether or not the call streamed.
@@ -47,13 +47,14 @@ from typing import Any
 
 import msgspec
 
-from .errors import ProviderInvalidResponse, ProviderUnavailable
-from .messages import Tool
-from .openai_decode import response_from_raw
-from .openai_errors import error_from_reply
-from .response import Response
+from openarmature_nodes.llm.errors import ProviderInvalidResponse, ProviderUnavailable
+from openarmature_nodes.llm.messages import Tool
+from openarmature_nodes.llm.response import Response
+from openarmature_nodes.llm.tokens import DeltaKind
+
+from .decode import response_from_raw
+from .error_reply import error_from_reply
 from .sse import SSEEvent, SSEParser
-from .tokens import DeltaKind
 
 __all__ = ["ChatStreamAssembler", "Delta"]
 

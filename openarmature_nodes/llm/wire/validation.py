@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import RuntimeConfig
-from .errors import ProviderInvalidRequest
-from .jsonschema import SchemaError, validator_for
-from .messages import (
+from openarmature_nodes.llm.config import RuntimeConfig
+from openarmature_nodes.llm.errors import ProviderInvalidRequest
+from openarmature_nodes.llm.messages import (
     AssistantMessage,
     ImageBlock,
     InlineSource,
@@ -32,7 +31,9 @@ from .messages import (
     UrlSource,
     UserMessage,
 )
-from .request import CompletionRequest
+from openarmature_nodes.llm.request import CompletionRequest
+
+from .jsonschema import SchemaError, validator_for
 from .structured import schema_info
 
 __all__ = ["normalize_tool_choice", "validate_request"]

@@ -4,7 +4,7 @@ A ``response_schema`` is either
 
 - a JSON Schema ``dict`` whose root is ``type: "object"``: the reply is
   decoded to plain data and checked with our compiled validator
-  (:mod:`openarmature_nodes.llm.jsonschema`); ``parsed`` is that data; or
+  (:mod:`openarmature_nodes.llm.wire.jsonschema`); ``parsed`` is that data; or
 - a ``msgspec.Struct`` type: the reply is decoded straight into it
   (``msgspec.json.decode(content, type=T)``), which is the validation;
   ``parsed`` is the instance. Its JSON Schema for the wire comes from
@@ -24,9 +24,10 @@ from typing import Any
 
 import msgspec
 
-from .errors import StructuredOutputInvalid
+from openarmature_nodes.llm.errors import StructuredOutputInvalid
+from openarmature_nodes.llm.messages import Message, SystemMessage
+
 from .jsonschema import validator_for
-from .messages import Message, SystemMessage
 
 __all__ = [
     "DIRECTIVE_PREFIX",

@@ -40,7 +40,7 @@ Check = Callable[[Any, str], str | None]
 class SchemaError(ValueError):
     """The schema itself is malformed (a keyword with a value of the wrong shape)."""
 
-    __module__ = "openarmature_nodes.llm.jsonschema"  # where it is documented and imported
+    __module__ = "openarmature_nodes.llm.wire.jsonschema"  # where it is documented and imported
 
 
 # --- JSON value semantics -----------------------------------------------------------
@@ -109,8 +109,12 @@ def short(value: Any) -> str:
 
 
 def check_count(value: Any, name: str) -> None:
-    """Raise :class:`SchemaError` unless ``value`` is ``None`` or an int >= 0."""
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+    """Raise :class:`SchemaError` unless ``value`` is ``None`` or an integer >= 0
+    (``2.0`` counts: JSON Schema integers are numbers with no fraction)."""
+    if value is None:
+        return
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral or value < 0:
         raise SchemaError(f"{name} must be a non-negative integer")
 
 

@@ -17,8 +17,20 @@ closures and then costs a few function calls per value. Supported keywords:
   ``#/definitions/X``, ``#``), recursion included.
 
 Annotations (``title``, ``description``, ``format``, ``default`` ...) are
-ignored. Values compare with JSON semantics (:func:`json_equal`): ``1 == 1.0``
-but ``true != 1``.
+ignored, as the 2020-12 draft says (``format`` asserts nothing by default).
+Values compare with JSON semantics (:func:`json_equal`): ``1 == 1.0`` but
+``true != 1``.
+
+It never silently accepts. A schema that uses any other keyword
+(``dependentRequired``, ``if``/``then``/``else``, ``contains``,
+``propertyNames``, ``unevaluatedProperties``, ``$anchor``, a nested ``$id``, a
+vendor ``x-...`` key, ...) is not compiled here: :func:`compile_schema` hands it
+whole to the ``jsonschema`` package (draft 2020-12 unless ``$schema`` names
+another), which implements every keyword; :attr:`Validator.engine` says which
+one validates. Malformed schemas raise :class:`SchemaError` either way. Two
+tests keep this true: a hypothesis differential test against ``jsonschema``
+on generated schemas and values, and the official JSON-Schema-Test-Suite cases
+(``tests/test_llm_jsonschema_suite.py``).
 
 Errors name the failing location, e.g. ``$.age: missing required property``.
 
@@ -32,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote, urldefrag, urljoin
 
 from ._schema_keywords import (
     Check,
@@ -47,18 +60,53 @@ from ._schema_keywords import (
     type_check,
 )
 
-__all__ = ["SchemaError", "Validator", "compile_schema", "json_equal", "validator_for"]
+__all__ = [
+    "ANNOTATIONS",
+    "KEYWORDS",
+    "SchemaError",
+    "Validator",
+    "compile_schema",
+    "json_equal",
+    "validator_for",
+]
+
+KEYWORDS: frozenset[str] = frozenset({
+    "$ref", "type", "enum", "const",
+    "properties", "required", "additionalProperties", "patternProperties",
+    "minProperties", "maxProperties",
+    "items", "prefixItems", "additionalItems", "minItems", "maxItems", "uniqueItems",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+    "minLength", "maxLength", "pattern",
+    "allOf", "anyOf", "oneOf", "not",
+})
+"""The keywords the compiled validator implements."""
+
+ANNOTATIONS: frozenset[str] = frozenset({
+    "$schema", "$comment", "$defs", "definitions", "title", "description", "default",
+    "examples", "format", "deprecated", "readOnly", "writeOnly", "contentMediaType",
+    "contentEncoding", "contentSchema",
+})
+"""Keywords that assert nothing (``$defs`` / ``definitions`` only hold schemas that
+``$ref`` reaches, and those are compiled when referenced)."""
+
+_OLD_DRAFTS = ("draft-03", "draft-04", "draft-06", "draft-07")
+
+
+class _Unsupported(Exception):
+    """The schema needs a keyword the compiled validator does not implement."""
 
 
 class Validator:
     """A compiled schema. ``validator.error(value)`` returns ``None`` when the
     value is valid, otherwise a message naming the first failing location."""
 
-    __slots__ = ("_check", "schema")
+    __slots__ = ("_check", "engine", "schema")
 
-    def __init__(self, schema: Any, check: Check) -> None:
+    def __init__(self, schema: Any, check: Check, engine: str = "compiled") -> None:
         self.schema = schema
         self._check = check
+        self.engine = engine
+        """``"compiled"`` (ours) or ``"jsonschema"`` (the fallback for other keywords)."""
 
     def error(self, value: Any) -> str | None:
         """``None`` for a valid ``value``, else the first failure (``$.a[2]: ...``)."""
@@ -81,6 +129,9 @@ class _Compiler:
     def __init__(self, root: Any) -> None:
         self.root = root
         self.refs: dict[str, Check] = {}
+        dialect = root.get("$schema") if isinstance(root, Mapping) else None
+        # Before 2019-09, keywords beside $ref are ignored; ours would apply them.
+        self.old_ref = isinstance(dialect, str) and any(d in dialect for d in _OLD_DRAFTS)
 
     # -- references ---------------------------------------------------------------
     def ref(self, pointer: str) -> Check:
@@ -96,11 +147,11 @@ class _Compiler:
         return deferred
 
     def resolve(self, pointer: str) -> Any:
-        if not pointer.startswith("#"):
-            raise SchemaError(f"only local $ref is supported, got {pointer!r}")
+        if not pointer.startswith("#/") and pointer != "#":
+            raise _Unsupported(f"$ref to another document or an anchor ({pointer!r})")
         node = self.root
         for raw in pointer[1:].split("/")[1:] if pointer != "#" else []:
-            part = raw.replace("~1", "/").replace("~0", "~")
+            part = unquote(raw).replace("~1", "/").replace("~0", "~")
             if isinstance(node, Mapping) and part in node:
                 node = node[part]
             elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
@@ -119,6 +170,7 @@ class _Compiler:
             raise SchemaError(
                 f"a schema must be an object or a boolean, got {type(schema).__name__}"
             )
+        self.screen(schema)
         checks: list[Check] = []
         if "$ref" in schema:
             ref = schema["$ref"]
@@ -137,6 +189,18 @@ class _Compiler:
                 checks.append(check)
         return first_error(checks) if checks else _ok
 
+    def screen(self, schema: Mapping[str, Any]) -> None:
+        """Raise :class:`_Unsupported` unless every keyword of ``schema`` is ours."""
+        for key in schema:
+            if key not in KEYWORDS and key not in ANNOTATIONS:
+                if key == "$id" and schema is self.root:
+                    continue  # the root's own id: local refs resolve in this document
+                raise _Unsupported(f"keyword {key!r}")
+        if self.old_ref and "$ref" in schema and any(
+            k in KEYWORDS and k != "$ref" for k in schema
+        ):
+            raise _Unsupported("keywords beside $ref in a pre-2019 draft")
+
     def _object(self, schema: Mapping[str, Any]) -> Check | None:
         props_spec = schema.get("properties", {})
         required = schema.get("required", [])
@@ -149,7 +213,10 @@ class _Compiler:
             raise SchemaError("required must be an array of strings")
         check_count(min_p, "minProperties")
         check_count(max_p, "maxProperties")
-        if not (props_spec or required or pattern_spec or additional is not True or min_p or max_p):
+        if not (
+            props_spec or required or pattern_spec or additional is not True
+            or min_p is not None or max_p is not None
+        ):
             return None
         props = {name: self.compile(sub) for name, sub in props_spec.items()}
         patterns = tuple((regex(p), self.compile(sub)) for p, sub in pattern_spec.items())
@@ -275,8 +342,87 @@ def _combine(kind: str, subs: Sequence[Check]) -> Check:
 
 def compile_schema(schema: Any) -> Validator:
     """Compile ``schema`` (a JSON Schema object or boolean); raises
-    :class:`SchemaError` when the schema is malformed."""
-    return Validator(schema, _Compiler(schema).compile(schema))
+    :class:`SchemaError` when the schema is malformed.
+
+    A schema using a keyword outside :data:`KEYWORDS` and :data:`ANNOTATIONS`
+    is validated by the ``jsonschema`` package instead (see the module doc).
+    """
+    try:
+        return Validator(schema, _Compiler(schema).compile(schema))
+    except _Unsupported:
+        return _fallback(schema)
+
+
+def _check_refs(schema: Any) -> None:
+    """Reject, at compile time, a ``$ref`` to a document that is neither this one
+    (or a part of it named by an ``$id``) nor a JSON Schema meta-schema: nothing is
+    ever fetched over the network."""
+    from jsonschema_specifications import REGISTRY
+
+    ids: set[str] = set()
+    refs: list[str] = []
+
+    def walk(node: Any, base: str) -> None:
+        if isinstance(node, Mapping):
+            own = node.get("$id")
+            if isinstance(own, str):
+                base = urljoin(base, own)
+                ids.add(urldefrag(base).url)
+            for key in ("$ref", "$dynamicRef"):
+                ref = node.get(key)
+                if isinstance(ref, str):
+                    refs.append(urldefrag(urljoin(base, ref)).url)
+            for key, value in node.items():
+                if key not in ("enum", "const", "default", "examples"):
+                    walk(value, base)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, base)
+
+    root_id = schema.get("$id") if isinstance(schema, Mapping) else None
+    root = urldefrag(root_id).url if isinstance(root_id, str) else ""
+    walk(schema, root)
+    known = ids | {"", root}
+    for target in refs:
+        if target in known:
+            continue
+        try:
+            REGISTRY.contents(target)
+        except LookupError:
+            raise SchemaError(
+                f"$ref to {target!r}: only references inside the schema (or to a "
+                "JSON Schema meta-schema) are supported; nothing is fetched"
+            ) from None
+
+
+def _fallback(schema: Any) -> Validator:
+    # Imported here: only schemas that need it pay for it.
+    import jsonschema
+    from jsonschema.exceptions import best_match
+    from referencing.exceptions import Unresolvable
+
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise SchemaError(f"invalid schema: {exc.message}") from None
+    _check_refs(schema)
+    validator = cls(schema)
+    is_valid = validator.is_valid
+
+    def check(value: Any, path: str) -> str | None:
+        try:
+            if is_valid(value):
+                return None
+            error = best_match(validator.iter_errors(value))
+        except Unresolvable as exc:  # a $ref to a document nobody fetches for us
+            raise SchemaError(f"invalid schema: cannot resolve $ref: {exc}") from None
+        if error is None:  # pragma: no cover - is_valid said there is one
+            return f"{path}: invalid"
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        return f"{path}{where}: {error.message}"
+
+    return Validator(schema, check, "jsonschema")
 
 
 _CACHE: dict[int, Validator] = {}
