@@ -67,7 +67,8 @@ class Run:
     """State shared by every level of one outermost invocation."""
 
     __slots__ = (
-        "_corr", "_id", "inv", "invocation_subs", "root_targets", "snapshot", "step",
+        "_corr", "_id", "include_caller_metadata", "inv", "invocation_subs", "root_targets",
+        "snapshot", "step",
     )
 
     def __init__(
@@ -80,6 +81,7 @@ class Run:
     ) -> None:
         self._id = invocation_id
         self._corr = correlation_id
+        self.include_caller_metadata = False  # an observer asked for metadata snapshots
         self.inv = inv
         self.invocation_subs = invocation_subs
         self.snapshot = snapshot or {}
@@ -238,6 +240,11 @@ class Step:
     def correlation_id(self) -> str:
         """The invocation's correlation id."""
         return self.level.run.correlation_id
+
+    @property
+    def include_caller_metadata(self) -> bool:
+        """Whether an observer of the run asked for metadata snapshots on typed events."""
+        return self.level.run.include_caller_metadata
 
     def lineage(self) -> Lineage:
         """This step's lineage, stamped with the current retry attempt."""

@@ -14,7 +14,7 @@ runs is decided once per invocation.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +22,11 @@ import anyio
 import msgspec
 
 from openarmature_nodes.context import attempt_index, run_scope
+from openarmature_nodes.metadata import (
+    bind_invocation_metadata,
+    get_invocation_metadata,
+    validate_metadata,
+)
 from openarmature_nodes.onion import Middleware, compose
 
 from ._run import Level, Run, Step, merge, node_failure
@@ -177,13 +182,23 @@ class CompiledGraph(Generic[S]):
         observers: Iterable[Any] = (),
         invocation_id: str | None = None,
         correlation_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> S:
         """Run the graph from ``initial_state`` (an instance or a mapping) to ``END``.
 
         Returns the final state. Raises a :class:`~.errors.GraphRuntimeError`
         subclass naming the failing node and carrying ``recoverable_state``.
         ``observers`` are invocation-scoped: they see this run only.
+        ``metadata``: caller key/values identifying the invocation on every span
+        (observability §3.4; see :mod:`openarmature_nodes.metadata`); a reserved
+        key or a bad value raises ``ValueError`` / ``TypeError`` before any work.
         """
+        if metadata:
+            checked = validate_metadata(metadata)
+            with bind_invocation_metadata(checked):
+                return await self.invoke(initial_state, observers=observers,
+                                         invocation_id=invocation_id,
+                                         correlation_id=correlation_id)
         state = self.schema.coerce(initial_state, where="invoke() initial state")
         subs = tuple(subscribe(o) for o in observers) if observers else ()
         if not subs and not self._observed():
@@ -207,6 +222,10 @@ class CompiledGraph(Generic[S]):
     ) -> S:
         snapshot = {id(g): g._observers for g in self._graphs if g._observers}
         run = Run(invocation_id, correlation_id, None, subs, snapshot)
+        run.include_caller_metadata = any(
+            getattr(s.original, "include_caller_metadata", False)
+            for group in (subs, *snapshot.values()) for s in group
+        )
         inv = run.inv = Invocation(run.invocation_id)
         token = run_scope.set(run)
         try:
@@ -243,6 +262,7 @@ class CompiledGraph(Generic[S]):
         started = InvocationEvent(
             invocation_id=run.invocation_id, namespace=(), correlation_id=run.correlation_id,
             entry_node=entry, phase="invocation_started", state=state,
+            metadata=get_invocation_metadata(),
         )
         inv.emit(started, targets)
         try:

@@ -18,6 +18,7 @@ unobserved graph pays nothing for this module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -99,3 +100,4 @@ class InvocationEvent(ObserverEvent, frozen=True, kw_only=True):
     entry_node: str
     state: Any = None
     error: NodeError | None = None
+    metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)

@@ -36,6 +36,7 @@ from openarmature_nodes.events import (
     LlmTokenEvent,
     new_call_id,
 )
+from openarmature_nodes.metadata import get_invocation_metadata
 
 from .config import RuntimeConfig
 from .messages import ImageBlock, InlineSource
@@ -176,6 +177,7 @@ def failure_fields(exc: BaseException) -> dict[str, Any] | None:
 
 def _identity() -> dict[str, Any] | None:
     lineage = current_lineage()
+    scope = run_scope.get()
     if lineage is None or lineage.invocation_id is None:
         return None
     return {
@@ -186,7 +188,10 @@ def _identity() -> dict[str, Any] | None:
         "branch_name": lineage.branch_name,
         "fan_out_index_chain": lineage.fan_out_index_chain,
         "branch_name_chain": lineage.branch_name_chain,
-        "correlation_id": getattr(run_scope.get(), "correlation_id", None),
+        "correlation_id": getattr(scope, "correlation_id", None),
+        "caller_invocation_metadata": (get_invocation_metadata()
+                                       if getattr(scope, "include_caller_metadata", False)
+                                       else None),
         "node_name": lineage.namespace[-1] if lineage.namespace else "",
     }
 

@@ -34,6 +34,7 @@ from typing import Any
 from openarmature_nodes.context import current_lineage, emit_framework_event, run_scope
 from openarmature_nodes.events import ToolCallEvent, ToolCallFailedEvent, new_call_id
 from openarmature_nodes.llm.call_events import CallEventMiddleware, scrub_error
+from openarmature_nodes.metadata import get_invocation_metadata
 
 __all__ = ["CallEventMiddleware", "ToolCallScope", "scrub_error", "tool_call"]
 
@@ -41,6 +42,7 @@ __all__ = ["CallEventMiddleware", "ToolCallScope", "scrub_error", "tool_call"]
 def _identity() -> dict[str, Any] | None:
     """The running node step's identity fields, or ``None`` outside an observed run."""
     lineage = current_lineage()
+    scope = run_scope.get()
     if lineage is None:
         return None
     return {
@@ -51,7 +53,10 @@ def _identity() -> dict[str, Any] | None:
         "branch_name": lineage.branch_name,
         "fan_out_index_chain": lineage.fan_out_index_chain,
         "branch_name_chain": lineage.branch_name_chain,
-        "correlation_id": getattr(run_scope.get(), "correlation_id", None),
+        "correlation_id": getattr(scope, "correlation_id", None),
+        "caller_invocation_metadata": (get_invocation_metadata()
+                                       if getattr(scope, "include_caller_metadata", False)
+                                       else None),
         "node_name": lineage.namespace[-1] if lineage.namespace else "",
     }
 

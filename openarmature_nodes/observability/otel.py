@@ -71,6 +71,7 @@ from openarmature_nodes.events import (
     ToolCallFailedEvent,
 )
 from openarmature_nodes.graph.events import InvocationEvent, NodeEvent
+from openarmature_nodes.metadata import MetadataAugmentedEvent
 
 from .genai import (
     DEFAULT_PAYLOAD_CAP,
@@ -135,6 +136,8 @@ class _Trace:
     configs: dict[Key, Any] = field(default_factory=dict)
     wrappers: dict[Key, _Wrapper] = field(default_factory=dict)
     callables: dict[Key, _Wrapper] = field(default_factory=dict)  # inline-callable branches
+    user: dict[str, Any] = field(default_factory=dict)  # caller metadata, as attributes
+    augmented: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
     first_chunk: dict[str, float] = field(default_factory=dict)
 
 
@@ -259,6 +262,8 @@ class OTelObserver:
             self._llm(event)
         elif isinstance(event, (ToolCallEvent, ToolCallFailedEvent)):
             self._tool(event)
+        elif isinstance(event, MetadataAugmentedEvent):
+            self._augmented(event)
 
     # --- invocation -----------------------------------------------------------------
 
@@ -281,10 +286,11 @@ class OTelObserver:
 
     def _invocation_started(self, event: InvocationEvent) -> None:
         tr = self._trace(event)
+        tr.user = {f"openarmature.user.{k}": v for k, v in event.metadata.items()}
         tr.root = self.tracer.start_span(
             INVOCATION_SPAN_NAME, context=otel_context.Context(),
-            attributes=self._invocation_attrs(event.invocation_id, event.entry_node,
-                                              tr.correlation_id))
+            attributes={**self._invocation_attrs(event.invocation_id, event.entry_node,
+                                                 tr.correlation_id), **tr.user})
 
     def _invocation_completed(self, event: InvocationEvent) -> None:
         tr = self._traces.pop(event.invocation_id, None)
@@ -343,7 +349,8 @@ class OTelObserver:
         if index is None and branch is None:
             return owner_span
         config = tr.configs.get(owner)
-        attrs: dict[str, Any] = {"openarmature.correlation_id": tr.correlation_id}
+        attrs: dict[str, Any] = {"openarmature.correlation_id": tr.correlation_id,
+                                 **self._user(tr, owner_ns, fchain, bchain)}
         if index is not None:
             name = owner_ns[-1]
             attrs["openarmature.node.fan_out_index"] = index
@@ -377,6 +384,7 @@ class OTelObserver:
             "openarmature.node.namespace": list(owner_ns),
             "openarmature.subgraph.name": owner_ns[-1],
             "openarmature.correlation_id": tr.correlation_id,
+            **self._user(tr, owner_ns, fchain, bchain),
         }
         context = trace.set_span_in_context(parent)
         entry = event.namespace[d + 1]
@@ -440,6 +448,45 @@ class OTelObserver:
         if w is not None and w.subgraph:
             w.error = event.error
 
+    # --- caller metadata (§3.4 / §5.6) ------------------------------------------------------
+
+    def _user(self, tr: _Trace, ns: tuple[str, ...], fchain: tuple[Any, ...],
+              bchain: tuple[Any, ...]) -> dict[str, Any]:
+        """``openarmature.user.*`` for a span at this lineage: the caller's baseline plus
+        the additions made in a context this span belongs to."""
+        if not tr.augmented:
+            return tr.user
+        attrs = dict(tr.user)
+        for (p_ns, p_f, p_b), entries in tr.augmented:
+            n = len(p_ns)
+            if ns[:n] == p_ns and fchain[:n] == p_f and bchain[:n] == p_b:
+                attrs.update(entries)
+        return attrs
+
+    def _augmented(self, event: MetadataAugmentedEvent) -> None:
+        """Record an addition for the augmenting context's later spans, and update the
+        spans open on the augmenter's own path (never a shared fan-out / branches node,
+        nor the invocation span when a dispatch is on the path)."""
+        tr = self._trace(event)
+        ns = _ns(event)
+        key = _key(ns, event)
+        fchain, bchain = key[1], key[2]
+        depth = max((i for i in range(len(fchain)) if fchain[i] is not None
+                     or bchain[i] is not None), default=-1)
+        scope: Key = (ns[:depth + 1], fchain[:depth + 1], bchain[:depth + 1])
+        entries = {f"openarmature.user.{k}": v for k, v in event.entries.items()}
+        tr.augmented.append((scope, entries))
+        own = tr.nodes.get(key)
+        if own is not None:
+            own.set_attributes(entries)
+        for wkey, wrapper in tr.wrappers.items():
+            w_ns, w_f, w_b = wkey[0], wkey[1], wkey[2]
+            n = len(w_ns)
+            if ns[:n] == w_ns and fchain[:n] == w_f and bchain[:n] == w_b:
+                wrapper.span.set_attributes(entries)
+        if depth < 0 and tr.root is not None:
+            tr.root.set_attributes(entries)
+
     def _detached_root(self, event: Any, tr: _Trace, entry: str) -> Span:
         return self.tracer.start_span(
             INVOCATION_SPAN_NAME, context=otel_context.Context(),
@@ -468,6 +515,7 @@ class OTelObserver:
             "openarmature.node.step": event.step,
             "openarmature.node.attempt_index": event.attempt_index,
             "openarmature.correlation_id": tr.correlation_id,
+            **self._user(tr, ns, key[1], key[2]),
         }
         if event.fan_out_index is not None:
             attrs["openarmature.node.fan_out_index"] = event.fan_out_index
@@ -540,6 +588,7 @@ class OTelObserver:
                                    semconv=self.semconv, convention=self.convention)
         attrs.update(attempt_attributes(0))
         attrs["openarmature.correlation_id"] = tr.correlation_id
+        attrs.update(self._user(tr, *_key(_ns(event), event)))
         tool_calls = event.output_tool_calls if isinstance(event, LlmCompletionEvent) else None
         attrs.update(response_attributes(
             response_model=event.response_model, response_id=event.response_id,
@@ -596,6 +645,7 @@ class OTelObserver:
             result=event.result if isinstance(event, ToolCallEvent) else None,
             has_result=ok, payload=not self.disable_provider_payload, cap=self.payload_cap)
         attrs["openarmature.correlation_id"] = tr.correlation_id
+        attrs.update(self._user(tr, *_key(_ns(event), event)))
         if not ok:
             attrs["error.type"] = event.error_type or "Exception"  # type: ignore[union-attr]
         parent = self._call_parent(tr, event)

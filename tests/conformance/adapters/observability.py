@@ -43,6 +43,7 @@ from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
 from openarmature_nodes.llm import CompletionRequest, OpenAIProvider, RuntimeConfig, Tool
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.transport import HttpxTransport
+from openarmature_nodes.metadata import get_invocation_metadata, set_invocation_metadata
 from openarmature_nodes.middleware import RetryMiddleware
 from openarmature_nodes.nodes.observe import CallEventMiddleware, tool_call
 from openarmature_nodes.observability.otel import OTelObserver
@@ -66,7 +67,7 @@ OBSERVABILITY_CASE_KEYS = {
     "mock_llm", "mock_llm_stream", "typed_observers", "disable_llm_spans",
     "disable_provider_payload", "disable_genai_semconv", "enable_metrics",
     "detached_subgraphs", "detached_fan_outs", "caller_global_otel_active", "provider",
-    "inner_subgraphs", "subgraphs",
+    "inner_subgraphs", "subgraphs", "direct_call",
 }
 gb.CASE_LEVEL_KEYS.update(OBSERVABILITY_CASE_KEYS)
 CASE_KEYS = gb.CASE_LEVEL_KEYS | gb.GRAPH_KEYS
@@ -353,8 +354,35 @@ def _fan_out(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     _BASE_FAN_OUT(ctx, nb, value)
 
 
+def _augment_metadata(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    entries = dict(value)
+
+    async def act(state: Any) -> None:
+        try:
+            set_invocation_metadata(**entries)
+        except (ValueError, TypeError) as exc:
+            ctx.scratch.setdefault("augment_rejections", []).append(exc)
+            raise
+        return None
+
+    nb.actions.append(act)
+
+
+def _capture_metadata(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    field = str(value)
+
+    async def act(state: Any) -> dict[str, Any]:
+        snapshot = get_invocation_metadata()
+        ctx.scratch.setdefault("captures", []).append(snapshot)
+        return {field: dict(snapshot)}
+
+    nb.actions.append(act)
+
+
 gb.MIDDLEWARE_TYPES["retry"] = _retry
 gb.NODE_DIRECTIVES.update({
+    "augment_metadata": _augment_metadata,
+    "capture_invocation_metadata_into": _capture_metadata,
     "flaky": _flaky,
     "fan_out": _fan_out,
     "also_emits_via_global_tracer": _also_emits_via_global_tracer,
@@ -371,8 +399,9 @@ class Collector:
     """A ``typed_event_collector``: keeps every typed event (optionally one family)."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
-        check_directives(spec, {"name", "kind", "filter_event_type", "retains_arrival_order"},
-                         "typed_observers[]")
+        check_directives(spec, {"name", "kind", "filter_event_type", "retains_arrival_order",
+                                "include_caller_metadata"}, "typed_observers[]")
+        self.include_caller_metadata = bool(spec.get("include_caller_metadata"))
         if spec.get("kind") != "typed_event_collector":
             raise UnknownDirective(f"typed observer kind {spec.get('kind')!r}")
         self.name = str(spec["name"])
@@ -398,6 +427,8 @@ class Run:
         self.error: GraphRuntimeError | None = None
         self.bindings: dict[str, Any] = {}
         self.invocations = 0
+        self.rejected: BaseException | None = None
+        self.scratch: dict[str, Any] = {}
         self.global_spans: list[ReadableSpan] = []
 
 
@@ -405,8 +436,9 @@ async def run_case(case: Case) -> None:
     data = case.data
     where = case.test_id
     check_directives(data, CASE_KEYS, where)
-    if data.get("caller_metadata") is not None:
-        raise UnknownDirective("caller_metadata (observability §3.4) is not implemented")
+    if "direct_call" in data:
+        _direct_call(data, where)
+        return
     ctx = gb.BuildContext(case)
     ctx.collect_subgraphs(data, case.document)
     for name, sdef in (data.get("inner_subgraphs") or {}).items():
@@ -453,15 +485,19 @@ async def run_case(case: Case) -> None:
                     dict(data.get("initial_state") or {}),
                     invocation_id=data.get("caller_invocation_id"),
                     correlation_id=data.get("caller_correlation_id"),
+                    metadata=data.get("caller_metadata"),
                 )
             except GraphRuntimeError as exc:
                 run.error = exc
+            except (ValueError, TypeError) as exc:  # the invoke() API boundary
+                run.rejected = exc
             run.invocations += 1
         await graph.drain()
         otel.shutdown()
         for provider in ctx.scratch.get("providers") or ():
             await provider.aclose()
         run.spans = list(exporter.get_finished_spans())
+        run.scratch = ctx.scratch
         global_exporter = ctx.scratch.get("global_exporter")
         if global_exporter is not None:
             run.global_spans = list(global_exporter.get_finished_spans())
@@ -469,6 +505,35 @@ async def run_case(case: Case) -> None:
         _check(ctx, data, run, where)
     finally:
         gb._CTX.reset(token)
+
+
+DIRECT_CALL_KEYS = {"operation"}
+
+
+def _direct_call(data: Mapping[str, Any], where: str) -> None:
+    """A framework helper called outside any invocation (``direct_call``)."""
+    spec = data["direct_call"]
+    check_directives(spec, DIRECT_CALL_KEYS, f"{where}.direct_call")
+    if spec["operation"] != "get_invocation_metadata":
+        raise UnknownDirective(f"direct_call operation {spec['operation']!r}")
+    error: BaseException | None = None
+    value: Any = None
+    try:
+        value = get_invocation_metadata()
+    except Exception as exc:
+        error = exc
+    want = (data.get("expected") or {}).get("direct_call_result") or {}
+    check_directives(want, {"value", "type", "exception"}, f"{where}.direct_call_result")
+    assert error is None if want.get("exception") is None else error is not None, where
+    assert dict(value) == want.get("value"), f"{where}: {value!r}"
+    if want.get("type") == "immutable_mapping":
+        assert isinstance(value, Mapping) and not isinstance(value, dict), where
+        try:
+            value["x"] = 1  # type: ignore[index]
+        except TypeError:
+            pass
+        else:
+            raise AssertionError(f"{where}: the mapping is mutable")
 
 
 def _observations(reader: InMemoryMetricReader) -> list[tuple[str, Any, dict[str, Any]]]:
@@ -489,7 +554,8 @@ def _observations(reader: InMemoryMetricReader) -> list[tuple[str, Any, dict[str
 
 EXPECTED_KEYS = {
     "span_tree_private", "span_tree_global", "no_openarmature_spans_on_global",
-    "invocation_count", "node_completed_event_carries_error",
+    "invocation_count", "node_completed_event_carries_error", "invoke_rejects_at_api_boundary",
+    "augment_rejects_at_call_site",
     "span_tree", "observers", "invariants", "metrics", "no_spans_emitted", "final_state",
     "no_llm_provider_span", "no_langfuse_observations_emitted", "llm_span_attributes",
     "llm_span_attributes_absent", "response_usage",
@@ -499,6 +565,15 @@ EXPECTED_KEYS = {
 def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) -> None:
     expected = dict(data.get("expected") or {})
     check_directives(expected, EXPECTED_KEYS, f"{where}.expected")
+    if expected.get("invoke_rejects_at_api_boundary"):
+        assert isinstance(run.rejected, ValueError | TypeError), f"{where}: {run.rejected!r}"
+        assert run.error is None and not run.spans, f"{where}: work began"
+    elif run.rejected is not None:
+        raise AssertionError(f"{where}: invoke() rejected: {run.rejected!r}")
+    if expected.get("augment_rejects_at_call_site"):
+        rejections = run.scratch.get("augment_rejections") or []
+        assert rejections and isinstance(rejections[0], ValueError | TypeError), where
+        assert run.error is not None, f"{where}: the rejection did not surface"
     if "expected_error" in data:
         spec = data["expected_error"]
         check_directives(spec, {"category", "raised_from"}, f"{where}.expected_error")
@@ -512,7 +587,8 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
         if "raised_from" in spec:
             assert run.error.node_name == spec["raised_from"], f"{where}: {run.error!r}"
     elif (run.error is not None and "'ERROR'" not in repr(expected)
-          and "node_completed_event_carries_error" not in expected):
+          and "node_completed_event_carries_error" not in expected
+          and not expected.get("augment_rejects_at_call_site")):
         raise AssertionError(f"{where}: unexpected {run.error!r}") from run.error
     if "final_state" in expected:
         got = msgspec.to_builtins(run.final)
@@ -540,6 +616,8 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
     if "invocation_count" in expected:
         roots = [s for s in run.spans if s.name == "openarmature.invocation"]
         assert run.invocations == len(roots) == expected["invocation_count"], where
+    # no Langfuse observer exists here (observability §8 is out of scope): vacuously true
+    expected.pop("no_langfuse_observations_emitted", None)
     if expected.get("no_spans_emitted"):
         assert not run.spans, f"{where}: spans were emitted"
     if expected.get("no_llm_provider_span"):

@@ -734,3 +734,45 @@ def _attempt_indices(run: Run, want: Any, where: str) -> None:
 def _all_error(run: Run, want: Any, where: str) -> None:
     spans = _attempt_spans(run)
     assert spans and all(s.status.status_code is StatusCode.ERROR for s in spans), where
+
+
+# --- caller metadata (§3.4) ---------------------------------------------------------------
+
+
+def _captures(run: Run) -> list[Any]:
+    return list(run.scratch.get("captures") or ())
+
+
+@invariant("read_returns_caller_baseline", "read_returns_in_node_write",
+           "capture_after_augment_sees_write", "outside_invocation_does_not_raise",
+           "outside_invocation_returns_empty_mapping")
+def _capture_seen(run: Run, want: Any, where: str) -> None:
+    assert run.error is None, where  # the values themselves: expected.final_state
+
+
+@invariant("read_returns_immutable_mapping", "outside_invocation_return_is_immutable",
+           "snapshot_is_immutable_mapping")
+def _immutable(run: Run, want: Any, where: str) -> None:
+    values = _captures(run) + [e.caller_invocation_metadata for e in _typed(run, ev.LlmCallEvent)
+                               if e.caller_invocation_metadata is not None]
+    assert values, where
+    for value in values:
+        assert isinstance(value, Mapping) and not isinstance(value, dict), f"{where}: {value!r}"
+
+
+@invariant("capture_before_augment_misses_write")
+def _capture_before(run: Run, want: Any, where: str) -> None:
+    captures = _captures(run)
+    assert captures and "marker" not in captures[0], f"{where}: {captures}"
+
+
+@invariant("opt_in_disabled_yields_null_caller_metadata")
+def _opt_in_off(run: Run, want: Any, where: str) -> None:
+    events = _typed(run, ev.LlmCallEvent)
+    assert events and all(e.caller_invocation_metadata is None for e in events), where
+
+
+@invariant("opt_in_enabled_yields_snapshot_caller_metadata")
+def _opt_in_on(run: Run, want: Any, where: str) -> None:
+    events = _typed(run, ev.LlmCallEvent)
+    assert events and all(e.caller_invocation_metadata for e in events), where
