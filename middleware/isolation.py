@@ -30,10 +30,16 @@ callable of the input state), reports a :class:`FailureIsolationEvent` (event
 name, the wrapped node's lineage, pre state, the degraded update, and the
 cause chain) on the graph's observer queue, awaits ``on_caught(exc)`` if given,
 and returns the update. It logs nothing itself.
+
+The lineage's ``attempt_index`` is the attempt that failed: when a retry inside
+gave up (``[isolation, retry]``), the index of its last attempt, the one the
+node's last events carry (:class:`~.retry.GaveUp`), not the index the retry
+restored on its way out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +52,7 @@ from openarmature_nodes.context import (
 )
 
 from .causes import CauseChain, classify_causes
+from .retry import GaveUp, gave_up
 
 __all__ = ["FailureIsolationEvent", "FailureIsolationMiddleware", "Lineage"]
 
@@ -152,26 +159,39 @@ class FailureIsolationMiddleware:
         return f"FailureIsolationMiddleware(event_name={self.event_name!r})"
 
     async def __call__(self, value: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
+        record = GaveUp()  # a retry inside notes which attempt it gave up on
+        token = gave_up.set(record)
         try:
             return await next(value)
         except Exception as exc:
-            chain: CauseChain | None = None
-            if self._catch is not None:
-                chain = classify_causes(exc)
-                if chain.category is None or chain.category not in self._catch:
-                    raise
-            if self.predicate is not None and not self.predicate(exc):
-                raise
-            update = self.degraded_update
-            resolved = update(value) if callable(update) else update
-            await self._report(value, resolved, chain or classify_causes(exc))
-            if self.on_caught is not None:
-                await self.on_caught(exc)
-            return resolved
+            caught: Exception = exc
+        finally:
+            gave_up.reset(token)
+        return await self._degrade(value, caught, record)
 
-    async def _report(self, state: Any, update: Mapping[str, Any], chain: CauseChain) -> None:
-        lineage = self.lineage or _running_lineage
-        event = FailureIsolationEvent(self.event_name, lineage(), state, update, chain)
+    async def _degrade(self, value: Any, exc: Exception, record: GaveUp) -> Any:
+        chain: CauseChain | None = None
+        if self._catch is not None:
+            chain = classify_causes(exc)
+            if chain.category is None or chain.category not in self._catch:
+                raise exc
+        if self.predicate is not None and not self.predicate(exc):
+            raise exc
+        update = self.degraded_update
+        resolved = update(value) if callable(update) else update
+        await self._report(value, resolved, chain or classify_causes(exc), record.attempt_of(exc))
+        if self.on_caught is not None:
+            await self.on_caught(exc)
+        return resolved
+
+    async def _report(self, state: Any, update: Mapping[str, Any], chain: CauseChain,
+                      failed_attempt: int | None) -> None:
+        lineage = (self.lineage or _running_lineage)()
+        if failed_attempt is not None and isinstance(lineage, Lineage):
+            # A retry inside gave up: the wrapped node's failed attempt, not the
+            # attempt index the retry restored on its way out (pipeline-utilities §6.3).
+            lineage = dataclasses.replace(lineage, attempt_index=failed_attempt)
+        event = FailureIsolationEvent(self.event_name, lineage, state, update, chain)
         if self.emit is None:
             emit_framework_event(event)
             return

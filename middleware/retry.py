@@ -26,14 +26,51 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
-from openarmature_nodes.context import attempt_index
+from openarmature_nodes.context import attempt_index, run_scope
 from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.request import CompletionRequest
 from openarmature_nodes.retrying import RetryConfig, run_with_retry
 
-__all__ = ["RetryMiddleware"]
+__all__ = ["GaveUp", "RetryMiddleware", "gave_up"]
+
+
+class GaveUp:
+    """Which attempt's failure a node-level retry let escape.
+
+    A failure-isolation middleware outside the retry installs one (through
+    :data:`gave_up`) before calling its inner chain. When a retry inside gives
+    up, it records the exception it re-raises and the attempt that raised it,
+    unless a retry nearer the node already recorded that same exception (the
+    innermost retry's counter is the one the node's events carry, graph-engine
+    §6). Isolation then reports that attempt in its event's lineage: by the
+    time it catches, the retries have restored the context's attempt index.
+
+    Only a retry in the isolation's own scope records (the same node step, or the
+    same fan-out instance / branch): a retry inside a fan-out instance re-runs
+    the instance, not the fan-out node an isolation around that node wraps.
+    """
+
+    __slots__ = ("attempt", "exc", "scope")
+
+    def __init__(self) -> None:
+        self.exc: BaseException | None = None
+        self.attempt = 0
+        self.scope: object = run_scope.get()
+
+    def record(self, exc: BaseException, attempt: int) -> None:
+        if self.exc is not exc and run_scope.get() is self.scope:
+            self.exc, self.attempt = exc, attempt
+
+    def attempt_of(self, exc: BaseException) -> int | None:
+        """The attempt that raised ``exc``, if a retry inside gave up on it."""
+        return self.attempt if self.exc is exc else None
+
+
+gave_up: ContextVar[GaveUp | None] = ContextVar("openarmature_retry_gave_up", default=None)
+"""The innermost failure-isolation's :class:`GaveUp` record (``None``: nobody asks)."""
 
 
 class RetryMiddleware:
@@ -63,12 +100,20 @@ class RetryMiddleware:
         if isinstance(value, CompletionRequest):
             return await complete_with_retry(next, value, self.config)
         token = attempt_index.set(0)
+        current = 0
 
         async def attempt(index: int) -> Any:
+            nonlocal current
+            current = index
             attempt_index.set(index)
             return await next(value)
 
         try:
             return await run_with_retry(self.config, attempt, state=value)
+        except Exception as exc:
+            record = gave_up.get()
+            if record is not None:
+                record.record(exc, current)
+            raise
         finally:
             attempt_index.reset(token)

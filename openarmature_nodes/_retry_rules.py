@@ -39,6 +39,10 @@ _CARRIER_CATEGORY_NAMES: frozenset[str] = frozenset(
     {"node_exception", "parallel_branches_branch_failed"}
 )
 
+_INHERITING_CATEGORY_NAMES: frozenset[str] = frozenset({"parallel_branches_branch_failed"})
+"""Categories whose spec says they take the transient classification of the exception
+they wrap (pipeline-utilities §11.9: a failed branch is as transient as its failure)."""
+
 
 # --- classification ----------------------------------------------------------
 
@@ -68,12 +72,18 @@ def is_transient(exc: BaseException) -> bool:
     no category at all, and its direct ``__cause__`` is transient. A surface
     exception with a non-transient category of its own is never transient, even
     if it was raised from a transient one: the surface re-categorized it.
+    ``parallel_branches_branch_failed`` is classified as the branch failure it
+    wraps is (pipeline-utilities §11.9), so a retry around a parallel-branches
+    node re-runs it for a transient branch failure (§11.6), as it does a fan-out.
     Cancellation is never transient.
     """
     if not isinstance(exc, Exception):
         return False
     if _transient_itself(exc):
         return True
+    if getattr(exc, "category", None) in _INHERITING_CATEGORY_NAMES:
+        cause = exc.__cause__
+        return isinstance(cause, Exception) and cause is not exc and is_transient(cause)
     if getattr(exc, "category", None) is None or is_carrier(exc):
         cause = exc.__cause__
         return cause is not None and isinstance(cause, Exception) and _transient_itself(cause)

@@ -12,7 +12,10 @@ Also here: the ``GET /v1/models`` check behind ``ready()``.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -41,11 +44,40 @@ __all__ = [
     "ModelEntry",
     "check_models_response",
     "decode_chat_response",
+    "decode_json",
     "decode_models_response",
     "response_from_raw",
 ]
 
 _decode_any = msgspec.json.Decoder()
+
+
+def decode_json(data: bytes) -> Any:
+    """Parse a JSON reply body (or one streamed chunk).
+
+    msgspec refuses a number outside the float range (``1e400``), which is
+    still valid JSON. A server can put one in an ancillary figure such as a
+    usage counter, and that must not fail the whole reply (llm-provider §7
+    *Malformed usage counter*: the counter is not reported, the value stays on
+    ``raw``). Such a body is parsed again by the standard library, keeping an
+    out-of-range number as a :class:`~decimal.Decimal` of its exact text.
+    Anything else msgspec rejects is not JSON and raises ``msgspec.DecodeError``.
+    """
+    try:
+        return _decode_any.decode(data)
+    except msgspec.ValidationError as exc:
+        if "out of range" not in str(exc):
+            raise
+        try:
+            return json.loads(data, parse_float=_float_or_decimal)
+        except ValueError:
+            raise exc from None
+
+
+def _float_or_decimal(text: str) -> float | Decimal:
+    value = float(text)
+    return value if math.isfinite(value) else Decimal(text)
+
 
 # --- inbound wire shapes ---------------------------------------------------------------
 
@@ -114,7 +146,7 @@ def decode_chat_response(
     if not 200 <= status < 300:
         raise error_from_reply(status, headers, body, url=url)
     try:
-        raw = _decode_any.decode(body)
+        raw = decode_json(body)
     except msgspec.DecodeError as exc:
         raise _invalid(f"body is not JSON ({exc})", exc) from exc
     if not isinstance(raw, dict):

@@ -52,7 +52,7 @@ from openarmature_nodes.llm.messages import Tool
 from openarmature_nodes.llm.response import Response
 from openarmature_nodes.llm.tokens import DeltaKind
 
-from .decode import response_from_raw
+from .decode import decode_json, response_from_raw
 from .error_reply import error_from_reply
 from .sse import SSEEvent, SSEParser
 
@@ -230,7 +230,7 @@ class ChatStreamAssembler:
             self.done = True
             return
         try:
-            raw = _decode_any.decode(data)
+            raw = decode_json(data)
         except msgspec.DecodeError as exc:
             raise _invalid(f"event {self._chunks} is not JSON ({exc})", exc) from exc
         if not isinstance(raw, dict):

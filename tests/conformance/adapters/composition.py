@@ -35,7 +35,9 @@ from typing import Any
 
 import anyio
 
+from openarmature_nodes.context import current_lineage
 from openarmature_nodes.graph import Branch, FanOut, ParallelBranches
+from tests.conformance import vocabulary as _vocab
 from tests.conformance.fixtures import check_directives
 
 from . import graph_build as gb
@@ -53,8 +55,22 @@ class IndexedFailure(Exception):
         self.transient = transient
 
 
-def _item_field_of(ctx: gb.BuildContext, nb: gb.NodeBuild) -> str:
-    return str((ctx.scratch.get("item_field_of") or {}).get(nb.graph_name, "idx"))
+def _item_field_of(ctx: gb.BuildContext, nb: gb.NodeBuild) -> str | None:
+    """The fan-out's ``item_field`` for a node of its subgraph (``None`` in count mode)."""
+    return (ctx.scratch.get("item_field_of") or {}).get(nb.graph_name)
+
+
+def _item(state: Any, item_field: str | None) -> Any:
+    return getattr(state, item_field, None) if item_field is not None else None
+
+
+def _instance(state: Any, item_field: str | None) -> Any:
+    """Which fan-out instance runs this node: its full ``fan_out_index_chain`` from the
+    run context (a count-mode instance has no item; items may repeat), else the item."""
+    lineage = current_lineage()
+    if lineage is not None and lineage.fan_out_index is not None:
+        return ("instance", lineage.fan_out_index_chain)
+    return ("item", _item(state, item_field))
 
 
 def _literal_or_field(state: Any, value: Any) -> Any:
@@ -67,25 +83,33 @@ def _success(state: Any, spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _literal_or_field(state, copy.deepcopy(v)) for k, v in spec.items()}
 
 
+FLAKY_BY_INDEX_KEYS = frozenset({"fail_when_idx", "fail_count_per_idx", "success_compute",
+                                 "category"})
+FLAKY_INSTANCE_KEYS = frozenset({"fail_count_per_instance", "category", "success_compute"})
+
+
 def _flaky_by_index(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     where = f"{nb.graph_name}.nodes.{nb.name}.flaky_by_index"
-    known = {"fail_when_idx", "fail_count_per_idx", "success_compute", "category"}
-    check_directives(value, known, where)
+    check_directives(value, FLAKY_BY_INDEX_KEYS, where)
     success = dict(value.get("success_compute") or {})
     category = value.get("category", "provider_unavailable")
     item_field = _item_field_of(ctx, nb)
-    counts: dict[Any, int] = {}
+    counts: dict[Any, int] = {}  # per instance
 
     async def act(state: Any) -> Mapping[str, Any]:
-        item = getattr(state, item_field)
+        item = _item(state, item_field)
+        if item is None and item_field is None:  # count mode: no item, the index stands in
+            lineage = current_lineage()
+            item = lineage.fan_out_index if lineage is not None else None
         if "fail_when_idx" in value and item == value["fail_when_idx"]:
             raise IndexedFailure(f"instance with item {item!r} fails by design",
                                  value.get("category"), False)
         if "fail_count_per_idx" in value:
-            n = counts.get(item, 0)
-            counts[item] = n + 1
+            key = _instance(state, item_field)  # every instance fails its first N attempts
+            n = counts.get(key, 0)
+            counts[key] = n + 1
             if n < int(value["fail_count_per_idx"]):
-                raise IndexedFailure(f"attempt {n} of item {item!r} fails", category, True)
+                raise IndexedFailure(f"attempt {n} of instance {key!r} fails", category, True)
         return _success(state, success)
 
     nb.actions.append(act)
@@ -93,7 +117,7 @@ def _flaky_by_index(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
 
 def _flaky_instance_only(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     where = f"{nb.graph_name}.nodes.{nb.name}.flaky_instance_only"
-    check_directives(value, {"fail_count_per_instance", "category", "success_compute"}, where)
+    check_directives(value, FLAKY_INSTANCE_KEYS, where)
     success = dict(value.get("success_compute") or {})
     category = value.get("category")
     limit = int(value.get("fail_count_per_instance", 1))
@@ -101,11 +125,11 @@ def _flaky_instance_only(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> 
     runs: dict[Any, int] = {}
 
     async def act(state: Any) -> Mapping[str, Any]:
-        item = getattr(state, item_field)
-        n = runs.get(item, 0)
-        runs[item] = n + 1
+        key = _instance(state, item_field)
+        n = runs.get(key, 0)
+        runs[key] = n + 1
         if n < limit:
-            raise IndexedFailure(f"whole-instance run {n} of item {item!r} fails", category, True)
+            raise IndexedFailure(f"whole-instance run {n} of {key!r} fails", category, True)
         return _success(state, success)
 
     nb.actions.append(act)
@@ -305,6 +329,10 @@ gb.NODE_DIRECTIVES.update({
     "flaky_instance_only": _flaky_instance_only,
     "sleep_ms": _sleep_ms,
 })
+
+_vocab.register("pipeline-utilities", FAN_OUT_KEYS | BRANCH_KEYS | {"branches", "errors_field"})
+_vocab.register("pipeline-utilities", FLAKY_BY_INDEX_KEYS | FLAKY_INSTANCE_KEYS)
+_vocab.register("pipeline-utilities", STATE_CALLABLES)
 
 from . import composition_checks  # noqa: E402  (expectations / invariants of these fixtures)
 

@@ -22,7 +22,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from openarmature_nodes.graph import NodeEvent
-from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.conformance import vocabulary as _vocab
+from tests.conformance.fixtures import Case, check_directives, unknown_predicate
 
 from . import graph_build as gb
 from . import graph_engine as ge
@@ -128,6 +129,11 @@ def _subject(events: list[NodeEvent], subject: str) -> list[NodeEvent]:
     return [e for e in events if e.node_name == subject]
 
 
+def resolves(name: str) -> bool:
+    """Does the event-predicate grammar interpret ``name``?"""
+    return any(name.endswith("_" + pred) for pred in PREDICATES)
+
+
 def check_event_predicate(events: list[NodeEvent], name: str, want: Any, where: str) -> None:
     for pred in sorted(PREDICATES, key=len, reverse=True):
         if name.endswith("_" + pred):
@@ -138,7 +144,7 @@ def check_event_predicate(events: list[NodeEvent], name: str, want: Any, where: 
                 f"{where}: {name} = {want!r} does not hold over {len(subset)} events: {seen}"
             )
             return
-    raise UnknownDirective(f"unknown event predicate {name!r} in {where}")
+    unknown_predicate(name, where)
 
 
 def _node_events(events: list[Any]) -> list[NodeEvent]:
@@ -494,6 +500,8 @@ def _as_invariant(check: Check) -> Callable[..., None]:
 
 for _name, _check in PU_INVARIANTS.items():
     ge.INVARIANTS.setdefault(_name, _as_invariant(_check))
+
+_vocab.register_resolver("graph-engine", resolves)
 
 
 # --- routing pipeline-utilities cases -------------------------------------------------------------

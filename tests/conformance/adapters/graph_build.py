@@ -48,7 +48,8 @@ from openarmature_nodes.graph import (
 )
 from openarmature_nodes.graph.lowlevel import SubgraphNode
 from openarmature_nodes.graph.nodes import NodeKind
-from tests.conformance.fixtures import Case, check_directives
+from tests.conformance import vocabulary as _vocab
+from tests.conformance.fixtures import Case, FixtureSchemaInvalid, check_directives, need
 
 Action = Callable[[Any], Awaitable[Mapping[str, Any] | None]]
 Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
@@ -138,7 +139,23 @@ class BuildContext:
             return self.subgraph(target)
         if target == "inner" and len(self.subgraph_defs) >= 1:
             return self.subgraph(list(self.subgraph_defs)[-1])
-        raise AssertionError(f"observer target {target!r} names no graph")
+        runs = self._subgraph_run_by_node(target)
+        if runs is not None:  # §5.5: a node name targets the subgraph that node runs
+            return self.subgraph(runs)
+        raise FixtureSchemaInvalid(
+            f"fixture_schema_invalid: observer target {target!r} names no graph or subgraph node")
+
+    def _subgraph_run_by_node(self, node: str) -> str | None:
+        graphs = [self.case.data.get("graph", self.case.data), *self.subgraph_defs.values()]
+        for gdef in graphs:
+            spec = (gdef.get("nodes") or {}).get(node)
+            if isinstance(spec, Mapping):
+                if isinstance(spec.get("subgraph"), str):
+                    return str(spec["subgraph"])
+                fan_out = spec.get("fan_out")
+                if isinstance(fan_out, Mapping) and isinstance(fan_out.get("subgraph"), str):
+                    return str(fan_out["subgraph"])
+        return None
 
 
 # --- state schemas --------------------------------------------------------------------
@@ -320,16 +337,20 @@ def _add_node(ctx: BuildContext, builder: GraphBuilder[Any], nb: NodeBuild) -> N
     builder.add_node(nb.name, body, middleware=nb.middleware)
 
 
+EDGE_KEYS = frozenset({"from", "to", "condition"})
+CONDITION_KEYS = frozenset({"if_field", "equals", "then", "else", "callable"})
+
+
 def _target(value: Any) -> Any:
     return END if value == "END" else str(value)
 
 
 def _add_edge(ctx: BuildContext, builder: GraphBuilder[Any], edge: Any, where: str) -> None:
-    check_directives(edge, {"from", "to", "condition"}, f"{where}.edges")
-    source = str(edge["from"])
+    check_directives(edge, EDGE_KEYS, f"{where}.edges")
+    source = str(need(edge, "from", f"{where}.edges[]"))
     cond = edge.get("condition")
     if cond is None:
-        builder.add_edge(source, _target(edge["to"]))
+        builder.add_edge(source, _target(need(edge, "to", f"{where}.edges[{source}]")))
         return
     if "callable" in cond:
         factory = EDGE_CALLABLES.get(cond["callable"])
@@ -338,9 +359,10 @@ def _add_edge(ctx: BuildContext, builder: GraphBuilder[Any], edge: Any, where: s
         dests = [_target(edge["to"])] if "to" in edge else None
         builder.add_conditional_edge(source, factory(ctx, cond), destinations=dests)
         return
-    check_directives(cond, {"if_field", "equals", "then", "else"}, f"{where}.edges.condition")
-    fname, value = str(cond["if_field"]), cond.get("equals")
-    then, other = _target(cond["then"]), _target(cond["else"])
+    check_directives(cond, CONDITION_KEYS, f"{where}.edges.condition")
+    cw = f"{where}.edges[{source}].condition"
+    fname, value = str(need(cond, "if_field", cw)), cond.get("equals")
+    then, other = _target(need(cond, "then", cw)), _target(need(cond, "else", cw))
 
     def route(state: Any) -> Any:
         return then if getattr(state, fname, None) == value else other
@@ -446,9 +468,14 @@ def _subgraph_option(key: str) -> NodeDirective:
     return handler
 
 
+DRAIN_EVENTS_FOR_KEYS = frozenset({"timeout_seconds", "snapshot_observer"})
+WRAP_KEYS = frozenset({"name", "pre_log", "post_log"})
+SLEEP_KEYS = frozenset({"first_invocation", "subsequent_invocations"})
+
+
 def _invoke_drain_events_for(ctx: BuildContext, nb: NodeBuild, value: Any) -> None:
     where = f"{nb.name}.invoke_drain_events_for"
-    check_directives(value, {"timeout_seconds", "snapshot_observer"}, where)
+    check_directives(value, DRAIN_EVENTS_FOR_KEYS, where)
     timeout = value.get("timeout_seconds")
     observer = value.get("snapshot_observer")
 
@@ -461,7 +488,8 @@ def _invoke_drain_events_for(ctx: BuildContext, nb: NodeBuild, value: Any) -> No
         rec = ctx.current
         rec.node_drain_summaries[nb.name] = summary
         if observer is not None:
-            snap = list(ctx.observers[observer].buckets.get(inv_id, ()))
+            watched = need(ctx.observers, observer, f"{where}.snapshot_observer")
+            snap = list(watched.buckets.get(inv_id, ()))
             rec.node_snapshots.setdefault(nb.name, {})[observer] = snap
 
     nb.actions.append(act)
@@ -469,7 +497,7 @@ def _invoke_drain_events_for(ctx: BuildContext, nb: NodeBuild, value: Any) -> No
 
 def _wrap_with_middleware(ctx: BuildContext, nb: NodeBuild, value: Any) -> None:
     for cfg in value or ():
-        check_directives(cfg, {"name", "pre_log", "post_log"}, f"{nb.name}.wrap_with_middleware")
+        check_directives(cfg, WRAP_KEYS, f"{nb.name}.wrap_with_middleware")
         log: list[Any] = ctx.scratch.setdefault("middleware_log", [])
         pre, post = cfg.get("pre_log"), cfg.get("post_log")
 
@@ -583,7 +611,7 @@ class Recorder:
             raise AssertionError(f"unknown observer behavior {self.behavior!r}")
         self.sleep = spec.get("sleep_ms_per_event", 0)
         if isinstance(self.sleep, Mapping):
-            check_directives(self.sleep, {"first_invocation", "subsequent_invocations"}, "sleep")
+            check_directives(self.sleep, SLEEP_KEYS, "sleep_ms_per_event")
         self.events: list[Any] = []
         self.buckets: dict[str, list[Any]] = {}
 
@@ -650,7 +678,7 @@ CASE_LEVEL_KEYS: set[str] = {
     "initial_state", "observers", "expected", "expected_error", "expected_compile_error",
     "expected_compile_warning", "invoke", "invoke_with", "invocations", "run_count",
     "invariants", "graph", "cases", "conformance_version", "caller_invocation_id",
-    "caller_correlation_id", "caller_metadata",
+    "caller_correlation_id",
 }
 
 
@@ -666,3 +694,19 @@ __all__ = [
     "SubgraphNode", "attach_observers", "bind_context", "build_graph", "make_middleware",
     "make_reducer", "parse_type", "state_class",
 ]
+
+
+# --- vocabulary (tests/conformance/vocabulary.py) ---------------------------------------------
+
+_vocab.register("graph-engine", NODE_DIRECTIVES)
+_vocab.register("graph-engine", GRAPH_KEYS)
+_vocab.register("graph-engine", CASE_LEVEL_KEYS)
+_vocab.register("graph-engine", STATE_FIELD_KEYS | {"fields"})
+_vocab.register("graph-engine", REDUCERS)
+_vocab.register("graph-engine", REDUCER_FACTORIES)
+_vocab.register("graph-engine", {"max_len", "key"})  # the factory reducers' kwargs
+_vocab.register("graph-engine", EDGE_KEYS | CONDITION_KEYS | {"multiplier"})
+_vocab.register("graph-engine", DRAIN_EVENTS_FOR_KEYS | WRAP_KEYS | SLEEP_KEYS)
+_vocab.register("graph-engine", OBSERVER_KEYS)
+_vocab.register("graph-engine", OBSERVER_BEHAVIORS)
+_vocab.register("graph-engine", MIDDLEWARE_TYPES)

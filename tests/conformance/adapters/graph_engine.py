@@ -8,6 +8,7 @@ entries to :data:`EXPECTATIONS` / :data:`INVARIANTS` (``name -> check``).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import warnings
@@ -25,7 +26,15 @@ from openarmature_nodes.graph import (
     GraphRuntimeError,
     NodeEvent,
 )
-from tests.conformance.fixtures import Case, check_directives
+from tests.conformance import vocabulary as _vocab
+from tests.conformance.fixtures import (
+    Case,
+    FixtureSchemaInvalid,
+    check_directives,
+    need,
+    unknown_predicate,
+)
+from tests.conformance.matchers import value_matches
 
 from .graph_build import (
     CASE_LEVEL_KEYS,
@@ -122,6 +131,9 @@ async def run_graph_case(ctx: BuildContext) -> None:
     _check_event_shapes(ctx)
 
 
+INVOKE_KEYS = frozenset({"drain"})
+
+
 def _invocations(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if "invocations" in data:
         return list(data["invocations"])
@@ -129,10 +141,14 @@ def _invocations(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if not any(k in data for k in runnable):
         return []
     inv = dict(data.get("invoke") or data.get("invoke_with") or {})
-    check_directives(inv, {"drain"}, "invoke")
+    check_directives(inv, INVOKE_KEYS, "invoke")
     spec: dict[str, Any] = {"initial_state": data.get("initial_state") or {}}
     if "drain" in inv:
         spec["drain"] = inv["drain"]
+    if "caller_invocation_id" in data:
+        spec["caller_invocation_id"] = data["caller_invocation_id"]
+    if "caller_correlation_id" in data:  # §5.7: the single-invocation spelling
+        spec["correlation_id"] = data["caller_correlation_id"]
     expected = dict(data.get("expected") or {})
     if "expected_error" in data:
         expected["expected_error"] = data["expected_error"]
@@ -150,7 +166,7 @@ def _wants_hidden_recorder(data: Mapping[str, Any], invocations: list[Mapping[st
 
 INVOCATION_KEYS = {
     "name", "description", "initial_state", "drain", "expected", "caller_invocation_id",
-    "correlation_id", "caller_metadata",
+    "correlation_id",
 }
 
 
@@ -224,7 +240,7 @@ def _check_expected(
 @expectation("final_state")
 def _final_state(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
     assert outcome.error is None, f"run failed: {outcome.error!r}"
-    assert plain(outcome.final) == value, f"final state {plain(outcome.final)} != {value}"
+    value_matches(value, plain(outcome.final), "final_state")
 
 
 @expectation("execution_order")
@@ -242,7 +258,9 @@ def _outcome(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> Non
 @expectation("error")
 def _error(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
     check_directives(value, {"category"}, "expected.error")
-    assert outcome.error is not None and outcome.error.category == value["category"]
+    want = need(value, "category", "expected.error")
+    assert outcome.error is not None, f"expected.error: the run completed: {outcome.final}"
+    assert outcome.error.category == want, f"error category {outcome.error.category} != {want}"
 
 
 @expectation("no_propagated_error")
@@ -256,12 +274,14 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+EXPECTED_ERROR_KEYS = frozenset(
+    {"category", "raised_from", "message", "recoverable_state", "execution_order"}
+)
+
+
 @expectation("expected_error")
 def _expected_error(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
-    check_directives(
-        value, {"category", "raised_from", "message", "recoverable_state", "execution_order"},
-        "expected_error",
-    )
+    check_directives(value, EXPECTED_ERROR_KEYS, "expected_error")
     err = outcome.error
     assert err is not None, f"expected {value.get('category')}, run completed: {outcome.final}"
     assert err.category == value["category"], f"category {err.category} != {value['category']}"
@@ -286,10 +306,11 @@ def _drain_summary(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) 
     _summary(outcome.drain, value, "drain_summary")
 
 
+SUMMARY_KEYS = frozenset({"timeout_reached", "undelivered_count", "undelivered_count_min"})
+
+
 def _summary(got: DrainSummary | None, value: Mapping[str, Any], where: str) -> None:
-    check_directives(
-        value, {"timeout_reached", "undelivered_count", "undelivered_count_min"}, where
-    )
+    check_directives(value, SUMMARY_KEYS, where)
     assert got is not None, f"{where}: no drain summary recorded"
     if "timeout_reached" in value:
         assert got.timeout_reached == value["timeout_reached"], f"{where}: {got}"
@@ -313,10 +334,23 @@ def _node_snapshots(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any)
             _match_events(snaps.get(obs, []), events, f"snapshot {node}/{obs}")
 
 
+@expectation("final_accumulator_state")
+def _final_accumulator(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
+    """The accumulate observer's bucket for this invocation, after the drain (§5.8)."""
+    for name, events in value.items():
+        rec = ctx.observers.get(name)
+        if rec is None or rec.behavior != "accumulate":
+            raise FixtureSchemaInvalid(
+                f"fixture_schema_invalid: final_accumulator_state names {name!r}, which is no "
+                f"accumulate observer of the case")
+        bucket = rec.buckets.get(outcome.record.invocation_id, [])
+        _match_events(bucket, events, f"final_accumulator_state.{name}")
+
+
 @expectation("observer_events")
 def _observer_events(ctx: BuildContext, graph: Any, outcome: Outcome, value: Any) -> None:
     for name, events in value.items():
-        rec = ctx.observers[name]
+        rec = need(ctx.observers, name, "observer_events (an observer the case declares)")
         mine = [e for e in rec.events if _of(ctx, e, outcome)]
         _match_events(mine, events, f"observer {name}")
 
@@ -367,6 +401,7 @@ def _of(ctx: BuildContext, event: Any, outcome: Outcome) -> bool:
 EVENT_KEYS = {
     "step", "phase", "node_name", "namespace", "pre_state", "post_state", "parent_states", "error",
     "attempt_index", "fan_out_index", "branch_name", "fan_out_index_chain", "branch_name_chain",
+    "invocation_id", "correlation_id",
 }
 
 
@@ -385,13 +420,14 @@ def match_event(ev: NodeEvent, exp: Mapping[str, Any], where: str) -> None:
             assert ev.error.category == cat, f"{where}: error {ev.error.category} != {cat}"
             assert ev.post_state is None, f"{where}: post_state set on a failed event"
         elif key in ("pre_state", "post_state"):
-            assert plain(getattr(ev, key)) == want, f"{where}: {key} {plain(getattr(ev, key))}"
+            value_matches(want, plain(getattr(ev, key)), f"{where}.{key}")
         elif key == "parent_states":
-            assert [plain(s) for s in ev.parent_states] == list(want), f"{where}: parent_states"
+            value_matches(list(want), [plain(s) for s in ev.parent_states],
+                          f"{where}.parent_states")
         elif key in ("namespace", "fan_out_index_chain", "branch_name_chain"):
             assert list(getattr(ev, key)) == list(want), f"{where}: {key} {getattr(ev, key)}"
         else:
-            assert getattr(ev, key) == want, f"{where}: {key} {getattr(ev, key)!r} != {want!r}"
+            value_matches(want, getattr(ev, key), f"{where}.{key}")
 
 
 def _check_event_shapes(ctx: BuildContext) -> None:
@@ -434,12 +470,49 @@ async def _invariant(
     ctx: BuildContext, graph: CompiledGraph[Any], name: str, value: Any, outcome: Outcome,
     scoped: list[tuple[Recorder, frozenset[str] | None]],
 ) -> None:
-    check = INVARIANTS.get(name)
+    check = INVARIANTS.get(name) or _family(name)
     if check is None:
-        raise AssertionError(f"unknown invariant {name!r}")
+        unknown_predicate(name, f"{ctx.case.test_id}.invariants")
+        return
     result = check(ctx, graph, value, outcome, scoped)
     if hasattr(result, "__await__"):
         await result
+
+
+# --- predicate families: names read by their words (graph-engine §6 drain rules) -------------
+
+_REJECTS_TIMEOUT = re.compile(r"^(?=.*timeout)(?=.*reject)(?=.*(negative|nan)).*$")
+
+
+def _family(name: str) -> Invariant | None:
+    """A predicate interpreted by its words rather than listed: the MUST-reject rule
+    for bad drain timeouts (``..._negative_..._timeout_..._rejected``, ``nan``)."""
+    if _REJECTS_TIMEOUT.match(name):
+        bad = [v for word, v in (("negative", -1.0), ("nan", math.nan)) if word in name]
+        return _rejects_bad_timeouts(bad)
+    return None
+
+
+def _rejects_bad_timeouts(bad: list[float]) -> Invariant:
+    async def check(ctx: BuildContext, graph: CompiledGraph[Any], value: Any, outcome: Outcome,
+                    scoped: Any) -> None:
+        for timeout in bad:
+            for name in ("drain", "drain_events_for"):
+                args = () if name == "drain" else (outcome.record.invocation_id or "x",)
+                try:
+                    await getattr(graph, name)(*args, timeout=timeout)
+                except (ValueError, TypeError):
+                    rejected = True
+                else:
+                    rejected = False
+                assert rejected == bool(value), f"{name}(timeout={timeout}) rejected={rejected}"
+
+    return check
+
+
+def resolves(name: str) -> bool:
+    """Does a predicate family interpret ``name``?"""
+    return _family(name) is not None
 
 
 @invariant("drain_returned_within_timeout")
@@ -533,5 +606,11 @@ def _edge_fail(ctx: BuildContext, graph: Any, value: Any, outcome: Outcome, scop
 
 
 __all__ = ["EXPECTATIONS", "INVARIANTS", "Outcome", "match_event", "run_case", "run_graph_case"]
+
+_vocab.register("graph-engine", EXPECTATIONS)
+_vocab.register("graph-engine", INVARIANTS)
+_vocab.register_resolver("graph-engine", resolves)
+_vocab.register("graph-engine", INVOCATION_KEYS | INVOKE_KEYS)
+_vocab.register("graph-engine", EVENT_KEYS | EXPECTED_ERROR_KEYS | SUMMARY_KEYS)
 
 from . import composition  # noqa: E402,F401  (fan-out / parallel-branches directives and checks)

@@ -76,12 +76,15 @@ from openarmature_nodes.llm import (
 )
 from openarmature_nodes.llm.tokens import TokenDelta, token_sink
 from openarmature_nodes.llm.wire.jsonschema import json_equal
+from tests.conformance import vocabulary as _vocab
 from tests.conformance.adapters.llm_provider_stream import (
     STREAM_INVARIANTS,
     check_stream_raw,
     sse_reply,
+    terminal_usage,
 )
-from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.conformance.fixtures import Case, UnknownDirective, check_directives, unknown_predicate
+from tests.conformance.matchers import value_matches
 from tests.transports import KINDS, TransportFactory, loopback_transports
 
 CASE_KEYS = frozenset(
@@ -96,6 +99,8 @@ CASE_KEYS = frozenset(
         "expected_wire_request_checks",
         "expected_wire_request_absent_keys",
         "expected_wire_bytes_identical",
+        "expected_wire_request_count",
+        "expected_wire_headers",
         "mapping",
         "cases",
         "conformance_version",
@@ -116,6 +121,8 @@ CALL_KEYS = frozenset(
         "expected_wire_request",
         "expected_wire_request_checks",
         "expected_wire_request_absent_keys",
+        "expected_wire_request_count",
+        "expected_wire_headers",
         "description",
     }
 )
@@ -136,6 +143,7 @@ EXPECTED_KEYS = frozenset(
 )
 RESPONSE_KEYS = frozenset({"message", "finish_reason", "usage", "raw_check", "parsed"})
 RAISES_KEYS = frozenset({"category", "carries"})
+RESPONSE_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls"})
 MAPPINGS = {None: "openai", "openai": "openai", "streaming_unsupported_stub": "stub"}
 
 
@@ -330,6 +338,7 @@ class Outcome:
     served: list[dict[str, Any]] = field(default_factory=list)
     messages_unmodified: bool | None = None
     tokens: list[TokenDelta] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # outbound POSTs' headers
 
 
 async def run_case(case: Case) -> None:
@@ -400,6 +409,8 @@ def _calls(data: dict[str, Any], where: str) -> list[dict[str, Any]]:
             "expected_wire_request",
             "expected_wire_request_checks",
             "expected_wire_request_absent_keys",
+            "expected_wire_request_count",
+            "expected_wire_headers",
         ):
             if key in data:
                 call[key] = data[key]
@@ -412,6 +423,7 @@ async def _run_call(
 ) -> Outcome:
     outcome = Outcome(call, where)
     start_wire, start_served = len(server.chat_bodies), len(server.served)
+    start_requests = len(server.requests)
     op = call.get("operation")
     try:
         if op == "ready":
@@ -427,6 +439,8 @@ async def _run_call(
         outcome.error = exc
     outcome.wire = server.chat_bodies[start_wire:]
     outcome.served = server.served[start_served:]
+    outcome.headers = [dict(r.headers) for r in server.requests[start_requests:]
+                       if r.method == "POST"]
     return outcome
 
 
@@ -510,6 +524,15 @@ def _assert_call(o: Outcome, model: str) -> None:
         _wire_check(key, want, wire, spec, f"{where}.expected_wire_request_checks.{key}")
     for key in spec.get("expected_wire_request_absent_keys") or []:
         assert wire is not None and key not in wire, f"{where}: wire key {key!r} must be absent"
+    if "expected_wire_request_count" in spec:
+        want_count = spec["expected_wire_request_count"]
+        assert len(o.wire) == want_count, f"{where}: {len(o.wire)} wire requests, not {want_count}"
+    if "expected_wire_headers" in spec:
+        assert o.headers, f"{where}.expected_wire_headers: no request was sent"
+        got_headers = {k.lower(): v for k, v in o.headers[-1].items()}
+        for name, value in spec["expected_wire_headers"].items():
+            got_value = got_headers.get(str(name).lower())
+            assert got_value == value, f"{where}: header {name}: {got_value!r} != {value!r}"
     expected = spec.get("expected") or {}
     check_directives(expected, EXPECTED_KEYS, f"{where}.expected")
     if "raises" in expected:
@@ -529,14 +552,24 @@ def _assert_call(o: Outcome, model: str) -> None:
         assert not o.tokens, f"{where}: token events were emitted: {o.tokens!r}"
     for name, want in (expected.get("invariants") or {}).items():
         check = _invariant(name, f"{where}.expected.invariants")
-        if want:
+        if check is not None and want:
             check(o, model)
+
+
+def _is_matcher(expected: Any) -> bool:
+    if isinstance(expected, str):
+        return len(expected) > 2 and expected[0] == "<" and expected[-1] == ">"
+    return isinstance(expected, dict) and len(expected) == 1 and (
+        "non_empty_string" in expected or "harness_parameterized" in expected)
 
 
 def match(expected: Any, actual: Any, path: str) -> None:
     """Literal comparison: dict keys must be equal sets, lists equal length,
-    scalars JSON-equal; the string ``"*"`` matches any non-empty string."""
-    if expected == "*":
+    scalars JSON-equal; the string ``"*"`` matches any non-empty string; the §5.10
+    value matchers (``<uuid>``, ``{non_empty_string: true}``, ...) match by rule."""
+    if _is_matcher(expected):
+        value_matches(expected, actual, path)
+    elif expected == "*":
         assert isinstance(actual, str) and actual, (
             f"{path}: expected a non-empty string, got {actual!r}"
         )
@@ -630,7 +663,7 @@ def _assert_response(o: Outcome, spec: dict[str, Any], where: str) -> None:
     assert r is not None
     if "message" in spec:
         msg = spec["message"]
-        check_directives(msg, {"role", "content", "tool_calls"}, f"{where}.message")
+        check_directives(msg, RESPONSE_MESSAGE_KEYS, f"{where}.message")
         assert msg.get("role", "assistant") == "assistant"
         if "content" in msg:
             want = msg["content"]
@@ -721,8 +754,13 @@ def _no_stream_key(o: Outcome, model: str) -> None:
 
 
 def _raw_usage_verbatim(o: Outcome, model: str) -> None:
+    """``raw.usage`` holds the server's usage block value for value (a malformed
+    counter is kept as sent, §6 / §7): the body's, or a stream's terminal one."""
     _succeeded(o, model)
-    sent = (o.served[-1].get("body") or {}).get("usage")
+    if "stream_body" in o.served[-1]:
+        sent = terminal_usage(o)
+    else:
+        sent = (o.served[-1].get("body") or {}).get("usage")
     got = o.response.raw.get("usage") if o.response else None
     assert isinstance(sent, dict) and isinstance(got, dict)
     for k, v in sent.items():
@@ -752,11 +790,29 @@ _INVARIANT_FAMILIES: list[tuple[re.Pattern[str], Callable[[Outcome, str], None]]
 ]
 
 
-def _invariant(name: str, where: str) -> Callable[[Outcome, str], None]:
+def _invariant(name: str, where: str) -> Callable[[Outcome, str], None] | None:
     check = _INVARIANTS.get(name)
     if check is not None:
         return check
     for pattern, fn in _INVARIANT_FAMILIES:
         if pattern.match(name):
             return fn
-    raise UnknownDirective(f"unknown invariant {name!r} in {where}")
+    unknown_predicate(name, where)  # raises unless in spec-drift mode
+    return None
+
+
+# --- vocabulary (tests/conformance/vocabulary.py) ---------------------------------------------
+
+_vocab.register("llm-provider", CASE_KEYS | CALL_KEYS | MOCK_KEYS | MOCK_RESPONSE_KEYS)
+_vocab.register("llm-provider", HEALTH_KEYS | CAPABILITY_KEYS | EXPECTED_KEYS | RESPONSE_KEYS)
+_vocab.register("llm-provider", RAISES_KEYS | RESPONSE_MESSAGE_KEYS | MESSAGE_KEYS | BLOCK_KEYS)
+_vocab.register("llm-provider", SOURCE_KEYS | TOOL_CALL_KEYS | TOOL_KEYS | CONFIG_KEYS)
+_vocab.register("llm-provider", {"required_keys", "calls"})
+_vocab.register("llm-provider", {"prompt_tokens", "completion_tokens", "total_tokens",
+                                 "cached_tokens", "cache_creation_tokens"})  # response.usage
+_vocab.register("carries", {"_present", "_mentions", "response_schema_present", "output_content",
+                            "error_message_present", "error_message_mentions", "finish_reason",
+                            "usage"})
+_vocab.register("llm-provider", _INVARIANTS)
+_vocab.register_resolver("llm-provider",
+                         lambda name: any(p.match(name) for p, _ in _INVARIANT_FAMILIES))

@@ -40,11 +40,13 @@ from openarmature_nodes.llm.call_retry import complete_with_retry
 from openarmature_nodes.llm.transport import RawResponse, Transport
 from openarmature_nodes.middleware import SpanMiddleware, compose
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
-from tests.conformance.fixtures import UnknownDirective, check_directives
+from tests.conformance import vocabulary as _vocab
+from tests.conformance.fixtures import UnknownDirective, check_directives, unknown_predicate
 
 RETRY_KEYS = frozenset({"max_attempts", "backoff", "per_attempt_override", "reask", "classifier"})
 WIRE_KEYS = frozenset({"sampling", "appended_messages"})
 SPAN_KEYS = frozenset({"attempt_index", "attributes", "attributes_absent", "error_category"})
+APPENDED_KEYS = frozenset({"role", "content", "content_contains"})
 HANDLED_EXPECTED = frozenset({"wire_requests", "llm_spans", "invariants"})
 
 
@@ -191,7 +193,8 @@ def _check(run: RetryRun, expected: dict[str, Any], call: dict[str, Any]) -> Non
     for name, want in (expected.get("invariants") or {}).items():
         check = _INVARIANTS.get(name)
         if check is None:
-            raise UnknownDirective(f"unknown invariant {name!r} in {where}.invariants")
+            unknown_predicate(name, f"{where}.invariants")
+            continue
         if want:
             check(run, call, f"{where}.invariants.{name}")
 
@@ -216,7 +219,7 @@ def _check_wire(run: RetryRun, entries: list[dict[str, Any]], where: str) -> Non
                 f"{where}[{i}].appended_messages: got {appended!r}")
             for j, (want_msg, got) in enumerate(zip(want_list, appended, strict=True)):
                 mw = f"{where}[{i}].appended_messages[{j}]"
-                check_directives(want_msg, {"role", "content", "content_contains"}, mw)
+                check_directives(want_msg, APPENDED_KEYS, mw)
                 assert got["role"] == want_msg["role"], f"{mw}: role {got['role']!r}"
                 if "content" in want_msg:
                     assert got["content"] == want_msg["content"], f"{mw}: {got['content']!r}"
@@ -370,3 +373,8 @@ _INVARIANTS: dict[str, Callable[[RetryRun, dict[str, Any], str], None]] = {
     "retry_reason_discriminates_reask_vs_transient_in_one_loop": _reasons_distinct,
     "reask_makes_structured_output_invalid_retryable": _reask_retries_structured,
 }
+
+
+_vocab.register("llm-provider", RETRY_KEYS | WIRE_KEYS | SPAN_KEYS | HANDLED_EXPECTED)
+_vocab.register("llm-provider", APPENDED_KEYS | {"template", "seconds", "type"})
+_vocab.register("llm-provider", _INVARIANTS)

@@ -164,15 +164,37 @@ def _reasoning_block(o: Outcome, model: str) -> None:
     assert events == want, f"{o.where}: reasoning token events {o.tokens!r}"
 
 
+BASELINE_COUNTERS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def reported(value: Any) -> int | None:
+    """A usage counter as llm-provider §7 *Malformed usage counter* reads it: a
+    non-negative integer stands; anything else (a string, a negative, a boolean,
+    a float) is not reported. Never coerced."""
+    return value if type(value) is int and value >= 0 else None
+
+
+def terminal_usage(o: Outcome) -> Any:
+    """The usage block of the stream's terminal usage chunk, as the server sent it."""
+    usage = [c["usage"] for c in _chunks(o) if c.get("usage") is not None]
+    assert usage, f"{o.where}: the stream has no usage chunk"
+    return usage[-1]
+
+
 def _terminal_sourced(o: Outcome, model: str) -> None:
+    """finish_reason and usage come from the terminal chunks (§6, §8.1.6): each
+    baseline counter is the terminal chunk's, ``null`` where that one is malformed
+    (§7), and ``raw.usage`` is the terminal usage block verbatim."""
     r = o.response
     assert r is not None, f"{o.where}: got {o.error!r}"
-    chunks = _chunks(o)
-    assert r.finish_reason == _last_finish(chunks), f"{o.where}: finish_reason"
-    usage = [c["usage"] for c in chunks if c.get("usage") is not None]
-    assert usage, f"{o.where}: the stream has no usage chunk"
-    assert msgspec.to_builtins(r.usage) == usage[-1], f"{o.where}: usage {r.usage!r}"
-    assert r.raw.get("usage") == usage[-1], f"{o.where}: raw usage not verbatim"
+    assert r.finish_reason == _last_finish(_chunks(o)), f"{o.where}: finish_reason"
+    sent = terminal_usage(o)
+    assert isinstance(sent, dict), f"{o.where}: the usage block is not an object: {sent!r}"
+    for name in BASELINE_COUNTERS:
+        got, want = getattr(r.usage, name), reported(sent.get(name))
+        assert got == want and type(got) is type(want), (
+            f"{o.where}: usage.{name} is {got!r}; the terminal chunk sent {sent.get(name)!r}")
+    assert r.raw.get("usage") == sent, f"{o.where}: raw usage {r.raw.get('usage')!r} not verbatim"
 
 
 def _tool_args_parse(o: Outcome, model: str) -> None:

@@ -46,9 +46,18 @@ from openarmature_nodes.middleware import (
     TimingRecord,
 )
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
-from tests.conformance.fixtures import Case, UnknownDirective, check_directives
+from tests.conformance import vocabulary as _vocab
+from tests.conformance.fixtures import (
+    Case,
+    UnknownDirective,
+    check_directives,
+    need,
+    unknown_predicate,
+)
+from tests.conformance.matchers import value_matches
 
 from . import graph_build as gb
+from . import graph_engine as ge
 
 Next = Callable[[Any], Awaitable[Any]]
 
@@ -67,8 +76,12 @@ class MockFailure(Exception):
         self.transient = transient
 
 
+FAILURE_KEYS = frozenset({"transient", "category", "message", "cause"})
+FLAKY_KEYS = frozenset({"failure_sequence", "success_update"})
+
+
 def _failure(spec: Mapping[str, Any], where: str) -> MockFailure:
-    check_directives(spec, {"transient", "category", "message", "cause"}, where)
+    check_directives(spec, FAILURE_KEYS, where)
     exc = MockFailure(str(spec.get("message") or ""), spec.get("category"),
                       bool(spec.get("transient", False)))
     if spec.get("cause") is not None:
@@ -83,7 +96,7 @@ def _counters(ctx: gb.BuildContext) -> dict[str, int]:
 
 def _flaky(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     where = f"{nb.graph_name}.nodes.{nb.name}.flaky"
-    check_directives(value, {"failure_sequence", "success_update"}, where)
+    check_directives(value, FLAKY_KEYS, where)
     sequence = list(value.get("failure_sequence") or [])
     for i, entry in enumerate(sequence):
         if entry is not None:
@@ -218,10 +231,12 @@ def _classifier(spec: Any, where: str) -> dict[str, Any]:
     raise UnknownDirective(f"classifier type {spec.get('type')!r} in {where}")
 
 
+RETRY_KEYS = frozenset({"type", "name", "max_attempts", "backoff", "classifier"})
+
+
 def _retry(ctx: gb.BuildContext, cfg: Mapping[str, Any]) -> gb.Middleware:
     where = "retry"
-    check_directives(cfg, {"type", "name", "max_attempts", "backoff", "classifier"},
-                     where)
+    check_directives(cfg, RETRY_KEYS, where)
     kw: dict[str, Any] = {}
     if "max_attempts" in cfg:
         kw["max_attempts"] = int(cfg["max_attempts"])
@@ -308,13 +323,16 @@ def _on_caught(ctx: gb.BuildContext, spec: Any, where: str) -> Any:
     return on_caught
 
 
+ISOLATION_KEYS = frozenset({"type", "name", "degraded_update", "event_name", "catch", "predicate",
+                            "on_caught"})
+
+
 def _failure_isolation(ctx: gb.BuildContext, cfg: Mapping[str, Any]) -> gb.Middleware:
     where = "failure_isolation"
-    check_directives(cfg, {"type", "name", "degraded_update", "event_name", "catch", "predicate",
-                           "on_caught"}, where)
+    check_directives(cfg, ISOLATION_KEYS, where)
     return FailureIsolationMiddleware(
-        degraded_update=_degraded(cfg["degraded_update"], f"{where}.degraded_update"),
-        event_name=str(cfg["event_name"]),
+        degraded_update=_degraded(need(cfg, "degraded_update", where), f"{where}.degraded_update"),
+        event_name=str(need(cfg, "event_name", where)),
         catch=set(cfg["catch"]) if cfg.get("catch") is not None else None,
         predicate=_predicate(cfg.get("predicate"), f"{where}.predicate"),
         on_caught=_on_caught(ctx, cfg.get("on_caught"), f"{where}.on_caught"),
@@ -357,7 +375,7 @@ async def run_case(case: Case) -> None:
         graph = gb.build_graph(ctx, data, name="outer").compile()
         ctx.outer = graph
         expected = dict(data.get("expected") or {})
-        check_directives(expected, EXPECTED_KEYS, f"{where}.expected")
+        check_directives(expected, EXPECTED_KEYS | set(ge.EXPECTATIONS), f"{where}.expected")
         gb.attach_observers(ctx, list(data.get("observers") or []))
 
         async def collect_fi(event: Any) -> None:  # framework events arrive on the queue
@@ -401,14 +419,14 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
 
     if "expected_error" in data:
         _check_error(ctx, error, data["expected_error"], f"{where}.expected_error")
-    elif error is not None:
+    elif error is not None and not _errored_expected(expected):
         raise AssertionError(f"{where}: unexpected {error!r}") from error
 
     if "final_state" in expected:
         assert final is not None, f"{where}: no final state"
         got = _builtins(final)
         got.update(ctx.scratch.get("side_channel") or {})
-        assert got == expected["final_state"], f"{where}.final_state: {got!r}"
+        value_matches(expected["final_state"], got, f"{where}.final_state")
     if "execution_order" in expected:
         got_order = ctx.current.execution_order
         assert got_order == expected["execution_order"], f"{where}.execution_order: {got_order}"
@@ -423,7 +441,8 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
             _check_events(implicit, want_events, f"{where}.observer_events")
         else:
             for obs, evs in want_events.items():
-                _check_events(ctx.observers[obs].events, evs, f"{where}.observer_events.{obs}")
+                rec = need(ctx.observers, obs, f"{where}.observer_events")
+                _check_events(rec.events, evs, f"{where}.observer_events.{obs}")
     if "expected_observer_event" in expected:
         _check_observer_event(implicit, expected["expected_observer_event"],
                               f"{where}.expected_observer_event")
@@ -434,21 +453,38 @@ async def _run_once(ctx: gb.BuildContext, graph: Any, data: dict[str, Any],
                         f"{where}.expected_failure_isolation_event")
     if expected.get("no_failure_isolation_event"):
         assert events == [], f"{where}: unexpected failure-isolation event {events!r}"
+    _shared_expectations(ctx, graph, expected, final, error)
     invariants = dict(data.get("invariants") or {})
     invariants.update(expected.get("invariants") or {})
     for name, want in invariants.items():
         check = INVARIANTS.get(name)
         if check is None:
-            raise UnknownDirective(f"unknown invariant {name!r} in {where}")
+            unknown_predicate(name, f"{where}.invariants")
+            continue
         if want:
             check(ctx, data, final, error, f"{where}.invariants.{name}")
+
+
+def _errored_expected(expected: Mapping[str, Any]) -> bool:
+    return expected.get("outcome") == "errored" or "error" in expected or (
+        "expected_error" in expected)
+
+
+def _shared_expectations(ctx: gb.BuildContext, graph: Any, expected: Mapping[str, Any],
+                         final: Any, error: GraphRuntimeError | None) -> None:
+    """The rest of the §5.8 vocabulary (``outcome``, ``error``, ``drain_summary``, ...),
+    checked by the graph-engine adapter's table on this run's outcome."""
+    outcome = ge.Outcome(ctx.current, final=final, error=error)
+    for key, value in expected.items():
+        if key not in EXPECTED_KEYS:
+            ge.EXPECTATIONS[key](ctx, graph, outcome, value)
 
 
 def _check_error(ctx: gb.BuildContext, error: GraphRuntimeError | None, spec: Mapping[str, Any],
                  where: str) -> None:
     check_directives(spec, ERROR_KEYS, where)
     assert error is not None, f"{where}: the invocation succeeded"
-    assert error.category == spec["category"], f"{where}: category {error.category!r}"
+    assert error.category == need(spec, "category", where), f"{where}: category {error.category!r}"
     if "raised_from" in spec:
         assert getattr(error, "node_name", None) == spec["raised_from"], f"{where}: raised_from"
     if "message" in spec:
@@ -531,6 +567,8 @@ def _check_observer_event(events: list[Any], spec: Mapping[str, Any], where: str
         assert event.error is None, f"{where}: error {event.error!r}"
 
 
+CAUGHT_KEYS = frozenset({"category", "message", "chain"})
+CHAIN_LINK_KEYS = frozenset({"category", "message", "carrier"})
 FI_KEYS = frozenset({"event_name", "wrapped_node_lineage", "pre_state", "post_state",
                      "caught_exception"})
 
@@ -550,7 +588,7 @@ def _check_fi_event(event: FailureIsolationEvent, spec: Mapping[str, Any], where
         assert _builtins(event.post_state) == spec["post_state"], f"{where}.post_state"
     if "caught_exception" in spec:
         want = spec["caught_exception"]
-        check_directives(want, {"category", "message", "chain"}, f"{where}.caught_exception")
+        check_directives(want, CAUGHT_KEYS, f"{where}.caught_exception")
         chain = event.caught_exception
         if "category" in want:
             assert chain.category == want["category"], f"{where}: category {chain.category!r}"
@@ -651,6 +689,12 @@ INVARIANTS: dict[str, Invariant] = {
     "engine_sees_degraded_return": _degraded_reached_engine,
     "node_level_chain_is_single_non_carrier_link": _single_non_carrier,
 }
+
+_vocab.register("pipeline-utilities", FAILURE_KEYS | FLAKY_KEYS | RETRY_KEYS | ISOLATION_KEYS)
+_vocab.register("pipeline-utilities", CAUGHT_KEYS | CHAIN_LINK_KEYS | FI_KEYS)
+_vocab.register("pipeline-utilities", {"caught_exception"})
+_vocab.register("pipeline-utilities", EXPECTED_KEYS | ERROR_KEYS | {"clock_stub", "seconds"})
+_vocab.register("pipeline-utilities", INVARIANTS)
 
 from .composition import wrap_pipeline_utilities  # noqa: E402  (fan-out / parallel branches)
 
