@@ -49,6 +49,7 @@ from openarmature_nodes.nodes.observe import CallEventMiddleware, tool_call
 from openarmature_nodes.observability.otel import OTelObserver
 from openarmature_nodes.onion import compose
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
+from tests.conformance import vocabulary as _vocab
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
 
 from . import (
@@ -67,7 +68,7 @@ OBSERVABILITY_CASE_KEYS = {
     "mock_llm", "mock_llm_stream", "typed_observers", "disable_llm_spans",
     "disable_provider_payload", "disable_genai_semconv", "enable_metrics",
     "detached_subgraphs", "detached_fan_outs", "caller_global_otel_active", "provider",
-    "inner_subgraphs", "subgraphs", "direct_call",
+    "inner_subgraphs", "subgraphs", "direct_call", "caller_metadata",
 }
 gb.CASE_LEVEL_KEYS.update(OBSERVABILITY_CASE_KEYS)
 CASE_KEYS = gb.CASE_LEVEL_KEYS | gb.GRAPH_KEYS
@@ -892,3 +893,11 @@ def _check_metrics(run: Run, want: list[Mapping[str, Any]], where: str) -> None:
 
 
 from .observability_checks import INVARIANTS  # noqa: E402  (the predicates use this module)
+
+_vocab.register("observability", OBSERVABILITY_CASE_KEYS | EXPECTED_KEYS | SPAN_KEYS)
+_vocab.register("observability", CALL_KEYS | COLLECTOR_KEYS | DIRECT_CALL_KEYS)
+_vocab.register("observability", {"tool_name", "tool_call_id", "arguments", "mock_tool",
+                                  "stores_result_in", "returns", "raises", "instrument",
+                                  "dimensions", "value", "event_type", "fields", "count",
+                                  "kind", "filter_event_type", "include_caller_metadata"})
+_vocab.register("observability", INVARIANTS)
