@@ -4,6 +4,7 @@
 #   bench/run.sh                 # full run, ~8 minutes on a 2-core machine
 #   QUICK=1 bench/run.sh         # smoke run (1 repeat, small N), ~2 minutes
 #   bench/run.sh client engine   # only some stages: client memory engine onion
+#   bench/run.sh distributed     # opt-in stage: the Dask fan-out executor (distributed_bench.py)
 #
 # Knobs: REPEATS=3 N=2000 K=500 ITEMS=10000 CALLS=1000 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
 #
@@ -100,7 +101,9 @@ for s in "${STAGES[@]}"; do
     memory) stage memory 300 "$PY" "$HERE/memory_bench.py" --calls "$CALLS" ;;
     engine) stage engine 400 "$PY" "$HERE/engine_bench.py" --k "$K" --items "$ITEMS" --repeats "$REPEATS" ;;
     onion)  stage onion 200 "$PY" "$HERE/onion_bench.py" --n "$ONION_N" --repeats "$REPEATS" ;;
-    *) echo "unknown stage $s (client memory engine onion)" >&2; exit 2 ;;
+    # opt-in (not in the default list): starts Dask LocalClusters of 1 and 2 workers
+    distributed) stage distributed 400 "$PY" "$HERE/distributed_bench.py" --repeats "$REPEATS" ;;
+    *) echo "unknown stage $s (client memory engine onion distributed)" >&2; exit 2 ;;
   esac
 done
 log "targets"

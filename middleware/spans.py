@@ -38,6 +38,7 @@ from openarmature_nodes.observability.genai import (
     GenAIConvention,
     attempt_attributes,
     convention_from_env,
+    dialect_attributes,
     error_attributes,
     param_attributes,
     payload_attributes,
@@ -60,8 +61,8 @@ class SpanMiddleware:
     :mod:`openarmature_nodes.observability.genai`).
     """
 
-    __slots__ = ("_cap", "_convention", "_static", "_static_attempt0", "record_payloads",
-                 "span_name", "tracer")
+    __slots__ = ("_cap", "_convention", "_provider", "_static", "_static_attempt0",
+                 "record_payloads", "span_name", "tracer")
 
     def __init__(
         self,
@@ -90,6 +91,7 @@ class SpanMiddleware:
         )
 
         self._static_attempt0 = {**self._static, **attempt_attributes(0)}
+        self._provider = provider
 
     def __repr__(self) -> str:
         return f"SpanMiddleware(span_name={self.span_name!r})"
@@ -106,6 +108,9 @@ class SpanMiddleware:
                 attrs.update(param_attributes(request_params(config)))
         else:
             attrs = self._static_attempt0
+        dialect = dialect_attributes(self._provider)  # "auto" settles at warm-up: read per call
+        if dialect:
+            attrs = {**attrs, **dialect}
         span = self.tracer.start_span(self.span_name, kind=SpanKind.CLIENT, attributes=attrs)
         recording = span.is_recording()
         if not recording and not span.get_span_context().is_valid:
@@ -136,6 +141,7 @@ class SpanMiddleware:
                 response_model=done["response_model"], response_id=done["response_id"],
                 finish_reason=done["finish_reason"], usage=done["usage"],
                 tool_calls=done["output_tool_calls"], convention=self._convention)
+            end.update(dialect_attributes(self._provider))  # "auto" may have settled
             if self.record_payloads:
                 end.update(payload_attributes(
                     output_content=done["output_content"],

@@ -116,11 +116,12 @@ class StructuredOutputMiddleware:
         if schema is None:
             return await next(request)
 
+        if self._reask_policy is None:
+            return self._check(await next(outgoing), schema, outgoing)
+
         async def checked(attempt: CompletionRequest) -> Response:
             return self._check(await next(attempt), schema, attempt)
 
-        if self._reask_policy is None:
-            return await checked(outgoing)
         return await complete_with_retry(checked, outgoing, self._reask_policy)
 
 

@@ -27,3 +27,14 @@ def real_server_promised() -> None:
     problem = broken_promise()
     if problem is not None:
         pytest.fail(f"OPENARMATURE_REAL_LLM_URL is set but {problem}")
+
+
+@pytest.fixture
+def real_vllm_promised() -> None:
+    """Fails a real-vLLM test when ``$OPENARMATURE_REAL_VLLM_URL`` (or the keyed
+    instance's URL) promised a server that does not answer (``tests/real_vllm.py``)."""
+    from tests.real_vllm import broken_promise
+
+    problem = broken_promise()
+    if problem is not None:
+        pytest.fail(problem)

@@ -123,3 +123,16 @@ def test_base_url_without_model_is_a_usage_error() -> None:
     done = run_example("agent.py", "--base-url", "http://127.0.0.1:9")
     assert done.returncode != 0
     assert "--model" in done.stderr
+
+
+@pytest.mark.dask
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_distributed_enrichment_example(backend: str) -> None:
+    pytest.importorskip("distributed")
+    done = run_example("distributed_enrichment.py", "--backend", backend, "--records", "60")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "cluster: a LocalCluster of 2 worker processes" in out
+    assert f"workers on {backend}" in out
+    assert "60 taglines in record order" in out
+    assert "first 20 identical to a local run: yes" in out

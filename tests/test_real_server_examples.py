@@ -34,7 +34,6 @@ from openarmature_nodes.llm import (
     OpenAIProvider,
     ProviderAuthentication,
     ProviderInvalidModel,
-    ProviderUnavailable,
     RuntimeConfig,
     StructuredOutputInvalid,
     SystemMessage,
@@ -160,15 +159,17 @@ async def test_usage_accounting(provider: OpenAIProvider) -> None:
 # --- structured output ----------------------------------------------------------------------
 
 
-async def test_response_format_json_schema_is_a_500_on_llama_cpp(provider: OpenAIProvider) -> None:
-    """What our provider does with ``response_schema``: it sends the standard
-    ``response_format: json_schema``, which this server rejects with HTTP 500.
-    The failure is categorized (``provider_unavailable``, status 500), not a raw error."""
-    with pytest.raises(ProviderUnavailable) as info:
-        await provider.complete(
-            ASK_PERSON, response_schema=Person, config=RuntimeConfig(max_tokens=40)
-        )
-    assert info.value.status == 500
+async def test_response_schema_goes_in_llama_cpps_own_form(provider: OpenAIProvider) -> None:
+    """With ``genai_system="llama.cpp"`` the provider's dialect is ``llamacpp``:
+    ``response_schema`` is sent as ``{"type": "json_object", "schema": ...}``,
+    the form this server enforces (``json_schema`` would be an HTTP 500: see
+    ``tests/test_real_dialects.py``)."""
+    assert provider.dialect.name == "llamacpp"
+    response = await provider.complete(
+        ASK_PERSON, response_schema=Person, config=RuntimeConfig(max_tokens=40, temperature=0.0)
+    )
+    assert isinstance(response.parsed, Person)
+    assert response.finish_reason == "stop"
 
 
 async def test_response_format_json_object_with_schema_validated_by_the_layer(

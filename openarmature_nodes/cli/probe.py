@@ -9,6 +9,12 @@ one-token completion takes (*first token*).
 ``ready()`` answers the first four with one ``GET /v1/models``; the error
 category it raises tells which step failed. vLLM's ``/v1/models`` reports no
 load state, so on vLLM only ``--warm-up`` proves the model really answers.
+
+It also prints the server *dialect* (:mod:`openarmature_nodes.llm.dialects`),
+the model's ``max_model_len`` where the server reports one, and the
+structured-output mode. With ``--dialect auto`` (the default) those come from
+the server itself: its model card and a tiny canary request per
+structured-output form, so the probe shows what ``dialect="auto"`` would pick.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from openarmature_nodes.llm import (
     Timeouts,
     UserMessage,
 )
+from openarmature_nodes.llm.dialects import DIALECT_NAMES
 
 __all__ = ["ProbeReport", "ProbeStep", "add_probe_arguments", "probe", "run_probe_command"]
 
@@ -60,6 +67,10 @@ class ProbeReport:
     model: str
     steps: list[ProbeStep] = field(default_factory=list)
     error_category: str | None = None
+    dialect: str | None = None
+    max_model_len: int | None = None
+    structured_output_mode: str | None = None
+    detection: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,19 +85,21 @@ async def probe(
     api_key: str | None = None,
     warm_up: bool = False,
     phase_timeout: float = 10.0,
+    dialect: str = "auto",
 ) -> ProbeReport:
     """Run the probe and return its report; never raises a provider error.
 
     ``phase_timeout`` bounds every phase of each request (connect, write, each wait
     for response bytes, waiting for a pooled connection): a server that
     accepts the connection and then says nothing fails the step as
-    ``provider_unavailable`` instead of hanging.
+    ``provider_unavailable`` instead of hanging. ``dialect``: the provider's
+    dialect (``"auto"``: detect it; see the module docs).
     """
     report = ProbeReport(base_url=base_url, model=model)
     t = phase_timeout
     limits = Timeouts(connect=t, read=t, write=t, pool=t)
     async with OpenAIProvider(
-        base_url=base_url, model=model, api_key=api_key, timeouts=limits
+        base_url=base_url, model=model, api_key=api_key, timeouts=limits, dialect=dialect
     ) as provider:
         t0 = time.perf_counter()
         try:
@@ -102,6 +115,10 @@ async def probe(
             report.error_category = exc.category
             return report
         took = time.perf_counter() - t0
+        report.dialect = provider.dialect.name
+        report.max_model_len = provider.max_model_len
+        report.structured_output_mode = provider.structured_output_mode
+        report.detection = provider.dialect_detection
         for name in _READY_STEPS:
             report.steps.append(ProbeStep(name, True, took if name == "reachable" else None))
         if not warm_up:
@@ -144,6 +161,13 @@ def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--warm-up", action="store_true", help="also time a one-token completion")
     parser.add_argument(
+        "--dialect",
+        choices=DIALECT_NAMES,
+        default=env("OPENARMATURE_DIALECT") or "auto",
+        help="server dialect; auto (default) detects it and its structured-output mode "
+        "(env OPENARMATURE_DIALECT)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=10.0,
@@ -164,6 +188,7 @@ def run_probe_command(args: argparse.Namespace) -> int:
                 api_key=args.api_key,
                 warm_up=args.warm_up,
                 phase_timeout=args.timeout,
+                dialect=args.dialect,
             ),
             backend=args.backend,
         )
@@ -178,5 +203,12 @@ def run_probe_command(args: argparse.Namespace) -> int:
             took = f"{step.seconds * 1000:8.1f} ms" if step.seconds is not None else " " * 11
             verdict = "ok  " if step.ok else "FAIL"
             print(f"  {verdict} {step.name:<13} {took}  {step.detail}".rstrip())
+        if report.dialect is not None:
+            print(f"  dialect: {report.dialect}")
+            limit = report.max_model_len
+            print(f"  max_model_len: {limit if limit is not None else 'not reported'}")
+            print(f"  structured output: {report.structured_output_mode}")
+            if report.detection:
+                print(f"  detected: {report.detection}")
         print("verdict: ready" if report.ok else f"verdict: not ready ({report.error_category})")
     return 0 if report.ok else 1

@@ -35,6 +35,10 @@ subgraph field names holding ``collect_field`` (and any ``extra_outputs``
 fields). A failure-isolation middleware degrading an instance therefore
 returns e.g. ``{"summary": ""}``; a missing ``collect_field`` leaves a
 ``None`` in that instance's slot rather than dropping it.
+
+Where instances run: here by default; ``executor=`` hands the projected
+instances to a :class:`~.executors.FanOutExecutor` (e.g. a Dask cluster, see
+:mod:`openarmature_nodes.distributed`) under the same contract.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from ._kinds import (
 from ._pool import run_indexed
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
+from .executors import FanOutBatch, FanOutExecutor, Outcome
 from .nodes import Inner
 from .reducers import last_write_wins
 from .state import Schema
@@ -161,6 +166,7 @@ class FanOut(ConcurrentKind):
         extra_outputs: Mapping[str, str] | None = None,
         instance_middleware: Sequence[Middleware[Any, Any]] = (),
         error_record: ErrorRecord = default_error_record,
+        executor: FanOutExecutor | None = None,
     ) -> None:
         from .compiled import CompiledGraph
 
@@ -187,6 +193,7 @@ class FanOut(ConcurrentKind):
         self.extra_outputs = dict(extra_outputs or {})
         self.instance_middleware = tuple(instance_middleware)
         self.error_record = error_record
+        self.executor = executor  # None: run_indexed here (see .executors)
         self.name = ""
         self._keys: tuple[str, ...] = ()
         self._lww_extra: frozenset[str] = frozenset()
@@ -210,6 +217,20 @@ class FanOut(ConcurrentKind):
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
         """The instance subgraph (none for an instance callable)."""
         return (self.graph,) if self.graph is not None else ()
+
+    def _execute(
+        self, count: int, job: Callable[[int], Awaitable[Any]], limit: int | None,
+        enter: Callable[[int], Any], step: Step | None,
+    ) -> Awaitable[Outcome]:
+        """Run every instance: in this loop, or through ``executor`` (see :mod:`.executors`)."""
+        fail_fast = self.error_policy == "fail_fast"
+        if self.executor is None:
+            return run_indexed(count, job, limit=limit, fail_fast=fail_fast)
+        return self.executor.run(FanOutBatch(
+            node_name=self.name, count=count, limit=limit, fail_fast=fail_fast,
+            subgraph=self.graph, keys=self._keys, instance_middleware=self.instance_middleware,
+            instance=enter, job=job, step=step,
+        ))
 
     async def _resolve(self, state: Any) -> tuple[int, list[Any] | None, int | None]:
         items: list[Any] | None = None
@@ -289,9 +310,7 @@ class FanOut(ConcurrentKind):
                 run = compose(self.instance_middleware, self._observed_instance(step, i))
                 return await run_with_lineage(view_step(step, inst, fan_out_index=i), run, inst)
 
-        outcome = await run_indexed(
-            count, job, limit=limit, fail_fast=self.error_policy == "fail_fast"
-        )
+        outcome = await self._execute(count, job, limit, enter, step)
         if outcome.failures and self.error_policy == "fail_fast":
             raise next(iter(outcome.failures.values()))
         return self._fan_in(outcome.results, outcome.failures, count)

@@ -9,6 +9,8 @@ The layer knows nothing of graphs. Its pieces, bottom up:
 - :mod:`.messages`, :mod:`.config`, :mod:`.request`, :mod:`.response`: the
   data types (frozen ``msgspec.Struct``\\ s);
 - :mod:`.errors`: the nine error categories;
+- :mod:`.dialects`: what each server family accepts (the table; the encoding
+  follows it) and :mod:`.dialect_probe`, the ``dialect="auto"`` probe;
 - :mod:`.tokens`: token deltas of streamed calls and the sinks that get them;
 - :mod:`.wire`: the sans-IO mapping (pre-send validation, schemas, request
   encoding, reply / error / stream decoding, SSE); it imports no I/O library;
@@ -24,6 +26,7 @@ httpx, anyio or httptools loaded.
 from typing import TYPE_CHECKING
 
 from .config import RuntimeConfig
+from .dialects import Dialect
 from .errors import (
     TRANSIENT_CATEGORIES,
     ProviderAuthentication,
@@ -123,6 +126,7 @@ __all__ = [
     "CompletionRequest",
     "ContentBlock",
     "DeltaKind",
+    "Dialect",
     "FastTransport",
     "FinishReason",
     "HTTPErrorReply",

@@ -112,13 +112,15 @@ async def complete_with_retry(
 
         return await run_with_retry(retry, plain, state=request)
 
-    transcript: list[Message] = list(request.messages)
+    transcript: list[Message] = []  # filled on the first retry: a call that succeeds pays nothing
     last_error: list[Exception] = []
 
     async def attempt(index: int) -> Response:
         reason: str | None = None
         outgoing = request
         if index > 0:
+            if not transcript:
+                transcript.extend(request.messages)
             reason = "transient"
             previous = last_error[-1] if last_error else None
             if builder is not None and isinstance(previous, StructuredOutputInvalid):

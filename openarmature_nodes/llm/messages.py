@@ -132,9 +132,17 @@ class ToolCall(msgspec.Struct, frozen=True, omit_defaults=True):
     signature: str | None = None
 
 
-class Tool(msgspec.Struct, frozen=True):
+class Tool(msgspec.Struct, frozen=True, omit_defaults=True):
     """A function the model may call: a unique ``name``, a ``description`` for
     the model, and ``parameters``, a JSON Schema object describing the arguments.
+
+    ``strict=True`` asks the server to constrain the model's arguments to
+    ``parameters`` (sent as the function's ``strict`` flag to servers whose
+    dialect supports it: OpenAI, vLLM, SGLang; see
+    :mod:`~openarmature_nodes.llm.dialects`). vLLM constrains tool arguments
+    only for strict tools. OpenAI additionally requires a strict schema to
+    close every object (``additionalProperties: false``) and list all its
+    properties in ``required``.
 
     Its encoding is exactly the ``function`` object of an OpenAI tool entry.
     """
@@ -142,6 +150,7 @@ class Tool(msgspec.Struct, frozen=True):
     name: str
     description: str
     parameters: Mapping[str, Any]
+    strict: bool = False
 
 
 class ToolChoiceForce(msgspec.Struct, frozen=True, tag="tool", tag_field="type"):

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 
 from openarmature_nodes.retrying import RetryConfig
@@ -37,7 +38,16 @@ from openarmature_nodes.retrying import RetryConfig
 from .call_events import CallEventMiddleware
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
-from .errors import ProviderInvalidRequest, ProviderUnavailable
+from .dialect_probe import AutoResult, probe_structured_mode
+from .dialects import (
+    AUTO,
+    GENAI_SYSTEMS,
+    Dialect,
+    StructuredMode,
+    dialect_for_server,
+    resolve_dialect,
+)
+from .errors import ProviderError, ProviderInvalidRequest, ProviderUnavailable
 from .messages import Message, Tool, ToolChoice
 from .request import CompletionRequest
 from .response import Response
@@ -53,7 +63,8 @@ from .transport import (
     TransportError,
 )
 from .wire.decode import check_models_response, decode_chat_response
-from .wire.encode import encode_chat_request
+from .wire.dialects import reply_error
+from .wire.encode import encode_chat_request, structured_mode_for
 from .wire.error_reply import error_from_reply
 from .wire.stream import ChatStreamAssembler
 from .wire.validation import normalize_tool_choice, validate_request
@@ -103,6 +114,15 @@ class OpenAIProvider:
     ``genai_system`` names the backend for observability (``"vllm"``,
     ``"llama.cpp"``, ``"openai"`` ...); nothing is inferred from the URL.
 
+    ``dialect`` (:mod:`~openarmature_nodes.llm.dialects`): what this server
+    accepts: ``"openai"``, ``"vllm"``, ``"llamacpp"``, ``"lmstudio"``,
+    ``"sglang"``, a custom :class:`~openarmature_nodes.llm.dialects.Dialect`,
+    or ``"auto"``: at warm-up (``ready()``, or the first structured call)
+    the server's model card and a tiny canary request decide which
+    structured-output form it enforces (logged, and on the span). Left out,
+    it follows ``genai_system`` where that names a dialect, else
+    ``"openai"``; ``genai_system`` left out follows the dialect.
+
     ``force_prompt_augmentation_fallback``: for servers without
     ``response_format: json_schema`` support, structured output is requested
     by a system-message directive that contains the schema instead; the reply
@@ -126,9 +146,12 @@ class OpenAIProvider:
     ``False``; its ``stream=True`` calls are then refused before sending."""
 
     __slots__ = (
+        "_auto",
+        "_auto_lock",
         "_can_stream",
         "_chat_url",
         "_closed",
+        "_dialect",
         "_events",
         "_fallback",
         "_headers",
@@ -138,6 +161,7 @@ class OpenAIProvider:
         "_transport",
         "base_url",
         "genai_system",
+        "max_model_len",
         "model",
         "server_address",
         "server_port",
@@ -149,7 +173,8 @@ class OpenAIProvider:
         model: str,
         *,
         api_key: str | None = None,
-        genai_system: str = "openai",
+        genai_system: str | None = None,
+        dialect: str | Dialect | None = None,
         force_prompt_augmentation_fallback: bool = False,
         transport: Transport | None = None,
         timeouts: Timeouts | None = None,
@@ -159,7 +184,11 @@ class OpenAIProvider:
             raise ValueError("model must be a non-empty model identifier")
         self.base_url, self.server_address, self.server_port = _split_base_url(base_url)
         self.model = model
-        self.genai_system = genai_system
+        self._dialect = resolve_dialect(dialect, genai_system)
+        self.genai_system = genai_system or GENAI_SYSTEMS.get(self._dialect.name, "openai")
+        self._auto: AutoResult | None = None
+        self._auto_lock: anyio.Lock | None = None
+        self.max_model_len: int | None = None  # the model card's, read by ready() (see there)
         self._fallback = bool(force_prompt_augmentation_fallback)
         self._chat_url = f"{self.base_url}/v1/chat/completions"
         self._models_url = f"{self.base_url}/v1/models"
@@ -211,8 +240,31 @@ class OpenAIProvider:
     def __repr__(self) -> str:
         return (
             f"OpenAIProvider(base_url={self.base_url!r}, model={self.model!r}, "
-            f"genai_system={self.genai_system!r})"
+            f"genai_system={self.genai_system!r}, dialect={self._dialect.name!r})"
         )
+
+    @property
+    def dialect(self) -> Dialect:
+        """The dialect requests are encoded with (for ``"auto"``: after its probe,
+        the detected one; before it, :data:`~openarmature_nodes.llm.dialects.AUTO`)."""
+        return self._dialect
+
+    @property
+    def structured_output_mode(self) -> StructuredMode:
+        """How a ``response_schema`` is sent now (``"prompt"``: the fallback directive)."""
+        return structured_mode_for(self._dialect, fallback=self._fallback)
+
+    @property
+    def dialect_detection(self) -> str | None:
+        """What the ``"auto"`` probe found and tried (``None`` before it ran, or
+        when the dialect was given)."""
+        return self._auto.summary if self._auto is not None else None
+
+    @property
+    def health_url(self) -> str | None:
+        """The dialect's cheap readiness URL (vLLM, SGLang: ``/health``), if it has one."""
+        path = self._dialect.health_path
+        return f"{self.base_url}{path}" if path else None
 
     @property
     def transport(self) -> Transport:
@@ -231,9 +283,55 @@ class OpenAIProvider:
 
         Servers that list a model before it can generate (vLLM reports no load
         state) need a one-token warm-up completion to be sure; see the README.
+
+        Per dialect: where the dialect reads it (vLLM, SGLang, ``"auto"``), the
+        model card's ``max_model_len`` is kept (:attr:`max_model_len`) and a
+        request whose ``max_tokens`` exceeds it is refused before sending. With
+        ``dialect="auto"`` the first ``ready()`` also runs the dialect probe
+        (:mod:`~openarmature_nodes.llm.dialect_probe`): a few tiny completions.
         """
         raw = await self._send("GET", self._models_url, self._probe_headers, None)
-        check_models_response(raw.status, raw.headers, raw.body, self.model, url=self._models_url)
+        entry = check_models_response(
+            raw.status, raw.headers, raw.body, self.model, url=self._models_url
+        )
+        if entry.max_model_len is not None and self._dialect.reads_max_model_len:
+            self.max_model_len = entry.max_model_len
+        if self._dialect is AUTO and not self._fallback:  # forced prompt mode: nothing to probe
+            await self._detect(entry.owned_by)
+
+    async def health(self) -> None:
+        """A cheap liveness check: ``GET`` the dialect's health URL (vLLM,
+        SGLang: ``/health``), or ``ready()`` where the dialect has none.
+        Raises ``ProviderUnavailable`` (connection refused: a vLLM server that
+        is still loading keeps its port closed) or the reply's categorized error."""
+        url = self.health_url
+        if url is None:
+            await self.ready()
+            return
+        raw = await self._send("GET", url, self._probe_headers, None)
+        if not 200 <= raw.status < 300:
+            raise error_from_reply(raw.status, raw.headers, raw.body, url=url)
+
+    async def _detect(self, owned_by: str | None) -> None:
+        """Run the ``"auto"`` probe once (concurrent callers wait for it)."""
+        if self._auto_lock is None:
+            self._auto_lock = anyio.Lock()
+        async with self._auto_lock:
+            if self._dialect is not AUTO:
+                return
+            server = dialect_for_server(owned_by)
+            base = server if server is not None else AUTO
+
+            async def send(body: bytes) -> RawResponse:
+                return await self._send("POST", self._chat_url, self._headers, body)
+
+            result = await probe_structured_mode(
+                send, self.model, base, url=self._chat_url, identified=server is not None
+            )
+            if not base.reads_max_model_len:
+                self.max_model_len = None
+            self._auto = result
+            self._dialect = result.dialect
 
     async def complete(
         self,
@@ -284,10 +382,17 @@ class OpenAIProvider:
     async def call(self, request: CompletionRequest) -> Response:
         """Send ``request``: the innermost handler for call-level middleware."""
         tools = validate_request(request)
+        if request.response_schema is not None and self._dialect is AUTO and not self._fallback:
+            await self.ready()  # the "auto" probe runs before the first structured call
+        self._check_budget(request)
         if request.stream:
             return await self._call_streaming(request, tools)
-        body = encode_chat_request(self.model, request, fallback=self._fallback)
+        body = encode_chat_request(
+            self.model, request, fallback=self._fallback, dialect=self._dialect
+        )
         raw = await self._send("POST", self._chat_url, self._headers, body)
+        if not 200 <= raw.status < 300:
+            raise self._reply_error(request, raw.status, raw.headers, raw.body)
         return decode_chat_response(
             raw.status,
             raw.headers,
@@ -296,6 +401,29 @@ class OpenAIProvider:
             response_schema=request.response_schema,
             url=self._chat_url,
         )
+
+    def _check_budget(self, request: CompletionRequest) -> None:
+        limit = self.max_model_len
+        config = request.config
+        if limit is None or config is None or config.max_tokens is None:
+            return
+        if config.max_tokens > limit:
+            raise ProviderInvalidRequest(
+                f"config.max_tokens={config.max_tokens} exceeds the server's max_model_len="
+                f"{limit} (its model card, read by ready()); nothing was sent: ask for at most "
+                f"{limit} tokens (fewer, to leave room for the prompt)"
+            )
+
+    def _reply_error(
+        self, request: CompletionRequest, status: int, headers: Mapping[str, str], body: bytes
+    ) -> ProviderError:
+        sent = (
+            structured_mode_for(self._dialect, fallback=self._fallback)
+            if request.response_schema is not None
+            else None
+        )
+        err = error_from_reply(status, headers, body, url=self._chat_url)
+        return reply_error(err, dialect=self._dialect, sent=sent)
 
     async def _send(
         self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None
@@ -318,15 +446,17 @@ class OpenAIProvider:
                 f"{type(self._transport).__name__} has none (use HttpxTransport, or add stream() "
                 f"to it: see openarmature_nodes.llm.transport.StreamingTransport)"
             )
-        body = encode_chat_request(self.model, request, fallback=self._fallback, stream=True)
+        body = encode_chat_request(
+            self.model, request, fallback=self._fallback, stream=True, dialect=self._dialect
+        )
         sinks = current_token_sinks()
         url = self._chat_url
         asm = ChatStreamAssembler(tools=tools, response_schema=request.response_schema, url=url)
         try:
             async with transport.stream("POST", url, self._stream_headers, body) as reply:
                 if not 200 <= reply.status < 300:
-                    raise error_from_reply(
-                        reply.status, reply.headers, await reply.aread(), url=url
+                    raise self._reply_error(
+                        request, reply.status, reply.headers, await reply.aread()
                     )
                 content_type = reply.headers.get("content-type", "")
                 if content_type.startswith("application/json"):

@@ -66,6 +66,7 @@ class FunctionTool:
         description: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         args: type[msgspec.Struct] | None = None,
+        strict: bool = False,
     ) -> None:
         if parameters is not None and args is not None:
             raise ValueError("give at most one of parameters= (a JSON Schema) or args= (a Struct)")
@@ -84,6 +85,7 @@ class FunctionTool:
             name=name or fn.__name__,
             description=description if description is not None else (doc or ""),
             parameters=dict(parameters),
+            strict=bool(strict),
         )
         self.fn = fn
         self.args = args
@@ -147,6 +149,7 @@ def tool(
     description: str | None = None,
     parameters: Mapping[str, Any] | None = None,
     args: type[msgspec.Struct] | None = None,
+    strict: bool = False,
 ) -> FunctionTool: ...
 
 
@@ -158,6 +161,7 @@ def tool(
     description: str | None = None,
     parameters: Mapping[str, Any] | None = None,
     args: type[msgspec.Struct] | None = None,
+    strict: bool = False,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -168,6 +172,7 @@ def tool(
     description: str | None = None,
     parameters: Mapping[str, Any] | None = None,
     args: type[msgspec.Struct] | None = None,
+    strict: bool = False,
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Make a :class:`FunctionTool` from a function.
 
@@ -175,11 +180,16 @@ def tool(
     signature (``async def get_weather(city: str) -> str``); ``@tool(args=S)``
     takes them as one ``msgspec.Struct`` ``S``; ``tool(fn, parameters=...)``
     takes a JSON Schema and passes the arguments as keywords. The description
-    is the docstring unless ``description=`` is given.
+    is the docstring unless ``description=`` is given. ``strict=True`` asks
+    the server to constrain the arguments to the schema (see
+    :class:`~openarmature_nodes.llm.Tool`; vLLM does so only for strict tools).
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:
-        return FunctionTool(f, name=name, description=description, parameters=parameters, args=args)
+        return FunctionTool(
+            f, name=name, description=description, parameters=parameters, args=args,
+            strict=strict,
+        )
 
     return wrap(fn) if fn is not None else wrap
 

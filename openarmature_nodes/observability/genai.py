@@ -55,6 +55,7 @@ __all__ = [
     "GenAIConvention",
     "attempt_attributes",
     "convention_from_env",
+    "dialect_attributes",
     "error_attributes",
     "json_text",
     "param_attributes",
@@ -163,6 +164,20 @@ def param_attributes(params: Mapping[str, Any]) -> Attributes:
         value = params.get(key)
         if value is not None and not isinstance(value, bool):
             attrs[name] = list(value) if key == "stop_sequences" else value
+    return attrs
+
+
+def dialect_attributes(provider: Any) -> Attributes:
+    """The provider's server dialect and structured-output mode (read per call:
+    ``dialect="auto"`` settles them at warm-up), when it has them:
+    ``openarmature.llm.dialect`` and ``openarmature.llm.structured_output_mode``."""
+    attrs: Attributes = {}
+    dialect = getattr(getattr(provider, "dialect", None), "name", None)
+    if isinstance(dialect, str):
+        attrs["openarmature.llm.dialect"] = dialect
+    mode = getattr(provider, "structured_output_mode", None)
+    if isinstance(mode, str):
+        attrs["openarmature.llm.structured_output_mode"] = mode
     return attrs
 
 

@@ -283,6 +283,8 @@ class _InModel(msgspec.Struct):
     id: Any = None
     status: Any = None
     state: Any = None
+    owned_by: Any = None
+    max_model_len: Any = None
 
 
 class _InModels(msgspec.Struct):
@@ -305,10 +307,14 @@ _NOT_LOADED = frozenset(
 
 class ModelEntry(msgspec.Struct, frozen=True):
     """One ``/v1/models`` entry: its ``id`` and load ``status`` when the server
-    reports one (``None`` for OpenAI, vLLM and llama.cpp, which do not)."""
+    reports one (``None`` for OpenAI, vLLM and llama.cpp, which do not);
+    ``owned_by`` as given (vLLM says ``"vllm"``); ``max_model_len``, the
+    context length vLLM and SGLang report (``None`` elsewhere)."""
 
     id: str
     status: str | None = None
+    owned_by: str | None = None
+    max_model_len: int | None = None
 
 
 def decode_models_response(
@@ -327,17 +333,27 @@ def decode_models_response(
         state = entry.status if entry.status is not None else entry.state
         if isinstance(state, dict):  # llama.cpp router mode: {"value": "loaded", ...}
             state = state.get("value", state.get("status"))
-        out.append(ModelEntry(str(entry.id), state if isinstance(state, str) else None))
+        limit = entry.max_model_len
+        out.append(
+            ModelEntry(
+                str(entry.id),
+                state if isinstance(state, str) else None,
+                entry.owned_by if isinstance(entry.owned_by, str) else None,
+                limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+                else None,
+            )
+        )
     return out
 
 
 def check_models_response(
     status: int, headers: Mapping[str, str], body: bytes, model: str, *, url: str = ""
-) -> None:
-    """Check a ``GET /v1/models`` reply for ``ready()``: the bound ``model``
-    must be listed (else :class:`ProviderInvalidModel`) and must not report a
-    loading state (else :class:`ProviderModelNotLoaded`). Entries without a
-    ``status`` (OpenAI, vLLM, llama.cpp) count as loaded."""
+) -> ModelEntry:
+    """Check a ``GET /v1/models`` reply for ``ready()`` and return the bound
+    model's entry: the ``model`` must be listed (else
+    :class:`ProviderInvalidModel`) and must not report a loading state (else
+    :class:`ProviderModelNotLoaded`). Entries without a ``status`` (OpenAI,
+    vLLM, llama.cpp) count as loaded."""
     entries = decode_models_response(status, headers, body, url=url)
     for entry in entries:
         if entry.id != model:
@@ -346,7 +362,7 @@ def check_models_response(
             raise ProviderModelNotLoaded(
                 f"model {model!r} is listed but not loaded (status {entry.status!r})"
             )
-        return
+        return entry
     ids = [e.id for e in entries]
     shown = ", ".join(repr(i) for i in ids[:20]) + (" ..." if len(ids) > 20 else "")
     raise ProviderInvalidModel(

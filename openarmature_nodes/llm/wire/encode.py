@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from openarmature_nodes.llm.config import RuntimeConfig
+from openarmature_nodes.llm.dialects import DIALECTS, Dialect, StructuredMode
 from openarmature_nodes.llm.errors import ProviderInvalidRequest
 from openarmature_nodes.llm.messages import (
     AssistantMessage,
@@ -43,10 +44,11 @@ from openarmature_nodes.llm.messages import (
 )
 from openarmature_nodes.llm.request import CompletionRequest
 
+from .dialects import structured_format
 from .jsonschema import json_equal
 from .structured import inject_schema_directive, schema_info
 
-__all__ = ["ENCODER", "build_chat_body", "encode_chat_request"]
+__all__ = ["ENCODER", "build_chat_body", "encode_chat_request", "structured_mode_for"]
 
 ENCODER = msgspec.json.Encoder(order="deterministic")
 
@@ -85,7 +87,18 @@ class _WireTool(msgspec.Struct, frozen=True, tag="function", tag_field="type"):
     function: Tool
 
 
-_SAMPLING = ("temperature", "max_tokens", "top_p", "seed", "frequency_penalty", "presence_penalty")
+_OPENAI = DIALECTS["openai"]
+
+
+def _wire_tool(tool: Tool, dialect: Dialect) -> _WireTool:
+    # Tool encodes as the function object; its strict flag (omitted when False) goes only
+    # to servers whose dialect understands it.
+    if tool.strict and not dialect.tool_strict:
+        tool = msgspec.structs.replace(tool, strict=False)
+    return _WireTool(tool)
+
+
+_SAMPLING = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
 _ALWAYS_MANAGED = frozenset({"model", "messages", "tools", "tool_choice"})
 
 
@@ -137,27 +150,42 @@ def _wire_assistant(msg: AssistantMessage) -> Any:
     return _WireAssistant(wire_content, wire_calls)
 
 
+def structured_mode_for(dialect: Dialect, *, fallback: bool = False) -> StructuredMode:
+    """How a ``response_schema`` is sent to a ``dialect`` server (``fallback``
+    forces the prompt directive)."""
+    return "prompt" if fallback else dialect.structured_mode
+
+
 def build_chat_body(
-    model: str, request: CompletionRequest, *, fallback: bool = False, stream: bool = False
+    model: str,
+    request: CompletionRequest,
+    *,
+    fallback: bool = False,
+    stream: bool = False,
+    dialect: Dialect = _OPENAI,
 ) -> dict[str, Any]:
     """The request body as a dict (Structs inside), ready for :data:`ENCODER`.
 
-    ``fallback`` selects the prompt-augmentation path for ``response_schema``
-    (§8.1.5.1): no ``response_format``; the schema goes into a system
-    directive. ``stream`` adds ``stream: true`` and ``stream_options:
-    {include_usage: true}`` (§8.1.6). Extras are merged last under the
-    managed-field rules (§6): raises :class:`ProviderInvalidRequest` for a
-    conflicting extras value (``stream`` is managed on every call,
-    ``stream_options`` only while streaming).
+    ``dialect`` (:mod:`.dialects`) decides how ``response_schema`` is sent,
+    which key carries ``max_tokens`` and whether tools carry ``strict``; the
+    default is the spec's OpenAI mapping (§8.1). ``fallback`` selects the
+    prompt-augmentation path for ``response_schema`` (§8.1.5.1): no
+    ``response_format``; the schema goes into a system directive. ``stream``
+    adds ``stream: true`` and ``stream_options: {include_usage: true}``
+    (§8.1.6). Extras are merged last under the managed-field rules (§6):
+    raises :class:`ProviderInvalidRequest` for a conflicting extras value
+    (``stream`` is managed on every call, ``stream_options`` only while
+    streaming).
     """
     messages: Sequence[Message] = request.messages
     schema = request.response_schema
     info = schema_info(schema) if schema is not None else None
-    if info is not None and fallback:
+    mode = structured_mode_for(dialect, fallback=fallback)
+    if info is not None and mode == "prompt":
         messages = inject_schema_directive(messages, info.json_text)
     body: dict[str, Any] = {"model": model, "messages": [_wire_message(m) for m in messages]}
     if request.tools:
-        body["tools"] = [_WireTool(t) for t in request.tools]
+        body["tools"] = [_wire_tool(t, dialect) for t in request.tools]
     choice = request.tool_choice
     if choice is not None:
         body["tool_choice"] = (
@@ -167,17 +195,18 @@ def build_chat_body(
         )
     config = request.config
     if config is not None:
+        if config.max_tokens is not None:
+            body[dialect.max_tokens_field] = config.max_tokens
         for name in _SAMPLING:
             value = getattr(config, name)
             if value is not None:
                 body[name] = value
         if config.stop_sequences is not None:
             body["stop"] = list(config.stop_sequences)
-    if info is not None and not fallback:
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": info.name, "schema": info.wire_schema, "strict": info.strict},
-        }
+    if info is not None:
+        sent = structured_format(mode, info.name, info.wire_schema, info.strict)
+        if sent is not None:
+            body[sent[0]] = sent[1]
     if stream:  # §8.1.6; both keys are managed (see _merge_extras)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -230,7 +259,14 @@ def _conflict(key: str, value: Any, managed: Any) -> ProviderInvalidRequest:
 
 
 def encode_chat_request(
-    model: str, request: CompletionRequest, *, fallback: bool = False, stream: bool = False
+    model: str,
+    request: CompletionRequest,
+    *,
+    fallback: bool = False,
+    stream: bool = False,
+    dialect: Dialect = _OPENAI,
 ) -> bytes:
     """The JSON bytes of ``POST /v1/chat/completions`` for ``request``."""
-    return ENCODER.encode(build_chat_body(model, request, fallback=fallback, stream=stream))
+    return ENCODER.encode(
+        build_chat_body(model, request, fallback=fallback, stream=stream, dialect=dialect)
+    )

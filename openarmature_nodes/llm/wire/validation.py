@@ -217,6 +217,8 @@ def _validate_tools(tools: Any) -> dict[str, Tool]:
             raise _bad(f"{where}: duplicate tool name {tool.name!r}")
         if not isinstance(tool.description, str):
             raise _bad(f"{where} ({tool.name}): description must be a string")
+        if not isinstance(tool.strict, bool):
+            raise _bad(f"{where} ({tool.name}): strict must be True or False")
         params = tool.parameters
         if not isinstance(params, Mapping) or params.get("type", "object") != "object":
             raise _bad(
