@@ -81,8 +81,8 @@ async def test_streamed_call_yields_token_events() -> None:
         node: LLMNode[S] = LLMNode(
             provider,
             lambda s: CompletionRequest(
-                messages=(UserMessage(content="Once upon a time, in a small village,"),),
-                config=RuntimeConfig(max_tokens=24), stream=True),
+                messages=(UserMessage(content="Q: What is 2+2?\nA:"),),
+                config=RuntimeConfig(max_tokens=24, temperature=0.0, seed=7), stream=True),
             lambda r: {"answer": r.message.content or ""})
         graph = GraphBuilder(S).add_node("ask", node).add_edge("ask", END).set_entry("ask")
         final = await graph.compile().invoke(S(), observers=[collect])
