@@ -3,10 +3,11 @@
 #
 #   bench/run.sh                 # full run, ~8 minutes on a 2-core machine
 #   QUICK=1 bench/run.sh         # smoke run (1 repeat, small N), ~2 minutes
-#   bench/run.sh client engine   # only some stages: client memory engine onion
+#   bench/run.sh client engine   # only some stages: client memory engine onion checkpoint
 #   bench/run.sh distributed     # opt-in stage: the Dask fan-out executor (distributed_bench.py)
 #
-# Knobs: REPEATS=3 N=2000 K=500 ITEMS=10000 CALLS=1000 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
+# Knobs: REPEATS=3 N=2000 K=500 ITEMS=10000 CALLS=1000 STEPS=200 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
+# (the checkpoint stage adds a PostgreSQL row when OPENARMATURE_POSTGRES_URL is set)
 #
 # What it does:
 #   1. creates (once) the peers virtualenv bench/.peers (gitignored) with a Python >= 3.12:
@@ -27,10 +28,11 @@ export STUB_PORT="${STUB_PORT:-18090}"
 export STUB_URL="http://127.0.0.1:$STUB_PORT"
 if [[ "${QUICK:-0}" == 1 ]]; then
   REPEATS="${REPEATS:-1}"; N="${N:-300}"; K="${K:-200}"; ITEMS="${ITEMS:-1000}"; ONION_N="${ONION_N:-500}"
+  STEPS="${STEPS:-50}"
 fi
 REPEATS="${REPEATS:-3}"; N="${N:-2000}"; K="${K:-500}"; ITEMS="${ITEMS:-10000}"
-CALLS="${CALLS:-1000}"; ONION_N="${ONION_N:-3000}"
-STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(client memory engine onion)
+CALLS="${CALLS:-1000}"; ONION_N="${ONION_N:-3000}"; STEPS="${STEPS:-200}"
+STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(client memory engine onion checkpoint)
 
 log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
@@ -56,7 +58,7 @@ stamp="$(cat "$HERE/requirements-peers.lock.txt" "$REPO/pyproject.toml" | sha256
 if [[ "$(cat "$PEERS/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   log "installing peers + this checkout (editable) into $PEERS"
   "$PEERS/bin/python" -m pip install -q -r "$HERE/requirements-peers.lock.txt"
-  "$PEERS/bin/python" -m pip install -q -e "$REPO[test]"   # [test]: opentelemetry-sdk for onion_bench
+  "$PEERS/bin/python" -m pip install -q -e "$REPO[test]"   # [test]: opentelemetry-sdk for onion_bench, psycopg for checkpoint_bench
   echo "$stamp" >"$PEERS/.stamp"
 fi
 PY="$PEERS/bin/python"
@@ -101,9 +103,10 @@ for s in "${STAGES[@]}"; do
     memory) stage memory 300 "$PY" "$HERE/memory_bench.py" --calls "$CALLS" ;;
     engine) stage engine 400 "$PY" "$HERE/engine_bench.py" --k "$K" --items "$ITEMS" --repeats "$REPEATS" ;;
     onion)  stage onion 200 "$PY" "$HERE/onion_bench.py" --n "$ONION_N" --repeats "$REPEATS" ;;
+    checkpoint) stage checkpoint 400 "$PY" "$HERE/checkpoint_bench.py" --steps "$STEPS" --repeats "$REPEATS" ;;
     # opt-in (not in the default list): starts Dask LocalClusters of 1 and 2 workers
     distributed) stage distributed 400 "$PY" "$HERE/distributed_bench.py" --repeats "$REPEATS" ;;
-    *) echo "unknown stage $s (client memory engine onion distributed)" >&2; exit 2 ;;
+    *) echo "unknown stage $s (client memory engine onion checkpoint distributed)" >&2; exit 2 ;;
   esac
 done
 log "targets"

@@ -125,6 +125,26 @@ def test_base_url_without_model_is_a_usage_error() -> None:
     assert "--model" in done.stderr
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_approval_agent_suspends_then_resumes_in_another_process(
+    backend: str, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "approvals.db")
+    first = run_example("approval_agent.py", "--db", db, "--backend", backend)
+    assert first.returncode == 0, first.stderr
+    assert 'awaits approval of get_weather({"city":"Paris"})' in first.stdout
+    invocation = first.stdout.split("suspended: invocation ")[1].split()[0]
+    done = run_example("approval_agent.py", "--db", db, "--resume", invocation, "--approve",
+                       "--backend", backend)
+    assert done.returncode == 0, done.stderr
+    assert f"--- resumed invocation {invocation} (approve) ---" in done.stdout
+    assert '<- {"city":"Paris","sky":"light rain","celsius":14}' in done.stdout
+    assert "assistant | In Paris: light rain, 14 °C." in done.stdout
+    again = run_example("approval_agent.py", "--db", db, "--resume", invocation, "--deny")
+    assert again.returncode == 1  # already resumed: suspension_record_invalid
+    assert "SuspensionRecordInvalid" in again.stderr
+
+
 @pytest.mark.dask
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_distributed_enrichment_example(backend: str) -> None:

@@ -35,6 +35,7 @@ from openarmature_nodes.onion import Middleware
 
 from ._run import current_correlation_id, current_invocation_id
 from .builder import GraphBuilder
+from .checkpoint import InMemoryCheckpointer, SQLiteCheckpointer
 from .compiled import END, CompiledGraph
 from .errors import (
     ConflictingProjectionForms,
@@ -52,6 +53,7 @@ from .errors import (
     ReducerError,
     RoutingError,
     StateValidationError,
+    StepLimitExceeded,
     UnreachableNode,
 )
 from .events import (
@@ -94,6 +96,7 @@ from .reducers import (
     reducer,
 )
 from .state import State
+from .suspension import GraphSuspended, Suspended, suspend
 
 __all__ = [
     # building and running
@@ -104,6 +107,12 @@ __all__ = [
     "State",
     "current_correlation_id",
     "current_invocation_id",
+    # durable runs (the rest in .checkpoint and .suspension)
+    "GraphSuspended",
+    "InMemoryCheckpointer",
+    "SQLiteCheckpointer",
+    "Suspended",
+    "suspend",
     # node kinds beyond plain functions and subgraphs
     "Branch",
     "FanOut",
@@ -156,5 +165,6 @@ __all__ = [
     "ReducerError",
     "RoutingError",
     "StateValidationError",
+    "StepLimitExceeded",
     "UnreachableNode",
 ]

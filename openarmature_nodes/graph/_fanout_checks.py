@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 from ._kinds import (
     POLICIES,
@@ -26,16 +26,34 @@ from .errors import GraphCompileError, GraphCompileWarning, MappingReferencesUnd
 from .reducers import last_write_wins
 from .state import Schema, _type_name
 
-if TYPE_CHECKING:
-    from .fanout import FanOut
-
 __all__ = [
+    "FanOutConfigView",
     "FanOutCountModeAmbiguous",
     "FanOutDegradedUpdateMissingCollectField",
     "FanOutFieldNotList",
     "check",
     "is_int",
 ]
+
+
+class FanOutConfigView(Protocol):
+    """What the checks read of a fan-out node's configuration (``FanOut`` satisfies it;
+    this module does not import ``fanout``, which imports it)."""
+
+    graph: Any  # CompiledGraph | None: only its ``schema`` is read
+    collect_field: str
+    target_field: str
+    items_field: str | None
+    item_field: str | None
+    count: Any
+    concurrency: Any
+    error_policy: Literal["fail_fast", "collect"]
+    errors_field: str | None
+    on_empty: Literal["raise", "noop"]
+    count_field: str | None
+    inputs: dict[str, str]
+    extra_outputs: dict[str, str]
+    instance_middleware: tuple[Any, ...]
 
 
 # --- compile errors -------------------------------------------------------------------------------
@@ -70,7 +88,7 @@ class _CompileInvalidConcurrency(GraphCompileError):
 # --- the checks ----------------------------------------------------------------------
 
 
-def check(fo: FanOut, name: str, schema: Schema) -> list[GraphCompileWarning]:
+def check(fo: FanOutConfigView, name: str, schema: Schema) -> list[GraphCompileWarning]:
     """Check fan-out ``fo`` (node ``name``) against the parent ``schema``; return warnings."""
     _check_mode(fo, name)
     choice(fo.error_policy, POLICIES, name, "error_policy")
@@ -116,7 +134,7 @@ def check(fo: FanOut, name: str, schema: Schema) -> list[GraphCompileWarning]:
     _check_degrade_coverage(fo, name)
     return _warnings(fo, name, schema)
 
-def _check_mode(fo: FanOut, name: str) -> None:
+def _check_mode(fo: FanOutConfigView, name: str) -> None:
     if (fo.items_field is None) == (fo.count is None):
         raise FanOutCountModeAmbiguous(
             f"node {name!r}: give exactly one of items_field and count "
@@ -133,7 +151,7 @@ def _check_mode(fo: FanOut, name: str) -> None:
             "count mode has no per-item value"
         )
 
-def _check_bounds(fo: FanOut, name: str) -> None:
+def _check_bounds(fo: FanOutConfigView, name: str) -> None:
     count, conc = fo.count, fo.concurrency
     if count is not None and not callable(count) and (not is_int(count) or count < 0):
         raise _CompileInvalidCount(
@@ -151,7 +169,7 @@ def _check_bounds(fo: FanOut, name: str) -> None:
             f"got {conc!r}"
         )
 
-def _check_degrade_coverage(fo: FanOut, name: str) -> None:
+def _check_degrade_coverage(fo: FanOutConfigView, name: str) -> None:
     for mw in fo.instance_middleware:
         degraded = getattr(mw, "degraded_update", None)
         if isinstance(degraded, Mapping) and fo.collect_field not in degraded:
@@ -161,7 +179,7 @@ def _check_degrade_coverage(fo: FanOut, name: str) -> None:
                 "degraded instance would leave a null in target_field"
             )
 
-def _warnings(fo: FanOut, name: str, schema: Schema) -> list[GraphCompileWarning]:
+def _warnings(fo: FanOutConfigView, name: str, schema: Schema) -> list[GraphCompileWarning]:
     out: list[GraphCompileWarning] = []
     for sub_field, parent in fo.inputs.items():
         red = schema.fields[parent].reducer

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, get_origin
 from openarmature_nodes.context import run_scope
 
 from ._run import Level, Step
+from .checkpoint.errors import SuspensionInUnsupportedContext
+from .checkpoint.records import SignalDescriptor
 from .errors import (
     GraphCompileError,
     GraphCompileWarning,
@@ -29,6 +31,7 @@ from .errors import (
 )
 from .reducers import Reducer, concat_flatten, last_write_wins, merge_all
 from .state import Schema, _type_name
+from .suspension import SuspendSignal, find_suspension, in_node_body
 
 if TYPE_CHECKING:
     from .compiled import CompiledGraph
@@ -164,12 +167,21 @@ async def call_observed(
     """
     own = Step(level, name, value)
     own.begin(value)
+    token = in_node_body.set(True)
     try:
         result = await call(value)
+    except SuspendSignal as sig:
+        if not sig.attributed:
+            sig.attributed = True
+            own.suspended(sig.descriptor)
+            sig.frame = (level, name, value, sig.mark_node_completed)
+        raise
     except Exception as exc:
         err = wrap_call_failure(name, exc, value)
         own.finish_error(err)
         raise err from exc
+    finally:
+        in_node_body.reset(token)
     own.finish_ok(result)
     return result
 
@@ -273,3 +285,42 @@ def choice(value: Any, allowed: Collection[str], node: str, what: str) -> str:
             f"node {node!r}: {what} must be one of {sorted(allowed)}, got {value!r}"
         )
     return str(value)
+
+
+async def run_units_suspendable(
+    run: Callable[[], Awaitable[Any]], node_name: str, collect: bool, label: str,
+) -> tuple[Any, SuspendSignal | None]:
+    """``await run()`` (a concurrent node's ``run_indexed``), catching a unit's suspension.
+
+    Returns ``(result, None)``, or ``(None, signal)`` when one instance / branch
+    suspended (its siblings are cancelled by then). In a ``collect``-mode node a
+    suspension is rejected: ``suspension_in_unsupported_context`` (suspension
+    §8.2, §8.3). ``label`` names the unit kind in that message.
+    """
+    try:
+        return await run(), None
+    except SuspendSignal as sig:
+        found: SuspendSignal | None = sig
+    except BaseExceptionGroup as group:
+        found = find_suspension(group)
+        if found is None:
+            raise
+    if collect:
+        raise SuspensionInUnsupportedContext(
+            f"a {label} of {node_name!r} called suspend(), but the node uses "
+            "error_policy='collect', which cannot suspend (use 'fail_fast')",
+            node_name=node_name,
+        )
+    return None, found
+
+
+def unit_suspension(sig: SuspendSignal, key: str, value: Any,
+                    update: dict[str, Any] | None) -> SuspendSignal:
+    """The signal with which the whole concurrent node suspends, for a unit's ``sig``:
+    the descriptor's metadata gains ``key`` (``fan_out_index`` / ``branch_name``)."""
+    desc = sig.descriptor
+    meta = {**(desc.metadata or {}), key: value}
+    return SuspendSignal(
+        SignalDescriptor(signal_id=desc.signal_id, metadata=meta), sig.mark_node_completed,
+        update if sig.mark_node_completed else None,
+    )

@@ -74,6 +74,8 @@ async def run_indexed(
             try:
                 results[i] = await job(i)
             except Exception as exc:
+                if getattr(exc, "passes_through", False):
+                    raise  # an invocation-level failure (e.g. a checkpoint save): never collected
                 failures[i] = exc
                 if fail_fast:
                     break
@@ -81,6 +83,7 @@ async def run_indexed(
 
     cursor = 0
     stopped = False
+    fatal: list[Exception] = []  # invocation-level failures (``passes_through``): re-raised
     spawned = 1  # workers started so far (bounded by ``workers``)
     pending = 1  # of which not yet running their first job
 
@@ -103,6 +106,11 @@ async def run_indexed(
                 except Exception as exc:
                     if stopped:  # a sibling already failed; this is cancellation fallout
                         return
+                    if getattr(exc, "passes_through", False):
+                        fatal.append(exc)
+                        stopped = True
+                        tg.cancel_scope.cancel()
+                        return
                     failures[i] = exc
                     if fail_fast:
                         stopped = True
@@ -110,4 +118,6 @@ async def run_indexed(
                         return
 
         tg.start_soon(worker)
+    if fatal:
+        raise fatal[0]
     return Outcome(results, dict(sorted(failures.items())))

@@ -2,8 +2,10 @@
 
 A step is: dispatch the node (its middleware chain around its kind's inner
 call), :func:`merge` the partial update, then :func:`route` along the outgoing
-edge. The loop itself lives in :mod:`.compiled`; this module holds what it
-needs:
+edge. This module owns running a graph: the two loops (:func:`run_plain` for
+unobserved runs, :func:`run_observed` with the §6 event bookkeeping, both
+called by the compiled graph and by node kinds that run nested graphs) and
+what they need:
 
 - :class:`Run` — one outermost invocation: the step counter, the delivery
   queue (``None`` when nobody observes) and the invocation-scoped observers.
@@ -24,21 +26,65 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
 from msgspec.structs import replace as _struct_replace
 
 from openarmature_nodes.context import Lineage, attempt_index, run_scope
 
-from .errors import GraphRuntimeError, NodeException, ReducerError, StateValidationError
+from .errors import (
+    EdgeException,
+    GraphRuntimeError,
+    NodeException,
+    ReducerError,
+    RoutingError,
+    StateValidationError,
+    StepLimitExceeded,
+)
 from .events import NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, _type_name
+from .suspension import SuspendSignal, find_suspension
 
 if TYPE_CHECKING:
+    from ._durable import Durable
+    from .compiled import CompiledGraph, _Node
     from .observers import Invocation, Subscription
 
 __all__ = [
-    "Level", "Run", "Step", "current_correlation_id", "current_invocation_id", "merge",
-    "node_failure",
+    "END", "Level", "Run", "Step", "current_correlation_id", "current_invocation_id",
+    "current_run", "merge",
+    "node_failure", "route", "run_observed", "run_plain",
 ]
+
+
+class _End:
+    """The ``END`` routing sentinel (a constant, not a node name)."""
+
+    _instance: _End | None = None
+
+    def __new__(cls) -> _End:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "END"
+
+    def __reduce__(self) -> str:
+        return "END"
+
+
+END: Any = _End()
+"""Route here to finish the run. A node may still be *named* ``"END"``."""
+
+
+def current_run() -> Run | None:
+    """The graph invocation running the calling code (``None`` outside one)."""
+    scope = run_scope.get()
+    if scope is None:
+        return None
+    if isinstance(scope, Step):
+        return scope.level.run
+    return scope if isinstance(scope, Run) else None
 
 
 def current_invocation_id() -> str:
@@ -53,13 +99,20 @@ def current_invocation_id() -> str:
     return scope.invocation_id
 
 
-def current_correlation_id() -> str | None:
-    """The correlation id of the running invocation (observability §3.1).
+DEFAULT_STEP_LIMIT = 10_000
+"""How many steps one graph run (the outermost graph, or one run of a subgraph or
+fan-out instance) may take in an invocation before ``step_limit_exceeded``."""
 
-    The caller's, or a UUIDv4 minted for the invocation; ``None`` outside a run.
-    """
-    scope = run_scope.get()
-    value = getattr(scope, "correlation_id", None)
+_YIELD_MASK = 31
+"""The loops pass a cancellation checkpoint every 32 steps, so a run of nodes
+that never await still notices cancellation (at ~1 µs per step, within tens of
+microseconds)."""
+
+
+def current_correlation_id() -> str | None:
+    """The correlation id of the running invocation (observability §3.1): the
+    caller's, or a UUIDv4 minted for an observed invocation; ``None`` outside a run."""
+    value = getattr(run_scope.get(), "correlation_id", None)
     return value if isinstance(value, str) else None
 
 
@@ -67,8 +120,8 @@ class Run:
     """State shared by every level of one outermost invocation."""
 
     __slots__ = (
-        "_corr", "_id", "include_caller_metadata", "inv", "invocation_subs", "root_targets",
-        "snapshot", "step",
+        "_id", "correlation_id", "durable", "include_caller_metadata", "inv", "invocation_subs",
+        "root_targets", "snapshot", "step", "step_limit",
     )
 
     def __init__(
@@ -78,15 +131,20 @@ class Run:
         inv: Invocation | None = None,
         invocation_subs: tuple[Subscription, ...] = (),
         snapshot: dict[int, tuple[Subscription, ...]] | None = None,
+        *,
+        step_limit: int = DEFAULT_STEP_LIMIT,
+        durable: Durable | None = None,
     ) -> None:
         self._id = invocation_id
-        self._corr = correlation_id
-        self.include_caller_metadata = False  # an observer asked for metadata snapshots
+        self.correlation_id = correlation_id
         self.inv = inv
         self.invocation_subs = invocation_subs
         self.snapshot = snapshot or {}
         self.root_targets: tuple[Subscription, ...] = invocation_subs
         self.step = 0
+        self.step_limit = step_limit
+        self.durable = durable
+        self.include_caller_metadata = False  # an observer asked for metadata snapshots
 
     @property
     def invocation_id(self) -> str:
@@ -94,13 +152,6 @@ class Run:
         if self._id is None:
             self._id = str(uuid.uuid4())
         return self._id
-
-    @property
-    def correlation_id(self) -> str:
-        """The caller's correlation id, or a UUIDv4 minted on first use."""
-        if self._corr is None:
-            self._corr = str(uuid.uuid4())
-        return self._corr
 
     def next_step(self) -> int:
         """The next node-step number of this run (0-based, shared by every level)."""
@@ -237,7 +288,7 @@ class Step:
         return self.level.run.invocation_id
 
     @property
-    def correlation_id(self) -> str:
+    def correlation_id(self) -> str | None:
         """The invocation's correlation id."""
         return self.level.run.correlation_id
 
@@ -304,6 +355,16 @@ class Step:
             self.pending = None
             self._completed(error=NodeError(err.category, err), **extra)
 
+    def suspended(self, descriptor: Any) -> None:
+        """Dispatch the open attempt's ``suspended`` event (instead of ``completed``)."""
+        if self.open:
+            self.open = False
+            self.pending = None
+            self.level.node_event(
+                self.node_name, phase="suspended", step=self.number, attempt_index=self.attempt,
+                pre_state=self.pre, descriptor=descriptor, **self.extra,
+            )
+
     def _completed(self, **fields: Any) -> None:
         self.open = False
         self.level.node_event(
@@ -319,6 +380,11 @@ def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeExceptio
     ``parallel_branches_branch_failed``): one with ``raised_for_node = True``,
     this ``node_name`` and this ``state`` as recoverable state is returned as is.
     """
+    if getattr(exc, "passes_through", False):  # an invocation-level error, raised as is
+        if getattr(exc, "recoverable_state", None) is None:
+            exc.recoverable_state = state  # type: ignore[attr-defined]
+            exc.node_name = getattr(exc, "node_name", None) or node_name  # type: ignore[attr-defined]
+        return exc  # type: ignore[return-value]
     if (
         isinstance(exc, NodeException)
         and getattr(exc, "raised_for_node", False)
@@ -386,3 +452,159 @@ def _wrong_type(spec: FieldSpec, value: Any, node_name: str, state: Any) -> Stat
         f"{_type_name(spec.type)}",
         fields=(spec.name,), node_name=node_name, recoverable_state=state,
     )
+
+
+# --- the loops -------------------------------------------------------------------------
+
+
+async def run_plain(graph: CompiledGraph[Any], state: Any) -> Any:
+    """Run ``graph`` from ``state`` to ``END`` with no event bookkeeping; return the final state."""
+    fields = graph.schema.plan
+    node: _Node | None = graph._entry
+    run = current_run()
+    limit = run.step_limit if run is not None else DEFAULT_STEP_LIMIT
+    n, near, recent = 0, limit - 4, []
+    while node is not None:
+        n += 1
+        if not n & _YIELD_MASK:
+            await anyio.lowlevel.checkpoint()
+        if n >= near:
+            recent.append(node.name)
+            if n > limit:
+                raise _over_limit(node, limit, recent, state)
+        try:
+            update = await node.call(state)
+        except Exception as exc:
+            raise node_failure(node.name, exc, state)  # noqa: B904 (cause set by node_failure)
+        if update:
+            state = merge(fields, state, update, node.name)
+        if node.route is None:
+            node = node.next
+        else:
+            node = await route(node, state)
+    return state
+
+
+async def run_observed(
+    graph: CompiledGraph[Any],
+    state: Any,
+    level: Level,
+    *,
+    start: _Node | None = None,
+    done: bool = False,
+) -> Any:
+    """Run ``graph`` from ``state`` at ``level``, emitting each step's §6 events.
+
+    ``start`` re-enters at a node other than the entry (a resume); with
+    ``done`` that node has already completed and the run routes on from it.
+    With a checkpointer registered (``Run.durable``) every completed node is
+    saved before the next one starts (pipeline-utilities §10.3).
+    """
+    fields = graph.schema.plan
+    base_attempt = attempt_index.get()
+    run = level.run
+    durable = run.durable
+    limit = run.step_limit
+    node: _Node | None = graph._entry if start is None else start
+    if done and node is not None:
+        node = node.next if node.route is None else await route(node, state)
+    n, near, recent = 0, limit - 4, []
+    while node is not None:
+        n += 1
+        if not n & _YIELD_MASK:
+            await anyio.lowlevel.checkpoint()
+        if n >= near:
+            recent.append(node.name)
+            if n > limit:
+                raise _over_limit(node, limit, recent, state)
+        step = Step(level, node.name, state)
+        step_token = run_scope.set(step)
+        try:
+            update = await node.observed_call(step)(state)
+        except SuspendSignal as sig:
+            if not sig.attributed:
+                await _attribute(sig, fields, level, step, node.name, state)
+            raise
+        except Exception as exc:
+            err = node_failure(node.name, exc, state)
+            step.finish_error(err)
+            if durable is not None:
+                await durable.node_failed(level, node.name, state)
+            raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
+        except BaseExceptionGroup as group:  # e.g. a tool suspended inside the node's task group
+            found = find_suspension(group)
+            if found is None:
+                raise
+            if not found.attributed:
+                await _attribute(found, fields, level, step, node.name, state)
+            raise found from None
+        finally:
+            run_scope.reset(step_token)
+            if attempt_index.get() != base_attempt:
+                attempt_index.set(base_attempt)
+        try:
+            new = merge(fields, state, update, node.name) if update else state
+            nxt = node.next if node.route is None else await route(node, new)
+        except GraphRuntimeError as err:
+            step.finish_error(err)
+            raise
+        step.finish_ok(new)
+        if durable is not None and step.number >= 0:
+            await durable.node_done(level, node.name, step.number, step.attempt, new, nxt is None)
+        state, node = new, nxt
+    return state
+
+
+async def _attribute(
+    sig: SuspendSignal, fields: Mapping[str, MergePlan], level: Level, step: Step,
+    node_name: str, state: Any,
+) -> None:
+    """The node at ``level`` suspended: emit its ``suspended`` event, record the frame."""
+    sig.attributed = True
+    new = merge(fields, state, sig.update, node_name) if sig.update else state
+    step.suspended(sig.descriptor)
+    durable = level.run.durable
+    if sig.mark_node_completed:
+        if durable is not None:
+            durable.position(level, node_name, max(step.number, 0), step.attempt)
+        sig.frame = (level, node_name, new, True)
+    else:
+        sig.frame = (level, node_name, state, False)
+
+
+def _over_limit(node: _Node, limit: int, recent: list[str], state: Any) -> StepLimitExceeded:
+    last = tuple(recent[-5:])
+    return StepLimitExceeded(
+        f"the graph ran more than {limit} steps in one invocation (step_limit); the last "
+        f"nodes were {' -> '.join(last)}: is a conditional edge looping? Raise the limit "
+        "with invoke(..., step_limit=N) if the run is legitimately long",
+        limit=limit, last_nodes=last, node_name=node.name, recoverable_state=state,
+    )
+
+
+async def route(node: _Node, state: Any) -> _Node | None:
+    """Follow ``node``'s conditional edge from ``state``: the next node, or ``None`` at END."""
+    fn = node.route
+    assert fn is not None
+    try:
+        dest = fn(state)
+        if node.route_async:
+            dest = await dest
+    except Exception as exc:
+        raise EdgeException(
+            f"edge function of node {node.name!r} raised {type(exc).__name__}: {exc}",
+            node_name=node.name,
+            recoverable_state=state,
+        ) from exc
+    if dest is END:
+        return None
+    target = node.routes.get(dest) if isinstance(dest, str) else None
+    if target is None:
+        raise RoutingError(
+            f"conditional edge of node {node.name!r} returned {dest!r}, which is "
+            f"neither END nor a node it may route to",
+            destination=dest,
+            node_name=node.name,
+            recoverable_state=state,
+        )
+    return target

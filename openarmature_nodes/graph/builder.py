@@ -35,6 +35,8 @@ from typing import Any, Generic, TypeVar
 
 from openarmature_nodes.onion import Middleware
 
+from .checkpoint.migrations import Migration, MigrationRegistry
+from .checkpoint.protocol import Checkpointer
 from .compiled import END, CompiledGraph, _Node, is_async_callable
 from .errors import (
     DanglingEdge,
@@ -90,6 +92,35 @@ class GraphBuilder(Generic[S]):
         self._nodes: dict[str, tuple[NodeKind, tuple[Middleware[Any, Any], ...]]] = {}
         self._edges: dict[str, list[_Edge]] = {}
         self._entry: str | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._migrations = MigrationRegistry()
+
+    # --- durability -------------------------------------------------------------------
+
+    def with_checkpointer(self, checkpointer: Checkpointer) -> GraphBuilder[S]:
+        """Save a checkpoint after every completed node (pipeline-utilities §10).
+
+        One checkpointer per graph; a second call replaces the first. Enables
+        ``invoke(..., resume_invocation=id)`` and suspension. See
+        :mod:`openarmature_nodes.graph.checkpoint` for the backends.
+        """
+        if not isinstance(checkpointer, Checkpointer):
+            raise TypeError(f"{checkpointer!r} does not implement the Checkpointer protocol")
+        self._checkpointer = checkpointer
+        return self
+
+    def with_state_migration(
+        self, from_version: str, to_version: str, migrate: Migration
+    ) -> GraphBuilder[S]:
+        """Register a state migration used when resuming an older record (§10.12).
+
+        ``migrate`` maps the saved state (a dict) at ``from_version`` to the dict
+        at ``to_version``; it must be pure. A second migration for the same pair
+        raises ``checkpoint_state_migration_chain_ambiguous`` here; two distinct
+        shortest chains raise it at :meth:`compile`.
+        """
+        self._migrations.register(from_version, to_version, migrate)
+        return self
 
     # --- nodes -------------------------------------------------------------------
 
@@ -279,9 +310,14 @@ class GraphBuilder(Generic[S]):
                     if allowed is None
                     else {d: nodes[d] for d in allowed if d is not END}
                 )
+        self._migrations.check_unambiguous()
         for w in found:
             warnings.warn(w, stacklevel=2)
-        return CompiledGraph(schema, nodes, nodes[self._entry], found)
+        graph: CompiledGraph[S] = CompiledGraph(schema, nodes, nodes[self._entry], found)
+        graph.migrations = self._migrations
+        if self._checkpointer is not None:
+            graph.with_checkpointer(self._checkpointer)
+        return graph
 
     def _check_reachable(self) -> None:
         assert self._entry is not None

@@ -5,15 +5,15 @@ merge its partial update, follow its outgoing edge, repeat until ``END``. All
 lookups are resolved at compile time (each node holds its successor or its
 routing table directly), so a step costs one dispatch, one merge and one edge.
 
-Two loops share that logic. :meth:`CompiledGraph._run_plain` is used when no
-observer will see the invocation and builds nothing but the new state.
-:meth:`CompiledGraph._run_observed` adds the event bookkeeping of §6. Which one
-runs is decided once per invocation.
+The loops themselves live in :mod:`._run` (:func:`~._run.run_plain` when no
+observer will see the invocation, :func:`~._run.run_observed` with the event
+bookkeeping of §6); which one runs is decided once per invocation.
 """
 
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import msgspec
 
-from openarmature_nodes.context import attempt_index, run_scope
+from openarmature_nodes.context import run_scope
 from openarmature_nodes.metadata import (
     bind_invocation_metadata,
     get_invocation_metadata,
@@ -29,37 +29,35 @@ from openarmature_nodes.metadata import (
 )
 from openarmature_nodes.onion import Middleware, compose
 
-from ._run import Level, Run, Step, merge, node_failure
-from .errors import EdgeException, GraphRuntimeError, RoutingError
+from ._durable import Durable, ResumePlan, declared_version, plan_resume, resume_path
+from ._run import (
+    DEFAULT_STEP_LIMIT,
+    END,
+    Level,
+    Run,
+    Step,
+    run_observed,
+    run_plain,
+)
+from .checkpoint.errors import (
+    CheckpointNotFound,
+    CheckpointRecordInvalid,
+    CheckpointSaveFailed,
+    SuspensionPersistenceFailed,
+    SuspensionRecordInvalid,
+)
+from .checkpoint.migrations import MigrationRegistry
+from .checkpoint.protocol import Checkpointer
+from .checkpoint.records import CheckpointRecord
 from .events import InvocationEvent, NodeError
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
+from .suspension import Completed, GraphSuspended, Suspended, SuspendSignal
 
 __all__ = ["END", "CompiledGraph"]
 
 S = TypeVar("S", bound=State)
-
-
-class _End:
-    """The ``END`` routing sentinel (a constant, not a node name)."""
-
-    _instance: _End | None = None
-
-    def __new__(cls) -> _End:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "END"
-
-    def __reduce__(self) -> str:
-        return "END"
-
-
-END: Any = _End()
-"""Route here to finish the run. A node may still be *named* ``"END"``."""
 
 
 class _Node:
@@ -109,6 +107,9 @@ class CompiledGraph(Generic[S]):
                 for g in sub._graphs:
                     graphs.setdefault(id(g), g)
         self._graphs: tuple[CompiledGraph[Any], ...] = tuple(graphs.values())
+        self.checkpointer: Checkpointer | None = None
+        self.migrations = MigrationRegistry()
+        self.step_limit = DEFAULT_STEP_LIMIT
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -173,91 +174,228 @@ class CompiledGraph(Generic[S]):
         """
         return await self._delivery.drain_events_for(invocation_id, timeout)
 
+    # --- durability ------------------------------------------------------------------
+
+    def with_checkpointer(self, checkpointer: Checkpointer | None) -> CompiledGraph[S]:
+        """Register (or, with ``None``, remove) the graph's checkpointer (§10.1.1).
+
+        Takes effect from the next invocation. Same as
+        ``GraphBuilder.with_checkpointer``.
+        """
+        if checkpointer is not None and not isinstance(checkpointer, Checkpointer):
+            raise TypeError(f"{checkpointer!r} does not implement the Checkpointer protocol")
+        self.checkpointer = checkpointer
+        return self
+
     # --- invocation -------------------------------------------------------------------
 
     async def invoke(
         self,
-        initial_state: S | Any,
+        initial_state: S | Any = None,
         *,
         observers: Iterable[Any] = (),
         invocation_id: str | None = None,
         correlation_id: str | None = None,
+        resume_invocation: str | None = None,
+        signal_payload: Mapping[str, Any] | None = None,
+        step_limit: int | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> S:
         """Run the graph from ``initial_state`` (an instance or a mapping) to ``END``.
 
         Returns the final state. Raises a :class:`~.errors.GraphRuntimeError`
-        subclass naming the failing node and carrying ``recoverable_state``.
-        ``observers`` are invocation-scoped: they see this run only.
+        subclass naming the failing node and carrying ``recoverable_state``;
+        :class:`~.suspension.GraphSuspended` if a node suspends (use :meth:`run`
+        to get that as a returned outcome). ``observers`` are
+        invocation-scoped: they see this run only.
+
+        ``resume_invocation`` continues a checkpointed invocation from its last
+        save (``initial_state`` is then ignored; a fresh ``invocation_id`` is
+        minted and the saved ``correlation_id`` kept); with ``signal_payload``
+        it resumes a suspended one. ``step_limit`` bounds the steps of each
+        graph run (default :data:`~._run.DEFAULT_STEP_LIMIT`).
+
         ``metadata``: caller key/values identifying the invocation on every span
         (observability §3.4; see :mod:`openarmature_nodes.metadata`); a reserved
         key or a bad value raises ``ValueError`` / ``TypeError`` before any work.
         """
         if metadata:
-            checked = validate_metadata(metadata)
-            with bind_invocation_metadata(checked):
-                return await self.invoke(initial_state, observers=observers,
-                                         invocation_id=invocation_id,
-                                         correlation_id=correlation_id)
-        state = self.schema.coerce(initial_state, where="invoke() initial state")
-        subs = tuple(subscribe(o) for o in observers) if observers else ()
-        if not subs and not self._observed():
-            run = Run(invocation_id, correlation_id)
+            with bind_invocation_metadata(validate_metadata(metadata)):
+                return await self.invoke(
+                    initial_state, observers=observers, invocation_id=invocation_id,
+                    correlation_id=correlation_id, resume_invocation=resume_invocation,
+                    signal_payload=signal_payload, step_limit=step_limit,
+                )
+        if (
+            resume_invocation is None
+            and self.checkpointer is None
+            and not observers
+            and not self._observed()
+        ):
+            state = self.schema.coerce(initial_state, where="invoke() initial state")
+            run = Run(invocation_id, correlation_id, step_limit=step_limit or self.step_limit)
             token = run_scope.set(run)
             try:
-                return await self._run_plain(state)  # type: ignore[no-any-return]
+                return await run_plain(self, state)  # type: ignore[no-any-return]
             finally:
                 run_scope.reset(token)
-        return await self._invoke_observed(state, subs, invocation_id, correlation_id)
-
-    def _observed(self) -> bool:
-        return any(g._observers for g in self._graphs)
-
-    async def _invoke_observed(
-        self,
-        state: Any,
-        subs: tuple[Subscription, ...],
-        invocation_id: str | None,
-        correlation_id: str | None,
-    ) -> S:
-        snapshot = {id(g): g._observers for g in self._graphs if g._observers}
-        run = Run(invocation_id, correlation_id, None, subs, snapshot)
-        run.include_caller_metadata = any(
-            getattr(s.original, "include_caller_metadata", False)
-            for group in (subs, *snapshot.values()) for s in group
+        outcome = await self.run(
+            initial_state, observers=observers, invocation_id=invocation_id,
+            correlation_id=correlation_id, resume_invocation=resume_invocation,
+            signal_payload=signal_payload, step_limit=step_limit,
         )
-        inv = run.inv = Invocation(run.invocation_id)
+        if isinstance(outcome, Suspended):
+            raise GraphSuspended(outcome)
+        return outcome.state
+
+    async def run(
+        self,
+        initial_state: S | Any = None,
+        *,
+        observers: Iterable[Any] = (),
+        invocation_id: str | None = None,
+        correlation_id: str | None = None,
+        resume_invocation: str | None = None,
+        signal_payload: Mapping[str, Any] | None = None,
+        step_limit: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Completed[S] | Suspended[S]:
+        """Like :meth:`invoke`, returning the outcome: :class:`~.suspension.Completed`
+        (``.state`` is the final state) or :class:`~.suspension.Suspended`
+        (suspension §5). Errors still raise."""
+        if metadata:
+            with bind_invocation_metadata(validate_metadata(metadata)):
+                return await self.run(
+                    initial_state, observers=observers, invocation_id=invocation_id,
+                    correlation_id=correlation_id, resume_invocation=resume_invocation,
+                    signal_payload=signal_payload, step_limit=step_limit,
+                )
+        limit = step_limit or self.step_limit
+        if limit < 1:
+            raise ValueError(f"step_limit must be >= 1, got {limit}")
+        cp = self.checkpointer
+        plan: ResumePlan | None = None
+        positions: tuple[Any, ...] = ()
+        if resume_invocation is not None:
+            record = await self._load(resume_invocation, signal_payload is not None)
+            plan = plan_resume(
+                self, record, self.migrations, cp.supports_migration if cp else False,
+                signal_payload,
+            )
+            correlation_id = record.correlation_id
+            invocation_id = record.invocation_id if signal_payload is not None else None
+            positions = record.completed_positions
+            state: Any = plan.states[0]
+        else:
+            state = self.schema.coerce(initial_state, where="invoke() initial state")
+        durable: Durable | None = None
+        if cp is not None:
+            if correlation_id is None:
+                correlation_id = str(uuid.uuid4())
+            durable = Durable(
+                cp, declared_version(self.schema.cls), correlation_id, plan, positions
+            )
+        subs = tuple(subscribe(o) for o in observers) if observers else ()
+        snapshot = {id(g): g._observers for g in self._graphs if g._observers}
+        if (subs or snapshot) and correlation_id is None:
+            correlation_id = str(uuid.uuid4())  # observability §3.1: one per observed run
+        run = Run(
+            invocation_id, correlation_id, None, subs, snapshot, step_limit=limit,
+            durable=durable,
+        )
+        if durable is not None:
+            durable.run = run
+        run.include_caller_metadata = any(
+            getattr(sub.original, "include_caller_metadata", False)
+            for group in (subs, *snapshot.values()) for sub in group
+        )
         token = run_scope.set(run)
         try:
-            if self._delivery.running:
-                self._delivery.start(inv, None)
-                try:
-                    return await self._run_bracketed(state, run)  # type: ignore[no-any-return]
-                finally:
-                    inv.close()
-            failure: Exception | None = None
-            async with anyio.create_task_group() as tg:
-                self._delivery.start(inv, tg)
-                try:
-                    result = await self._run_bracketed(state, run)
-                except Exception as exc:
-                    failure = exc
-                finally:
-                    inv.close()
-            if failure is not None:
-                raise failure
-            return result  # type: ignore[no-any-return]
+            if not subs and not snapshot:
+                result, suspended = await self._drive(state, run, plan)
+            else:
+                result, suspended = await self._drive_observed(state, run, plan)
+            if suspended is not None:
+                return suspended
+            return Completed(
+                invocation_id=run.invocation_id, correlation_id=run.correlation_id or "",
+                state=result,
+            )
         finally:
             run_scope.reset(token)
 
-    async def _run_bracketed(self, state: Any, run: Run) -> Any:
-        """The observed run, bracketed by :class:`InvocationEvent` s for the observers
-        that subscribe to them (a tracer needs the invocation's window)."""
+    async def _load(self, invocation_id: str, signal: bool) -> CheckpointRecord:
+        cp = self.checkpointer
+        record = await cp.load(invocation_id) if cp is not None else None
+        if signal:
+            if record is None or record.status != "suspended":
+                what = "no record" if record is None else f"status {record.status!r}"
+                raise SuspensionRecordInvalid(
+                    f"cannot resume invocation {invocation_id!r} with a signal: it is not "
+                    f"suspended ({what}"
+                    + (", and the graph has no checkpointer" if cp is None else "") + ")"
+                )
+            return record
+        if record is None:
+            raise CheckpointNotFound(
+                f"no checkpoint for invocation {invocation_id!r}"
+                + (" (the graph has no checkpointer registered)" if cp is None else "")
+            )
+        if record.status == "suspended":
+            raise CheckpointRecordInvalid(
+                f"invocation {invocation_id!r} is suspended, not checkpointed: resume it with "
+                "a signal_payload"
+            )
+        return record
+
+    async def _drive(
+        self, state: Any, run: Run, plan: ResumePlan | None
+    ) -> tuple[Any, Suspended[S] | None]:
         level = Level.root(run, self)
+        start, done = None, False
+        if plan is not None:
+            taken = plan.take(level)
+            if taken is not None:
+                state, name, done = taken
+                start = self._nodes[name] if name is not None else None
+        try:
+            return await run_observed(self, state, level, start=start, done=done), None
+        except SuspendSignal as sig:  # saved here, while the observers still listen
+            return None, await self._suspended(run, sig)
+
+    async def _drive_observed(
+        self, state: Any, run: Run, plan: ResumePlan | None
+    ) -> tuple[Any, Suspended[S] | None]:
+        inv = run.inv = Invocation(run.invocation_id)
+        if self._delivery.running:
+            self._delivery.start(inv, None)
+            try:
+                return await self._drive_bracketed(state, run, plan)
+            finally:
+                inv.close()
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            self._delivery.start(inv, tg)
+            try:
+                result = await self._drive_bracketed(state, run, plan)
+            except Exception as exc:
+                failure = exc
+            finally:
+                inv.close()
+        if failure is not None:
+            raise failure
+        return result
+
+    async def _drive_bracketed(
+        self, state: Any, run: Run, plan: ResumePlan | None
+    ) -> tuple[Any, Suspended[S] | None]:
+        """:meth:`_drive`, bracketed by :class:`InvocationEvent` s for the observers
+        that subscribe to them (a tracer needs the invocation's window)."""
         inv = run.inv
-        targets = tuple(s for s in level.targets if "invocation_started" in s.phases)
+        subs = run.invocation_subs + run.snapshot.get(id(self), ())
+        targets = tuple(s for s in subs if "invocation_started" in s.phases)
         if not targets or inv is None:
-            return await self._run_observed(state, level)
+            return await self._drive(state, run, plan)
         entry = self._entry.name if self._entry is not None else ""
         started = InvocationEvent(
             invocation_id=run.invocation_id, namespace=(), correlation_id=run.correlation_id,
@@ -266,86 +404,38 @@ class CompiledGraph(Generic[S]):
         )
         inv.emit(started, targets)
         try:
-            final = await self._run_observed(state, level)
+            result = await self._drive(state, run, plan)
         except Exception as exc:
             category = str(getattr(exc, "category", None) or "node_exception")
             inv.emit(msgspec.structs.replace(started, phase="invocation_completed", state=None,
                                              error=NodeError(category, exc)), targets)
             raise
-        inv.emit(msgspec.structs.replace(started, phase="invocation_completed", state=final),
-                 targets)
-        return final
+        inv.emit(msgspec.structs.replace(started, phase="invocation_completed",
+                                         state=result[0]), targets)
+        return result
 
-    # --- the loops ----------------------------------------------------------------------
-
-    async def _run_plain(self, state: Any) -> Any:
-        fields = self.schema.plan
-        node: _Node | None = self._entry
-        while node is not None:
-            try:
-                update = await node.call(state)
-            except Exception as exc:
-                raise node_failure(node.name, exc, state)  # noqa: B904 (cause set by node_failure)
-            if update:
-                state = merge(fields, state, update, node.name)
-            if node.route is None:
-                node = node.next
-            else:
-                node = await self._route(node, state)
-        return state
-
-    async def _run_observed(self, state: Any, level: Level) -> Any:
-        fields = self.schema.plan
-        base_attempt = attempt_index.get()
-        node: _Node | None = self._entry
-        while node is not None:
-            step = Step(level, node.name, state)
-            step_token = run_scope.set(step)
-            try:
-                update = await node.observed_call(step)(state)
-            except Exception as exc:
-                err = node_failure(node.name, exc, state)
-                step.finish_error(err)
-                raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
-            finally:
-                run_scope.reset(step_token)
-                if attempt_index.get() != base_attempt:
-                    attempt_index.set(base_attempt)
-            try:
-                new = merge(fields, state, update, node.name) if update else state
-                nxt = node.next if node.route is None else await self._route(node, new)
-            except GraphRuntimeError as err:
-                step.finish_error(err)
-                raise
-            step.finish_ok(new)
-            state, node = new, nxt
-        return state
-
-    async def _route(self, node: _Node, state: Any) -> _Node | None:
-        route = node.route
-        assert route is not None
+    async def _suspended(self, run: Run, sig: SuspendSignal) -> Suspended[S]:
+        assert sig.frame is not None and run.durable is not None
+        level, node_name, state, done = sig.frame
+        namespace = (*level.prefix, node_name)
+        path, _ = resume_path(level, node_name)
         try:
-            dest = route(state)
-            if node.route_async:
-                dest = await dest
-        except Exception as exc:
-            raise EdgeException(
-                f"edge function of node {node.name!r} raised {type(exc).__name__}: {exc}",
-                node_name=node.name,
-                recoverable_state=state,
-            ) from exc
-        if dest is END:
-            return None
-        target = node.routes.get(dest) if isinstance(dest, str) else None
-        if target is None:
-            raise RoutingError(
-                f"conditional edge of node {node.name!r} returned {dest!r}, which is "
-                f"neither END nor a node it may route to",
-                destination=dest,
-                node_name=node.name,
-                recoverable_state=state,
+            await run.durable.save(
+                level, state, path, done, status="suspended", descriptor=sig.descriptor,
+                suspended=namespace,
             )
-        return target
+        except CheckpointSaveFailed as exc:
+            raise SuspensionPersistenceFailed(
+                f"could not persist the paused invocation: {exc}", node_name=node_name,
+                recoverable_state=state,
+            ) from exc.__cause__
+        return Suspended(
+            invocation_id=run.invocation_id, correlation_id=run.correlation_id or "",
+            state=state, descriptor=sig.descriptor, node_name=node_name, namespace=namespace,
+        )
+
+    def _observed(self) -> bool:
+        return any(g._observers for g in self._graphs)
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "ReducerError",
     "RoutingError",
     "StateValidationError",
+    "StepLimitExceeded",
     "UnreachableNode",
 ]
 
@@ -187,3 +188,20 @@ class StateValidationError(GraphRuntimeError, TypeError):
     def __init__(self, message: str, *, fields: Sequence[str] = (), **kw: Any) -> None:
         super().__init__(message, **kw)
         self.fields = tuple(fields)
+
+
+class StepLimitExceeded(GraphRuntimeError):
+    """A graph took more steps than the invocation's ``step_limit`` (a routing loop?).
+
+    ``limit`` is the limit; ``last_nodes`` the names of the last nodes run,
+    oldest first.
+    """
+
+    category = "step_limit_exceeded"
+    transient = False
+    passes_through = True
+
+    def __init__(self, message: str, *, limit: int, last_nodes: tuple[str, ...], **kw: Any):
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.last_nodes = last_nodes

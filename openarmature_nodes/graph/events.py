@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 Phase = Literal["started", "completed", "suspended"]
-PHASES: frozenset[str] = frozenset(("started", "completed"))
+PHASES: frozenset[str] = frozenset(("started", "completed", "suspended"))
 INVOCATION_PHASES: frozenset[str] = frozenset(("invocation_started", "invocation_completed"))
 
 

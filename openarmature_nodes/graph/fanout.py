@@ -63,10 +63,13 @@ from ._kinds import (
     check_values,
     error_category,
     resolve_maybe_async,
+    run_units_suspendable,
     run_with_lineage,
+    unit_suspension,
     view_step,
 )
 from ._pool import run_indexed
+from ._run import run_observed, run_plain
 from .errors import GraphCompileWarning
 from .events import FanOutConfig
 from .executors import FanOutBatch, FanOutExecutor, Outcome
@@ -75,6 +78,7 @@ from .reducers import last_write_wins
 from .state import Schema
 
 if TYPE_CHECKING:
+    from ._durable import FanOutTracker
     from ._run import Step
     from .compiled import CompiledGraph
 
@@ -272,6 +276,20 @@ class FanOut(ConcurrentKind):
                 item_count=count, concurrency=limit, error_policy=self.error_policy,
                 parent_node_name=self.name,
             ))
+        durable = step.level.run.durable if step is not None else None
+        tracker = None
+        if durable is not None and step is not None:
+            tracker = durable.fan_out_begin(step.level, self.name, count)
+        try:
+            return await self._run_instances(state, step, count, items, limit, tracker)
+        finally:
+            if durable is not None and tracker is not None:
+                durable.fan_out_end(tracker)
+
+    async def _run_instances(
+        self, state: Any, step: Step | None, count: int, items: list[Any] | None,
+        limit: int | None, tracker: FanOutTracker | None,
+    ) -> dict[str, Any]:
         if count == 0:
             if self.on_empty == "raise":
                 raise FanOutEmpty(
@@ -306,14 +324,61 @@ class FanOut(ConcurrentKind):
         else:
 
             async def job(i: int) -> Any:
+                if tracker is not None:
+                    saved = tracker.saved(i)
+                    if saved is not None:  # completed before the resume: roll it forward
+                        if saved.result_is_error:
+                            raise _SavedError(saved.result)
+                        return {self.collect_field: saved.result, **(saved.extra or {})}
+                    tracker.started(i)
                 inst = enter(i)
                 run = compose(self.instance_middleware, self._observed_instance(step, i))
-                return await run_with_lineage(view_step(step, inst, fan_out_index=i), run, inst)
+                view = view_step(step, inst, fan_out_index=i)
+                if tracker is None:
+                    return await run_with_lineage(view, run, inst)
+                try:
+                    result = await run_with_lineage(view, run, inst)
+                except Exception as exc:
+                    if self.error_policy == "collect":
+                        tracker.completed(i, self.error_record(i, exc), error=True, extra=None)
+                        await self._saved(step, state)
+                    raise
+                extra = {k: _slot(result, k) for k in self._keys[1:]} or None
+                tracker.completed(i, _slot(result, self.collect_field), error=False, extra=extra)
+                await self._saved(step, state)
+                return result
 
-        outcome = await self._execute(count, job, limit, enter, step)
+        outcome, sig = await run_units_suspendable(
+            lambda: self._execute(count, job, limit, enter, step),
+            self.name, self.error_policy == "collect", "fan-out instance",
+        )
+        if sig is not None:
+            level = sig.frame[0] if sig.frame is not None else None
+            index = level.fan_out_index if level is not None else None
+            partial = self._partial(tracker) if tracker is not None else None
+            raise unit_suspension(sig, "fan_out_index", index, partial) from None
         if outcome.failures and self.error_policy == "fail_fast":
             raise next(iter(outcome.failures.values()))
         return self._fan_in(outcome.results, outcome.failures, count)
+
+    async def _saved(self, step: Step, state: Any) -> None:
+        durable = step.level.run.durable
+        if durable is not None:
+            await durable.instance_done(step.level, self.name, state)
+
+    def _partial(self, tracker: FanOutTracker) -> dict[str, Any]:
+        """The fan-in of the instances completed so far (a suspension's aggregate, §8.2)."""
+        results: list[Any] = []
+        failures: dict[int, Exception] = {}
+        for e in tracker.instances:
+            if e.state != "completed":
+                continue
+            if e.result_is_error:
+                failures[len(results)] = _SavedError(e.result)
+                results.append(None)
+            else:
+                results.append({self.collect_field: e.result, **(e.extra or {})})
+        return self._fan_in(results, failures, len(results))
 
     def _project(self, final: Any) -> dict[str, Any]:
         if isinstance(final, Mapping):
@@ -322,7 +387,7 @@ class FanOut(ConcurrentKind):
 
     async def _plain_instance(self, inst: Any) -> dict[str, Any]:
         if self.graph is not None:
-            return self._project(await self.graph._run_plain(inst))
+            return self._project(await run_plain(self.graph, inst))
         assert self.fn is not None
         return self._project(_mapping(await call_plain(self.name, self.fn, inst), self.name))
 
@@ -332,7 +397,7 @@ class FanOut(ConcurrentKind):
         if graph is not None:
 
             async def run_graph(inst: Any) -> Any:
-                return self._project(await graph._run_observed(inst, level))
+                return self._project(await run_observed(graph, inst, level))
 
             return run_graph
         assert fn is not None
@@ -366,10 +431,21 @@ class FanOut(ConcurrentKind):
             else:
                 update[parent] = values
         if self.errors_field is not None:
-            update[self.errors_field] = [self.error_record(i, exc) for i, exc in failures.items()]
+            update[self.errors_field] = [
+                exc.record if isinstance(exc, _SavedError) else self.error_record(i, exc)
+                for i, exc in failures.items()
+            ]
         if self.count_field is not None:
             update[self.count_field] = count
         return update
+
+
+class _SavedError(Exception):
+    """A ``collect``-mode failure recorded before a resume: its error entry rolls forward."""
+
+    def __init__(self, record: Any) -> None:
+        super().__init__("failed before the resume")
+        self.record = record
 
 
 def _slot(result: Any, key: str) -> Any:

@@ -24,8 +24,10 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._kinds import need_field
+from ._run import run_observed, run_plain
 from .errors import ConflictingProjectionForms, GraphCompileWarning
 from .state import Schema
+from .suspension import in_node_body
 
 if TYPE_CHECKING:
     from ._run import Step
@@ -91,11 +93,14 @@ class FunctionNode:
 
         async def inner(state: Any) -> Any:
             step.begin(state)
+            token = in_node_body.set(True)
             try:
                 return await fn(state)
             except Exception as exc:
                 step.fail(exc)
                 raise
+            finally:
+                in_node_body.reset(token)
 
         return inner
 
@@ -203,11 +208,11 @@ class SubgraphNode:
 
     def plain(self) -> Inner:
         """Project in, run the subgraph unobserved, project out."""
-        run_plain = self.graph._run_plain
+        graph = self.graph
         enter, exit_ = self._enter, self._exit
 
         async def inner(state: Any) -> Any:
-            return exit_(await run_plain(enter(state)))
+            return exit_(await run_plain(graph, enter(state)))
 
         return inner
 
@@ -218,7 +223,14 @@ class SubgraphNode:
 
         async def inner(state: Any) -> Any:
             level = step.level.child(self.name, step.state, graph)
-            return exit_(await graph._run_observed(enter(state), level))
+            durable = level.run.durable
+            plan = durable.plan if durable is not None else None
+            taken = plan.take(level) if plan is not None else None
+            if taken is None:
+                return exit_(await run_observed(graph, enter(state), level))
+            sub_state, start, done = taken  # a resume re-entering this subgraph (§10.4)
+            node = graph._nodes[start] if start is not None else None
+            return exit_(await run_observed(graph, sub_state, level, start=node, done=done))
 
         return inner
 

@@ -58,11 +58,14 @@ from ._kinds import (
     need_field,
     resolve_maybe_async,
     round_trip_warning,
+    run_units_suspendable,
     run_with_lineage,
+    unit_suspension,
     validate_errors_field,
     view_step,
 )
 from ._pool import run_indexed
+from ._run import run_observed, run_plain
 from .errors import GraphCompileError, GraphCompileWarning, NodeException
 from .events import ParallelBranchesConfig
 from .nodes import Inner
@@ -234,9 +237,16 @@ class ParallelBranches(ConcurrentKind):
             run = compose(tuple(b.middleware), self._observed_branch(step, bname, b))
             return await run_with_lineage(view_step(step, state, branch_name=bname), run, state)
 
-        outcome = await run_indexed(
-            len(names), job, limit=None, fail_fast=self.error_policy == "fail_fast"
+        outcome, sig = await run_units_suspendable(
+            lambda: run_indexed(
+                len(names), job, limit=None, fail_fast=self.error_policy == "fail_fast"
+            ),
+            self.name, self.error_policy == "collect", "branch",
         )
+        if sig is not None:
+            level = sig.frame[0] if sig.frame is not None else None
+            bname = level.branch_name if level is not None else None
+            raise unit_suspension(sig, "branch_name", bname, None) from None
         if outcome.failures and self.error_policy == "fail_fast":
             i, exc = next(iter(outcome.failures.items()))
             raise ParallelBranchFailed(
@@ -262,7 +272,7 @@ class ParallelBranches(ConcurrentKind):
         if graph is not None:
 
             async def run_graph(state: Any) -> Any:
-                return self._exit(b, await graph._run_plain(self._enter(b, state)))
+                return self._exit(b, await run_plain(graph, self._enter(b, state)))
 
             return run_graph
         assert call is not None
@@ -278,7 +288,7 @@ class ParallelBranches(ConcurrentKind):
         if graph is not None:
 
             async def run_graph(state: Any) -> Any:
-                return self._exit(b, await graph._run_observed(self._enter(b, state), level))
+                return self._exit(b, await run_observed(graph, self._enter(b, state), level))
 
             return run_graph
         assert call is not None

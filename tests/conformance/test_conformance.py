@@ -38,6 +38,7 @@ ADAPTERS: dict[str, str] = {
     "graph-engine": "graph_engine",
     "pipeline-utilities": "pipeline_utilities",
     "observability": "observability",
+    "suspension": "suspension",
 }
 
 _SPEC_PRESENT = (spec_dir() / "spec").is_dir()

@@ -243,7 +243,7 @@ _counter = iter(range(1_000_000))
 def state_class(ctx: BuildContext, sdef: Mapping[str, Any] | None, name: str) -> type[State]:
     """A ``State`` subclass from ``state: {fields: ...}`` (plus undeclared initial fields)."""
     sdef = sdef or {"fields": {}}
-    check_directives(sdef, {"fields"}, f"{name}.state")
+    check_directives(sdef, {"fields", "schema_version"}, f"{name}.state")
     specs: list[tuple[Any, ...]] = []
     fields = dict(sdef.get("fields") or {})
     for fname, fdef in fields.items():
@@ -259,8 +259,12 @@ def state_class(ctx: BuildContext, sdef: Mapping[str, Any] | None, name: str) ->
     for fname in ctx.extra_fields if name == "outer" else ():
         if fname not in fields:
             specs.append((fname, Any, None))
+    namespace = (
+        {"schema_version": str(sdef["schema_version"])} if "schema_version" in sdef else None
+    )
     cls = msgspec.defstruct(
-        f"{name}_state_{next(_counter)}", specs, bases=(State,), kw_only=True, frozen=True
+        f"{name}_state_{next(_counter)}", specs, bases=(State,), kw_only=True, frozen=True,
+        namespace=namespace,
     )
     return typing.cast(type[State], cls)
 

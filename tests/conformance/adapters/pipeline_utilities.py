@@ -696,6 +696,7 @@ _vocab.register("pipeline-utilities", {"caught_exception"})
 _vocab.register("pipeline-utilities", EXPECTED_KEYS | ERROR_KEYS | {"clock_stub", "seconds"})
 _vocab.register("pipeline-utilities", INVARIANTS)
 
+from .checkpoint import wrap_checkpoint  # noqa: E402  (checkpoint / resume / migration cases)
 from .composition import wrap_pipeline_utilities  # noqa: E402  (fan-out / parallel branches)
 
-run_case = wrap_pipeline_utilities(run_case)
+run_case = wrap_checkpoint(wrap_pipeline_utilities(run_case))
