@@ -54,7 +54,7 @@ from tests.conformance.fixtures import Case, UnknownDirective, check_directives
 
 from . import (
     composition,  # noqa: F401  (registers fan_out / parallel_branches)
-    pipeline_utilities,  # noqa: F401  (registers retry / timing middleware)
+    pipeline_utilities,
 )
 from . import graph_build as gb
 from .llm_provider import build_messages, build_tools
@@ -328,9 +328,16 @@ _BASE_FLAKY = gb.NODE_DIRECTIVES["flaky"]
 
 
 def _flaky(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
-    """``flaky: {fail_count, category, on_success}``: fail the first N attempts."""
+    """``flaky: {fail_count, category, on_success}``: fail the first N attempts.
+
+    Other forms go to the handler registered before this one when it is another
+    adapter's compact form, else to the pipeline-utilities one (a handler another
+    adapter installed before pipeline-utilities registered may wrap nothing)."""
     if not (isinstance(value, Mapping) and "fail_count" in value):
-        _BASE_FLAKY(ctx, nb, value)
+        if isinstance(value, Mapping) and "failure_sequence" not in value:
+            _BASE_FLAKY(ctx, nb, value)
+        else:
+            pipeline_utilities._flaky(ctx, nb, value)
         return
     where = f"{nb.graph_name}.nodes.{nb.name}.flaky"
     check_directives(value, {"fail_count", "category", "on_success"}, where)
