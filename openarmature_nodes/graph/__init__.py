@@ -33,7 +33,7 @@ subscriptions) is in :mod:`.lowlevel`; the run context middleware reads is
 
 from openarmature_nodes.onion import Middleware
 
-from ._run import current_correlation_id, current_invocation_id
+from ._run import current_invocation_id
 from .builder import GraphBuilder
 from .checkpoint import InMemoryCheckpointer, SQLiteCheckpointer
 from .compiled import END, CompiledGraph
@@ -58,7 +58,6 @@ from .errors import (
 )
 from .events import (
     FanOutConfig,
-    InvocationEvent,
     NodeError,
     NodeEvent,
     ObserverEvent,
@@ -105,7 +104,6 @@ __all__ = [
     "GraphBuilder",
     "Middleware",
     "State",
-    "current_correlation_id",
     "current_invocation_id",
     # durable runs (the rest in .checkpoint and .suspension)
     "GraphSuspended",
@@ -131,7 +129,6 @@ __all__ = [
     # observing
     "DrainSummary",
     "FanOutConfig",
-    "InvocationEvent",
     "NodeError",
     "NodeEvent",
     "Observer",
