@@ -36,6 +36,7 @@ from openarmature_nodes.middleware import (
     WarmupGate,
 )
 from openarmature_nodes.nodes import LLMNode, append_reply, default_onion
+from openarmature_nodes.nodes.observe import CallEventMiddleware
 from openarmature_nodes.retrying import constant_backoff
 from openarmature_nodes.testing import CHAT_PATH, MODELS_PATH, EmbeddedServer, completion_body
 from tests.embedded_fixtures import MODEL
@@ -106,6 +107,7 @@ def trail(server: EmbeddedServer) -> list[tuple[str, Any]]:
 async def test_default_onion_layers_outermost_first(provider: OpenAIProvider) -> None:
     onion = default_onion(provider)
     assert [type(m) for m in onion] == [
+        CallEventMiddleware,
         SpanMiddleware,
         RetryMiddleware,
         CooldownMiddleware,
@@ -115,12 +117,12 @@ async def test_default_onion_layers_outermost_first(provider: OpenAIProvider) ->
     ]
     node = LLMNode(provider, ask, keep_answer)
     assert [type(m) for m in node.middleware] == [type(m) for m in onion]
-    assert "SpanMiddleware, RetryMiddleware, CooldownMiddleware, WarmupGate" in repr(node)
+    assert "CallEventMiddleware, SpanMiddleware, RetryMiddleware, CooldownMiddleware" in repr(node)
 
 
 async def test_default_onion_shares_the_endpoint_cooldown(provider: OpenAIProvider) -> None:
-    first = default_onion(provider)[2]
-    second = default_onion(provider)[2]
+    first = default_onion(provider)[3]
+    second = default_onion(provider)[3]
     assert isinstance(first, CooldownMiddleware) and isinstance(second, CooldownMiddleware)
     assert first.cooldown is second.cooldown is Cooldown.for_endpoint(provider)
 
@@ -128,7 +130,8 @@ async def test_default_onion_shares_the_endpoint_cooldown(provider: OpenAIProvid
 async def test_default_onion_can_drop_and_replace_layers(provider: OpenAIProvider) -> None:
     retry = RetryMiddleware(max_attempts=7)
     onion = default_onion(
-        provider, span=False, retry=retry, cooldown=False, structured=False, degraded=False
+        provider, events=False, span=False, retry=retry, cooldown=False, structured=False,
+        degraded=False,
     )
     assert onion[0] is retry
     assert [type(m) for m in onion] == [RetryMiddleware, WarmupGate]

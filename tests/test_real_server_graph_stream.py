@@ -7,13 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-# Token events come from the call-event layer of the default onion (issue 13,
-# openarmature_nodes.nodes.observe); until it is on this branch these tests skip.
-pytest.importorskip(
-    "openarmature_nodes.nodes.observe",
-    reason="the call-event layer that emits LlmTokenEvent (issue 13) is not merged yet",
-)
-
 from openarmature_nodes.graph import END, GraphBuilder, State
 from openarmature_nodes.graph.streaming import NodeUpdate, TokenItem
 from openarmature_nodes.llm import OpenAIProvider, UserMessage

@@ -55,8 +55,9 @@ _STATE_POST_INIT = State.__post_init__
 _NO_UPDATE: Any = MappingProxyType({})  # a node that returned None, on its completed event
 
 __all__ = [
-    "END", "Level", "Run", "Step", "current_invocation_id", "current_run", "merge",
-    "node_failure", "report_instance", "route", "run_observed", "run_plain",
+    "END", "Level", "Run", "Step", "current_correlation_id", "current_invocation_id",
+    "current_run", "merge", "node_failure", "report_instance", "route", "run_observed",
+    "run_plain",
 ]
 
 
@@ -113,12 +114,19 @@ that never await still notices cancellation (at ~1 µs per step, within tens of
 microseconds)."""
 
 
+def current_correlation_id() -> str | None:
+    """The correlation id of the running invocation (observability §3.1): the
+    caller's, or a UUIDv4 minted for an observed invocation; ``None`` outside a run."""
+    value = getattr(run_scope.get(), "correlation_id", None)
+    return value if isinstance(value, str) else None
+
+
 class Run:
     """State shared by every level of one outermost invocation."""
 
     __slots__ = (
-        "_id", "correlation_id", "durable", "inv", "invocation_subs", "root_targets", "snapshot",
-        "step", "step_limit",
+        "_id", "correlation_id", "durable", "include_caller_metadata", "inv", "invocation_subs",
+        "root_targets", "snapshot", "step", "step_limit",
     )
 
     def __init__(
@@ -141,6 +149,7 @@ class Run:
         self.step = 0
         self.step_limit = step_limit
         self.durable = durable
+        self.include_caller_metadata = False  # an observer asked for metadata snapshots
 
     @property
     def invocation_id(self) -> str:
@@ -282,6 +291,16 @@ class Step:
     def invocation_id(self) -> str:
         """The invocation this step belongs to."""
         return self.level.run.invocation_id
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The invocation's correlation id."""
+        return self.level.run.correlation_id
+
+    @property
+    def include_caller_metadata(self) -> bool:
+        """Whether an observer of the run asked for metadata snapshots on typed events."""
+        return self.level.run.include_caller_metadata
 
     def lineage(self) -> Lineage:
         """This step's lineage, stamped with the current retry attempt."""

@@ -19,8 +19,14 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import anyio
+import msgspec
 
 from openarmature_nodes.context import run_scope
+from openarmature_nodes.metadata import (
+    bind_invocation_metadata,
+    get_invocation_metadata,
+    validate_metadata,
+)
 from openarmature_nodes.onion import Middleware, compose
 
 from ._durable import Durable, ResumePlan, declared_version, plan_resume, resume_path
@@ -43,6 +49,7 @@ from .checkpoint.errors import (
 from .checkpoint.migrations import MigrationRegistry
 from .checkpoint.protocol import Checkpointer
 from .checkpoint.records import CheckpointRecord
+from .events import InvocationEvent, NodeError
 from .mermaid import to_mermaid
 from .nodes import Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
@@ -198,6 +205,7 @@ class CompiledGraph(Generic[S]):
         resume_invocation: str | None = None,
         signal_payload: Mapping[str, Any] | None = None,
         step_limit: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> S:
         """Run the graph from ``initial_state`` (an instance or a mapping) to ``END``.
 
@@ -212,7 +220,18 @@ class CompiledGraph(Generic[S]):
         minted and the saved ``correlation_id`` kept); with ``signal_payload``
         it resumes a suspended one. ``step_limit`` bounds the steps of each
         graph run (default :data:`~._run.DEFAULT_STEP_LIMIT`).
+
+        ``metadata``: caller key/values identifying the invocation on every span
+        (observability §3.4; see :mod:`openarmature_nodes.metadata`); a reserved
+        key or a bad value raises ``ValueError`` / ``TypeError`` before any work.
         """
+        if metadata:
+            with bind_invocation_metadata(validate_metadata(metadata)):
+                return await self.invoke(
+                    initial_state, observers=observers, invocation_id=invocation_id,
+                    correlation_id=correlation_id, resume_invocation=resume_invocation,
+                    signal_payload=signal_payload, step_limit=step_limit,
+                )
         if (
             resume_invocation is None
             and self.checkpointer is None
@@ -245,10 +264,18 @@ class CompiledGraph(Generic[S]):
         resume_invocation: str | None = None,
         signal_payload: Mapping[str, Any] | None = None,
         step_limit: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Completed[S] | Suspended[S]:
         """Like :meth:`invoke`, returning the outcome: :class:`~.suspension.Completed`
         (``.state`` is the final state) or :class:`~.suspension.Suspended`
         (suspension §5). Errors still raise."""
+        if metadata:
+            with bind_invocation_metadata(validate_metadata(metadata)):
+                return await self.run(
+                    initial_state, observers=observers, invocation_id=invocation_id,
+                    correlation_id=correlation_id, resume_invocation=resume_invocation,
+                    signal_payload=signal_payload, step_limit=step_limit,
+                )
         limit = step_limit or self.step_limit
         if limit < 1:
             raise ValueError(f"step_limit must be >= 1, got {limit}")
@@ -276,12 +303,18 @@ class CompiledGraph(Generic[S]):
             )
         subs = tuple(subscribe(o) for o in observers) if observers else ()
         snapshot = {id(g): g._observers for g in self._graphs if g._observers}
+        if (subs or snapshot) and correlation_id is None:
+            correlation_id = str(uuid.uuid4())  # observability §3.1: one per observed run
         run = Run(
             invocation_id, correlation_id, None, subs, snapshot, step_limit=limit,
             durable=durable,
         )
         if durable is not None:
             durable.run = run
+        run.include_caller_metadata = any(
+            getattr(sub.original, "include_caller_metadata", False)
+            for group in (subs, *snapshot.values()) for sub in group
+        )
         token = run_scope.set(run)
         try:
             if not subs and not snapshot:
@@ -343,20 +376,48 @@ class CompiledGraph(Generic[S]):
         if self._delivery.running:
             self._delivery.start(inv, None)
             try:
-                return await self._drive(state, run, plan)
+                return await self._drive_bracketed(state, run, plan)
             finally:
                 inv.close()
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             self._delivery.start(inv, tg)
             try:
-                result = await self._drive(state, run, plan)
+                result = await self._drive_bracketed(state, run, plan)
             except Exception as exc:
                 failure = exc
             finally:
                 inv.close()
         if failure is not None:
             raise failure
+        return result
+
+    async def _drive_bracketed(
+        self, state: Any, run: Run, plan: ResumePlan | None
+    ) -> tuple[Any, Suspended[S] | None]:
+        """:meth:`_drive`, bracketed by :class:`InvocationEvent` s for the observers
+        that subscribe to them (a tracer needs the invocation's window)."""
+        inv = run.inv
+        subs = run.invocation_subs + run.snapshot.get(id(self), ())
+        targets = tuple(s for s in subs if "invocation_started" in s.phases)
+        if not targets or inv is None:
+            return await self._drive(state, run, plan)
+        entry = self._entry.name if self._entry is not None else ""
+        started = InvocationEvent(
+            invocation_id=run.invocation_id, namespace=(), correlation_id=run.correlation_id,
+            entry_node=entry, phase="invocation_started", state=state,
+            metadata=get_invocation_metadata(),
+        )
+        inv.emit(started, targets)
+        try:
+            result = await self._drive(state, run, plan)
+        except Exception as exc:
+            category = str(getattr(exc, "category", None) or "node_exception")
+            inv.emit(msgspec.structs.replace(started, phase="invocation_completed", state=None,
+                                             error=NodeError(category, exc)), targets)
+            raise
+        inv.emit(msgspec.structs.replace(started, phase="invocation_completed",
+                                         state=result[0]), targets)
         return result
 
     async def _suspended(self, run: Run, sig: SuspendSignal) -> Suspended[S]:

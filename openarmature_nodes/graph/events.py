@@ -18,6 +18,7 @@ unobserved graph pays nothing for this module.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import msgspec
@@ -27,6 +28,7 @@ from openarmature_nodes.events import ObserverEvent
 __all__ = [
     "FanOutConfig",
     "FanOutInstanceEvent",
+    "InvocationEvent",
     "NodeError",
     "NodeEvent",
     "ObserverEvent",
@@ -38,6 +40,7 @@ Phase = Literal["started", "completed", "suspended"]
 PHASES: frozenset[str] = frozenset(("started", "completed", "suspended"))
 INSTANCE_PHASE = "fan_out_instance"
 """The opt-in phase of :class:`FanOutInstanceEvent` (not in any default subscription)."""
+INVOCATION_PHASES: frozenset[str] = frozenset(("invocation_started", "invocation_completed"))
 
 
 class NodeError(msgspec.Struct, frozen=True):
@@ -104,3 +107,20 @@ class FanOutInstanceEvent(ObserverEvent, frozen=True, kw_only=True):
     node_name: str
     item_count: int
     outcome: Literal["ok", "failed"]
+
+
+class InvocationEvent(ObserverEvent, frozen=True, kw_only=True):
+    """The outermost invocation began (``invocation_started``) or ended
+    (``invocation_completed``, with ``state`` or ``error``).
+
+    Delivered only to observers that subscribe to these phases explicitly
+    (a tracing observer needs the invocation's window; most observers do not),
+    so default subscriptions never see it. ``namespace`` is empty;
+    ``entry_node`` is the outermost graph's entry node.
+    """
+
+    phase: Literal["invocation_started", "invocation_completed"]
+    entry_node: str
+    state: Any = None
+    error: NodeError | None = None
+    metadata: Mapping[str, Any] = msgspec.field(default_factory=dict)

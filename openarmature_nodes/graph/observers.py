@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .events import INSTANCE_PHASE, PHASES
+from .events import INSTANCE_PHASE, INVOCATION_PHASES, PHASES
 
 __all__ = [
     "DrainSummary",
@@ -88,7 +88,7 @@ def subscribe(observer: Any, phases: Iterable[str] | None = None) -> Subscriptio
         wanted = frozenset(phases)
         if not wanted:
             raise ValueError("phases must not be empty (an observer would receive nothing)")
-        unknown = wanted - PHASES - {"suspended", INSTANCE_PHASE}
+        unknown = wanted - PHASES - INVOCATION_PHASES - {"suspended", INSTANCE_PHASE}
         if unknown:
             raise ValueError(f"unknown phase(s) {sorted(unknown)}; use 'started'/'completed'")
     return Subscription(_as_async(observer), wanted, observer)
@@ -166,11 +166,21 @@ class Invocation:
         try:
             with self.scope:
                 queue = self._queue
+                popleft = queue.popleft
                 while True:
                     while queue:
-                        event, targets = queue[0]
-                        await _deliver(event, targets)
-                        queue.popleft()
+                        # Inlined delivery (the hot loop: one pass per event, no helper
+                        # call); the event leaves the queue before it is delivered, and
+                        # counts as delivered once every observer has had it.
+                        event, targets = popleft()
+                        phase = getattr(event, "phase", None)
+                        for sub in targets:
+                            if phase is not None and phase not in sub.phases:
+                                continue
+                            try:
+                                await sub.fn(event)
+                            except Exception as exc:
+                                _warn(sub, event, exc)
                         self.delivered += 1
                         if self._waiters:
                             self._release()
@@ -210,21 +220,14 @@ class Invocation:
         return DrainSummary(max(0, target - self.delivered) if self.dead else 0, False)
 
 
-async def _deliver(event: Any, targets: tuple[Subscription, ...]) -> None:
-    phase = getattr(event, "phase", None)
-    for sub in targets:
-        if phase is not None and phase not in sub.phases:
-            continue
-        try:
-            await sub.fn(event)
-        except Exception as exc:
-            warnings.warn(
-                ObserverErrorWarning(
-                    f"observer {sub.original!r} raised {type(exc).__name__}: {exc} "
-                    f"(event {type(event).__name__} {getattr(event, 'namespace', '')})"
-                ),
-                stacklevel=1,
-            )
+def _warn(sub: Subscription, event: Any, exc: Exception) -> None:
+    warnings.warn(
+        ObserverErrorWarning(
+            f"observer {sub.original!r} raised {type(exc).__name__}: {exc} "
+            f"(event {type(event).__name__} {getattr(event, 'namespace', '')})"
+        ),
+        stacklevel=1,
+    )
 
 
 class Delivery:

@@ -164,11 +164,14 @@ class StructuredOutputInvalid(ProviderError):
     does not validate against the schema.
 
     Carries everything needed to re-ask or to report: the raw ``output_content``,
-    the validator's ``error_message``, the reply's ``finish_reason`` and
-    ``usage``, and the ``schema`` that was requested.
+    the validator's ``error_message``, the reply's ``finish_reason``, ``usage``,
+    ``response_id`` and ``response_model`` (when the reply had them), and the
+    ``schema`` that was requested.
     """
 
     category = "structured_output_invalid"
+    response_id: str | None = None
+    response_model: str | None = None
 
     def __init__(
         self,

@@ -37,6 +37,7 @@ import httpx
 
 from openarmature_nodes.retrying import RetryConfig
 
+from .call_events import CallEventMiddleware
 from .call_retry import complete_with_retry
 from .config import RuntimeConfig
 from .dialect_probe import AutoResult, probe_structured_mode
@@ -231,6 +232,7 @@ class OpenAIProvider:
         "_chat_url",
         "_closed",
         "_dialect",
+        "_events",
         "_fallback",
         "_headers",
         "_limiter",
@@ -310,6 +312,9 @@ class OpenAIProvider:
             ("accept", "text/event-stream"),
             *common,
         )
+        # Typed LLM / token events (graph-engine §6) of every complete() call made
+        # inside an observed graph run; nothing at all outside one.
+        self._events = CallEventMiddleware(self)
         if transport is not None and (http_client is not None or timeouts is not None):
             raise ValueError(
                 "pass transport= alone; http_client= and timeouts= configure the default transport"
@@ -521,14 +526,16 @@ class OpenAIProvider:
         request = CompletionRequest(
             messages, tools, config, response_schema, choice, stream, deadline
         )
+        send = self.call
+        if retry is not None:
+
+            async def send(request: CompletionRequest) -> Response:
+                return await complete_with_retry(self.call, request, retry)
+
         if on_token is not None:
             with token_sink(on_token):
-                if retry is not None:
-                    return await complete_with_retry(self.call, request, retry)
-                return await self.call(request)
-        if retry is not None:
-            return await complete_with_retry(self.call, request, retry)
-        return await self.call(request)
+                return await self._events(request, send)  # type: ignore[no-any-return]
+        return await self._events(request, send)  # type: ignore[no-any-return]
 
     async def call(self, request: CompletionRequest) -> Response:
         """Send ``request``: the innermost handler for call-level middleware.

@@ -15,6 +15,7 @@ update``) built from three things you write and one you usually don't:
 - the **call-level middleware**, the onion around ``provider.call``. By
   default it is :func:`default_onion`, from the outside in::
 
+      CallEventMiddleware typed LLM / token events on the observer queue
       SpanMiddleware      one OpenTelemetry span per node call
       RetryMiddleware     transient failures, honouring Retry-After
       CooldownMiddleware  one 429 holds every caller of the server until its stated time
@@ -74,6 +75,8 @@ from openarmature_nodes.middleware import (
 from openarmature_nodes.onion import Middleware, compose
 from openarmature_nodes.retrying import RetryConfig
 
+from .observe import CallEventMiddleware
+
 __all__ = ["CallProvider", "LLMNode", "append_reply", "default_onion"]
 
 S = TypeVar("S")
@@ -98,6 +101,7 @@ class CallProvider(Protocol):
 def default_onion(
     provider: Any,
     *,
+    events: CallEventMiddleware | Literal[False] | None = None,
     span: SpanMiddleware | Literal[False] | None = None,
     retry: RetryMiddleware | RetryConfig | Literal[False] | None = None,
     cooldown: CooldownMiddleware | Literal[False] | None = None,
@@ -108,10 +112,10 @@ def default_onion(
 ) -> list[CallMiddleware]:
     """The default call-level onion for ``provider``, outermost first.
 
-    ``[SpanMiddleware, RetryMiddleware, CooldownMiddleware, WarmupGate,
-    StructuredOutputMiddleware, DegradedResponseMiddleware]``, each with its
-    defaults (retry: 3 attempts, full-jitter backoff from 1 s, at least the
-    server's ``Retry-After``, and none at all when the server asks for more
+    ``[CallEventMiddleware, SpanMiddleware, RetryMiddleware, CooldownMiddleware,
+    WarmupGate, StructuredOutputMiddleware, DegradedResponseMiddleware]``, each
+    with its defaults (retry: 3 attempts, full-jitter backoff from 1 s, at least
+    the server's ``Retry-After``, and none at all when the server asks for more
     than 60 s; cooldown: the endpoint's process-wide :class:`Cooldown`, so
     one 429 holds every caller of that server until the time it stated;
     warm-up: ``ready()`` then a one-token completion, with 30 s for a server
@@ -123,13 +127,17 @@ def default_onion(
     replies as they are). ``cache`` (off by default) adds a
     :class:`~openarmature_nodes.middleware.CacheMiddleware` right inside the span.
 
-    Why this order: the span is outermost so that one node call is one span,
-    whatever happens inside; retry sits outside the gate so that a call that
-    fails after the gate opened is retried without a second warm-up; the
+    Why this order: the typed events are outermost so that a node call, retries
+    included, is one ``call_id`` with one terminal event; the span comes next so
+    that one node call is one span, whatever happens inside; retry sits outside
+    the gate so that a call that fails after the gate opened is retried without
+    a second warm-up; the
     structured-output check is innermost so that every attempt's reply is
     validated (and re-asked, when configured) before retry sees it.
     """
     layers: list[CallMiddleware] = []
+    if events is not False:
+        layers.append(events if events is not None else CallEventMiddleware(provider))
     if span is not False:
         layers.append(span if span is not None else SpanMiddleware(provider))
     if cache is not None:

@@ -28,6 +28,7 @@ import anyio
 
 from openarmature_nodes.llm import AssistantMessage, Tool, ToolCall, ToolMessage
 
+from .observe import ToolCallScope
 from .tools import FunctionTool, tool
 
 __all__ = [
@@ -209,6 +210,16 @@ class ToolNode:
                 scope.cancel()  # the other calls' results will not be used
 
     async def _execute(self, call: ToolCall) -> str:
+        scope = ToolCallScope(call.name, call.arguments, tool_call_id=call.id)
+        try:
+            result = await self._execute_unobserved(call)
+        except ToolError as exc:
+            scope.failed(exc.__cause__ if exc.__cause__ is not None else exc)
+            raise
+        scope.succeeded(result)
+        return result
+
+    async def _execute_unobserved(self, call: ToolCall) -> str:
         impl = self._by_name.get(call.name)
         if impl is None:
             known = ", ".join(sorted(self._by_name)) or "none"

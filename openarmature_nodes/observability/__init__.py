@@ -1,27 +1,24 @@
-"""Observability helpers shared by the span layer and the observers.
+"""Observability: the OpenTelemetry mapping of the spec.
 
-:mod:`openarmature_nodes.observability.genai` maps an LLM call (provider,
-request, response, error, attempt) to OpenTelemetry attributes: the GenAI
-semantic conventions (``gen_ai.*``, ``server.*``, ``error.type``) and the
-``openarmature.llm.*`` names of the observability spec §5.5.
+- :mod:`.genai`: the one LLM-call -> attribute mapping (GenAI semantic
+  conventions and ``openarmature.llm.*``), shared by the span middleware and
+  the observer.
+- :mod:`.otel`: ``OTelObserver``, an observer that turns the engine's events
+  into spans (and, opt-in, GenAI metrics) on its own private providers. It
+  needs the OpenTelemetry SDK (extra ``otel``), so it is imported from there:
+  ``from openarmature_nodes.observability.otel import OTelObserver``.
 """
 
 from .genai import (
     LLM_SPAN_NAME,
-    attempt_attributes,
-    error_attributes,
-    payload_attributes,
-    request_attributes,
-    response_attributes,
-    sampling_attributes,
+    TOOL_SPAN_NAME,
+    GenAIConvention,
+    convention_from_env,
 )
 
 __all__ = [
     "LLM_SPAN_NAME",
-    "attempt_attributes",
-    "error_attributes",
-    "payload_attributes",
-    "request_attributes",
-    "response_attributes",
-    "sampling_attributes",
+    "TOOL_SPAN_NAME",
+    "GenAIConvention",
+    "convention_from_env",
 ]

@@ -37,6 +37,7 @@ ADAPTERS: dict[str, str] = {
     "llm-provider": "llm_provider",
     "graph-engine": "graph_engine",
     "pipeline-utilities": "pipeline_utilities",
+    "observability": "observability",
     "suspension": "suspension",
 }
 

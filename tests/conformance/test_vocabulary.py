@@ -42,27 +42,8 @@ PROSE: dict[str, str] = {
 PENDING_OTHER_ISSUES: dict[str, str] = {
     # issue 13: observability (OTel / typed events / metadata / LLM-span harness)
     "update_pure_from_state": "issue 13",
-    "calls_llm": "issue 13",
-    "calls_llm_from_wrapper": "issue 13",
-    "augment_metadata": "issue 13",
     "augment_metadata_from_field": "issue 13",
-    "capture_invocation_metadata_into": "issue 13",
-    "mock_llm": "issue 13",
-    "disable_llm_spans": "issue 13",
-    "caller_global_otel_active": "issue 13",
-    "caller_metadata": "issue 13",
-    "typed_observers": "issue 13",
-    "contains_event": "issue 13",
-    "contains_event_of_type": "issue 13",
-    "contains_exactly_one_event_of_type": "issue 13",
-    "event_count": "issue 13",
-    "event_counts": "issue 13",
     "otel_spans": "issue 13",
-    "metrics": "issue 13",
-    "event_type": "issue 13 (contains_event)",
-    "children": "issue 13 (otel_spans)",
-    "stores_response_in": "issue 13 (calls_llm)",
-    "mock_tool": "issue 13 (typed tool-call events harness)",
 }
 
 # Capabilities SCOPE.md leaves out of this project (sessions, retrieval-provider,
@@ -91,12 +72,9 @@ OUT_OF_SCOPE: dict[str, str] = {
     "document": "retrieval-provider",
     "documents": "retrieval-provider",
     "input": "retrieval-provider",
-    "model": "retrieval-provider",
     "query": "retrieval-provider",
     "top_k": "retrieval-provider",
     "mode": "observability: Langfuse mapping (langfuse_client)",
-    "disable_provider_payload": "observability: Langfuse mapping (langfuse_observer)",
-    "provider": "observability: Langfuse mapping (langfuse_client)",
 }
 
 # A bold opening directly on backticked names: **`a: {...}`** or **`a` / `b: {...}`**.

@@ -24,6 +24,7 @@ from openarmature_nodes.llm.errors import (
     ProviderInvalidModel,
     ProviderInvalidResponse,
     ProviderModelNotLoaded,
+    StructuredOutputInvalid,
 )
 from openarmature_nodes.llm.messages import (
     AssistantBlock,
@@ -199,7 +200,13 @@ def response_from_raw(
     usage = _usage(raw.get("usage"))
     parsed = None
     if response_schema is not None and not calls and finish != "tool_calls":
-        parsed = validate_structured(text, response_schema, finish_reason=finish, usage=usage)
+        try:
+            parsed = validate_structured(text, response_schema, finish_reason=finish, usage=usage)
+        except StructuredOutputInvalid as exc:  # the reply's identity, for the failure event
+            rid, rmodel = raw.get("id"), raw.get("model")
+            exc.response_id = rid if isinstance(rid, str) and rid else None
+            exc.response_model = rmodel if isinstance(rmodel, str) and rmodel else None
+            raise
     return Response(AssistantMessage(content, calls), finish, usage, raw, parsed)
 
 
