@@ -820,7 +820,9 @@ HARNESS_PARAMETERS: dict[str, Any] = {"implementation_name": "openarmature-pytho
 # --- typed events -----------------------------------------------------------------------------
 
 COLLECTOR_KEYS = {"contains_event", "contains_event_of_type", "contains_exactly_one_event_of_type",
-                  "event_count", "event_counts", "contains_events_in_order"}
+                  "event_count", "event_counts", "contains_events_in_order",
+                  "does_not_contain_event_of_type", "relative_order_of_events_matching"}
+ORDER_KEYS = {"filter", "expected_order"}
 
 
 def _of_type(col: Collector, name: str) -> list[Any]:
@@ -863,6 +865,12 @@ def _check_collector(run: Run, col: Collector, want: Mapping[str, Any], where: s
                 match_value(run, value, _field(getattr(e, key)), f"{where}[{i}].{key}")
     if "contains_event_of_type" in want:
         assert _of_type(col, str(want["contains_event_of_type"])), where
+    if "does_not_contain_event_of_type" in want:
+        found = _of_type(col, str(want["does_not_contain_event_of_type"]))
+        assert not found, f"{where}: {found!r}"
+    if "relative_order_of_events_matching" in want:
+        _check_relative_order(run, col, want["relative_order_of_events_matching"],
+                              f"{where}.relative_order_of_events_matching")
     if "contains_exactly_one_event_of_type" in want:
         n = len(_of_type(col, str(want["contains_exactly_one_event_of_type"])))
         assert n == 1, f"{where}: {n} events"
@@ -872,6 +880,41 @@ def _check_collector(run: Run, col: Collector, want: Mapping[str, Any], where: s
     for spec in counts:
         n = len(_of_type(col, str(spec["event_type"])))
         assert n == spec["count"], f"{where}: {n} {spec['event_type']}, expected {spec['count']}"
+
+
+def _event_matches(run: Run, event: Any, spec: Mapping[str, Any], where: str) -> bool:
+    """Whether ``event`` has the type (``event_type``) and every other field of ``spec``."""
+    if "event_type" in spec and type(event).__name__ != spec["event_type"]:
+        return False
+    before = dict(run.bindings)
+    try:
+        for key, value in spec.items():
+            if key == "event_type":
+                continue
+            if not hasattr(event, key):
+                return False
+            match_value(run, value, _field(getattr(event, key)), f"{where}.{key}")
+    except AssertionError:
+        run.bindings = before
+        return False
+    return True
+
+
+def _check_relative_order(run: Run, col: Collector, spec: Mapping[str, Any], where: str) -> None:
+    """The events passing ``filter``, taken in arrival order, hold ``expected_order`` as a
+    subsequence (others may come before, between or after), each expected entry met once."""
+    check_directives(spec, ORDER_KEYS, where)
+    wanted = [dict(w) for w in spec["expected_order"]]
+    kept = [e for e in col.events if _event_matches(run, e, dict(spec.get("filter") or {}), where)]
+    at = 0
+    for event in kept:
+        if at < len(wanted) and _event_matches(run, event, wanted[at], f"{where}[{at}]"):
+            at += 1
+    kinds = [(type(e).__name__, getattr(e, "phase", None)) for e in kept]
+    assert at == len(wanted), f"{where}: {wanted[at:]} not met in order among {kinds}"
+    for i, w in enumerate(wanted):  # each expected entry occurs once among the kept events
+        n = sum(1 for e in kept if _event_matches(run, e, w, f"{where}[{i}]"))
+        assert n == 1, f"{where}[{i}]: {n} events match {w}"
 
 
 def _field(value: Any) -> Any:
@@ -902,7 +945,7 @@ def _check_metrics(run: Run, want: list[Mapping[str, Any]], where: str) -> None:
 from .observability_checks import INVARIANTS  # noqa: E402  (the predicates use this module)
 
 _vocab.register("observability", OBSERVABILITY_CASE_KEYS | EXPECTED_KEYS | SPAN_KEYS)
-_vocab.register("observability", CALL_KEYS | COLLECTOR_KEYS | DIRECT_CALL_KEYS)
+_vocab.register("observability", CALL_KEYS | COLLECTOR_KEYS | DIRECT_CALL_KEYS | ORDER_KEYS)
 _vocab.register("observability", {"tool_name", "tool_call_id", "arguments", "mock_tool",
                                   "stores_result_in", "returns", "raises", "instrument",
                                   "dimensions", "value", "event_type", "fields", "count",

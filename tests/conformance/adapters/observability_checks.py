@@ -776,3 +776,39 @@ def _opt_in_off(run: Run, want: Any, where: str) -> None:
 def _opt_in_on(run: Run, want: Any, where: str) -> None:
     events = _typed(run, ev.LlmCallEvent)
     assert events and all(e.caller_invocation_metadata for e in events), where
+
+
+def _arrival(run: Run) -> list[Any]:
+    """The first collector's events in arrival order (every collector sees one queue)."""
+    return list(next(iter(run.collectors.values())).events) if run.collectors else []
+
+
+def _completion_between(run: Run, where: str, *, after: bool, before: bool) -> None:
+    events = _arrival(run)
+    calls = [i for i, e in enumerate(events) if isinstance(e, ev.LlmCompletionEvent)]
+    assert calls, f"{where}: no LlmCompletionEvent"
+    for i in calls:
+        node = events[i].node_name
+        started = [j for j, e in enumerate(events) if isinstance(e, NodeEvent)
+                   and e.node_name == node and e.phase == "started"]
+        completed = [j for j, e in enumerate(events) if isinstance(e, NodeEvent)
+                     and e.node_name == node and e.phase == "completed"]
+        if after:
+            assert started and min(started) < i, f"{where}: not after {node} started"
+        if before:
+            assert completed and i < max(completed), f"{where}: not before {node} completed"
+
+
+@invariant("typed_event_arrives_within_calling_node_span")
+def _within_node(run: Run, want: Any, where: str) -> None:
+    _completion_between(run, where, after=True, before=True)
+
+
+@invariant("typed_event_arrives_after_node_started")
+def _after_started(run: Run, want: Any, where: str) -> None:
+    _completion_between(run, where, after=True, before=False)
+
+
+@invariant("typed_event_arrives_before_node_completed")
+def _before_completed(run: Run, want: Any, where: str) -> None:
+    _completion_between(run, where, after=False, before=True)
