@@ -99,7 +99,8 @@ class BuildContext:
         self.invocations: list[InvocationRecord] = []
         self.index_by_id: dict[str, int] = {}
         self.drain_timings: list[tuple[float, float | None]] = []  # (elapsed, timeout)
-        self.extra_fields: dict[str, Any] = {}  # undeclared initial_state fields -> Any
+        # undeclared initial_state fields -> their type (None: Any)
+        self.extra_fields: dict[str, Any] = {}
         self.scratch: dict[str, Any] = {}  # free space for extending adapters
 
     @property
@@ -258,7 +259,7 @@ def state_class(ctx: BuildContext, sdef: Mapping[str, Any] | None, name: str) ->
             specs.append((fname, ann))
     for fname in ctx.extra_fields if name == "outer" else ():
         if fname not in fields:
-            specs.append((fname, Any, None))
+            specs.append((fname, ctx.extra_fields[fname] or Any, None))
     namespace = (
         {"schema_version": str(sdef["schema_version"])} if "schema_version" in sdef else None
     )

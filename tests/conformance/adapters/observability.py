@@ -355,11 +355,59 @@ def _flaky(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
 _BASE_FAN_OUT = gb.NODE_DIRECTIVES["fan_out"]
 
 
+_ITEM_FIELD = "item"
+
+
+def _with_state(sdef: dict[str, Any]) -> dict[str, Any]:
+    """An ``inner_subgraphs`` entry declaring no ``state`` gets one: an ``any`` field for
+    each ``stores_response_in`` target of its nodes and for the fan-out item."""
+    if "state" in sdef:
+        return sdef
+    fields: dict[str, Any] = {_ITEM_FIELD: {"type": "any", "default": None}}
+    for node in (sdef.get("nodes") or {}).values():
+        for call in ("calls_llm", "calls_llm_from_wrapper"):
+            target = (node.get(call) or {}).get("stores_response_in")
+            if target:
+                fields[str(target)] = {"type": "any", "default": None}
+    return {**sdef, "state": {"fields": fields}}
+
+
+def _append_field(ctx: gb.BuildContext, where: str) -> str:
+    """The outer state's one ``append``-reduced field (a short-form fan-out's target)."""
+    fields = ((ctx.case.data.get("state") or {}).get("fields") or {}).items()
+    names = [str(k) for k, v in fields if (v or {}).get("reducer") == "append"]
+    if len(names) != 1:
+        raise AssertionError(f"{where}: no single append field to collect into ({names})")
+    return names[0]
+
+
 def _fan_out(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
-    """``fan_out`` accepting the suite's ``inner_subgraph`` for ``subgraph``."""
+    """``fan_out`` accepting the suite's ``inner_subgraph`` for ``subgraph``.
+
+    The short form (``items_field`` + ``inner_subgraph`` only) spreads each item into the
+    inner subgraph's ``item`` field and collects that field back into the outer state's
+    one ``append``-reduced field: what is collected is not what these fixtures observe.
+    """
     if isinstance(value, Mapping) and "inner_subgraph" in value:
         value = {("subgraph" if k == "inner_subgraph" else k): v for k, v in value.items()}
+        if value.get("target_field") is None and "items_field" in value:
+            # (another adapter's wrapper may already have set collect_field to None)
+            item = str(value.get("item_field") or _ITEM_FIELD)
+            collect = value.get("collect_field") or item
+            value = {**value, "item_field": item, "collect_field": collect,
+                     "target_field": _append_field(ctx, f"{nb.graph_name}.{nb.name}")}
     _BASE_FAN_OUT(ctx, nb, value)
+
+
+_BASE_BRANCHES = gb.NODE_DIRECTIVES["parallel_branches"]
+
+
+def _parallel_branches(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    """``parallel_branches`` accepting a list of branch names, each running the
+    ``inner_subgraphs`` entry of its own name with no projection in or out."""
+    if isinstance(value, Mapping) and isinstance(value.get("branches"), list):
+        value = {**value, "branches": {str(b): {"subgraph": str(b)} for b in value["branches"]}}
+    _BASE_BRANCHES(ctx, nb, value)
 
 
 def _augment_metadata(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
@@ -393,6 +441,7 @@ gb.NODE_DIRECTIVES.update({
     "capture_invocation_metadata_into": _capture_metadata,
     "flaky": _flaky,
     "fan_out": _fan_out,
+    "parallel_branches": _parallel_branches,
     "also_emits_via_global_tracer": _also_emits_via_global_tracer,
     "calls_llm": _calls_llm,
     "calls_llm_from_wrapper": _calls_llm_from_wrapper,
@@ -450,7 +499,11 @@ async def run_case(case: Case) -> None:
     ctx = gb.BuildContext(case)
     ctx.collect_subgraphs(data, case.document)
     for name, sdef in (data.get("inner_subgraphs") or {}).items():
-        ctx.subgraph_defs[str(name)] = dict(sdef)
+        ctx.subgraph_defs[str(name)] = _with_state(dict(sdef))
+    declared = set((data.get("state") or {}).get("fields") or {})
+    for key, value in (data.get("initial_state") or {}).items():
+        if key not in declared:  # an undeclared initial field: a list, or Any
+            ctx.extra_fields[str(key)] = list[Any] if isinstance(value, list) else None
     ctx.scratch["mock_llm"] = MockLLM(data)
     ctx.scratch["provider_spec"] = data.get("provider")
     if data.get("caller_global_otel_active"):
@@ -821,7 +874,9 @@ HARNESS_PARAMETERS: dict[str, Any] = {"implementation_name": "openarmature-pytho
 
 COLLECTOR_KEYS = {"contains_event", "contains_event_of_type", "contains_exactly_one_event_of_type",
                   "event_count", "event_counts", "contains_events_in_order",
-                  "does_not_contain_event_of_type", "relative_order_of_events_matching"}
+                  "does_not_contain_event_of_type", "relative_order_of_events_matching",
+                  "contains_exactly_n_events_of_type", "captured_event_field_values_cover",
+                  "every_captured_event_has"}
 ORDER_KEYS = {"filter", "expected_order"}
 
 
@@ -865,6 +920,23 @@ def _check_collector(run: Run, col: Collector, want: Mapping[str, Any], where: s
                 match_value(run, value, _field(getattr(e, key)), f"{where}[{i}].{key}")
     if "contains_event_of_type" in want:
         assert _of_type(col, str(want["contains_event_of_type"])), where
+    if "contains_exactly_n_events_of_type" in want:
+        spec = want["contains_exactly_n_events_of_type"]
+        check_directives(spec, {"event_type", "count"}, f"{where}.exactly_n")
+        n = len(_of_type(col, str(spec["event_type"])))
+        assert n == spec["count"], f"{where}: {n} {spec['event_type']}, expected {spec['count']}"
+    if "captured_event_field_values_cover" in want:
+        spec = want["captured_event_field_values_cover"]
+        check_directives(spec, {"field", "values"}, f"{where}.captured_event_field_values_cover")
+        got = [_field(getattr(e, str(spec["field"]), None)) for e in col.events]
+        missing = [v for v in spec["values"] if v not in got]
+        assert col.events and not missing, f"{where}: {spec['field']} values {got} miss {missing}"
+    if "every_captured_event_has" in want:
+        assert col.events, f"{where}: no events captured"
+        for i, event in enumerate(col.events):
+            for key, value in dict(want["every_captured_event_has"]).items():
+                assert hasattr(event, key), f"{where}[{i}]: field {key} absent"
+                match_value(run, value, _field(getattr(event, key)), f"{where}[{i}].{key}")
     if "does_not_contain_event_of_type" in want:
         found = _of_type(col, str(want["does_not_contain_event_of_type"]))
         assert not found, f"{where}: {found!r}"
@@ -946,6 +1018,7 @@ from .observability_checks import INVARIANTS  # noqa: E402  (the predicates use 
 
 _vocab.register("observability", OBSERVABILITY_CASE_KEYS | EXPECTED_KEYS | SPAN_KEYS)
 _vocab.register("observability", CALL_KEYS | COLLECTOR_KEYS | DIRECT_CALL_KEYS | ORDER_KEYS)
+_vocab.register("observability", {"field", "values"})
 _vocab.register("observability", {"tool_name", "tool_call_id", "arguments", "mock_tool",
                                   "stores_result_in", "returns", "raises", "instrument",
                                   "dimensions", "value", "event_type", "fields", "count",

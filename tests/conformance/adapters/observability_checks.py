@@ -812,3 +812,42 @@ def _after_started(run: Run, want: Any, where: str) -> None:
 @invariant("typed_event_arrives_before_node_completed")
 def _before_completed(run: Run, want: Any, where: str) -> None:
     _completion_between(run, where, after=False, before=True)
+
+
+def _completions(run: Run, where: str) -> list[Any]:
+    events = _typed(run, ev.LlmCompletionEvent)
+    assert events, f"{where}: no LlmCompletionEvent"
+    return events
+
+
+@invariant("per_instance_fan_out_index_populated")
+def _fan_out_index_set(run: Run, want: Any, where: str) -> None:
+    assert all(isinstance(e.fan_out_index, int) for e in _completions(run, where)), where
+
+
+@invariant("sibling_instances_have_distinct_fan_out_index")
+def _fan_out_index_distinct(run: Run, want: Any, where: str) -> None:
+    indices = [e.fan_out_index for e in _completions(run, where)]
+    assert len(indices) == len(set(indices)), f"{where}: {indices}"
+
+
+@invariant("branch_name_null_outside_parallel_branches")
+def _no_branch_name(run: Run, want: Any, where: str) -> None:
+    assert all(e.branch_name is None for e in _completions(run, where)), where
+
+
+@invariant("per_branch_branch_name_populated")
+def _branch_name_set(run: Run, want: Any, where: str) -> None:
+    assert all(isinstance(e.branch_name, str) and e.branch_name
+               for e in _completions(run, where)), where
+
+
+@invariant("sibling_branches_have_distinct_branch_name")
+def _branch_name_distinct(run: Run, want: Any, where: str) -> None:
+    names = [e.branch_name for e in _completions(run, where)]
+    assert len(names) == len(set(names)), f"{where}: {names}"
+
+
+@invariant("fan_out_index_null_outside_fan_out")
+def _no_fan_out_index(run: Run, want: Any, where: str) -> None:
+    assert all(e.fan_out_index is None for e in _completions(run, where)), where
