@@ -851,3 +851,35 @@ def _branch_name_distinct(run: Run, want: Any, where: str) -> None:
 @invariant("fan_out_index_null_outside_fan_out")
 def _no_fan_out_index(run: Run, want: Any, where: str) -> None:
     assert all(e.fan_out_index is None for e in _completions(run, where)), where
+
+
+def _dispatch_spans(run: Run) -> list[ReadableSpan]:
+    return [s for s in run.spans if "openarmature.parallel_branches.parent_node_name"
+            in (s.attributes or {})]
+
+
+@invariant("same_named_inner_spans_disambiguated_by_dispatch_parent")
+def _inner_by_dispatch(run: Run, want: Any, where: str) -> None:
+    dispatch = {s.context.span_id: s for s in _dispatch_spans(run)}
+    inner = [s for s in run.spans if s.parent is not None and s.parent.span_id in dispatch]
+    by_name: dict[str, list[ReadableSpan]] = {}
+    for span in inner:
+        by_name.setdefault(span.name, []).append(span)
+    shared = [spans for spans in by_name.values() if len(spans) > 1]
+    assert shared, f"{where}: no same-named inner spans under dispatch spans"
+    for spans in shared:
+        parents = [dispatch[s.parent.span_id] for s in spans if s.parent is not None]
+        assert len({p.context.span_id for p in parents}) == len(spans), f"{where}: one parent"
+        for span, parent in zip(spans, parents, strict=True):
+            branch = (span.attributes or {}).get("openarmature.node.branch_name")
+            assert branch == (parent.attributes or {}).get("openarmature.node.branch_name"), where
+
+
+@invariant("dispatch_spans_close_before_node_span")
+def _dispatch_before_node(run: Run, want: Any, where: str) -> None:
+    dispatch = _dispatch_spans(run)
+    assert dispatch, where
+    for span in dispatch:
+        parent = _parent_of(run, span)
+        assert parent is not None, f"{where}: {span.name} has no parent"
+        assert (span.end_time or 0) <= (parent.end_time or 0), f"{where}: {span.name}"
