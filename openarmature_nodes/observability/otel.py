@@ -124,6 +124,7 @@ class _Wrapper:
     entry_known: bool = False
     subgraph: bool = False  # a synthesized subgraph span (subgraph nodes emit no events)
     error: Any = None  # the last failure among its direct children, for its status
+    callable: bool = False  # an inline-callable branch: the branch is the event source
 
 
 @dataclass
@@ -430,7 +431,7 @@ class OTelObserver:
         if w is None:
             return
         failure = error if error is not None else w.error
-        _finish(w.span, failure)
+        _finish(w.span, failure, look_through=not w.callable)
         if w.root is not None:
             _finish(w.root, failure)
         dispatch = tr.wrappers.pop((*wkey, "dispatch"), None)
@@ -506,6 +507,10 @@ class OTelObserver:
             self._parent(tr, event, ns)
             wrapper = tr.wrappers.get((ns[:-1], key[1], key[2]))
             if wrapper is not None:
+                # the callable's events carry the dispatching node's current attempt
+                wrapper.span.set_attribute("openarmature.node.attempt_index",
+                                           event.attempt_index)
+                wrapper.callable = True
                 tr.callables[key] = wrapper
                 return
         parent = self._parent(tr, event, ns)
@@ -558,7 +563,7 @@ class OTelObserver:
         for wkey in owned:
             wrapper = tr.wrappers.pop(wkey)
             failure = wrapper.error if wrapper.error is not None else event.error
-            _finish(wrapper.span, failure)
+            _finish(wrapper.span, failure, look_through=not wrapper.callable)
             if wrapper.root is not None:
                 _finish(wrapper.root, failure)
         tr.configs.pop(key, None)
@@ -662,10 +667,21 @@ class OTelObserver:
         span.end(end_time=now)
 
 
-def _category(error: Any) -> str:
+def _category(error: Any, *, look_through: bool = True) -> str:
     """The most specific category along the failure's cause chain (a provider error's
-    ``provider_rate_limit`` inside the engine's ``node_exception``), else the node's."""
+    ``provider_rate_limit`` inside the engine's ``node_exception``), else the node's.
+
+    A node kind's own ``node_exception`` subtype (``raised_for_node``: a parallel-branches
+    node failed because a branch did) is the node's §4 ``node_exception`` and is not
+    looked through: the branch's own failure is on the branch's span. An inline-callable
+    branch's span (``look_through=False``) carries its failure's own §4 category: the
+    branch failed as a unit of its parallel-branches node.
+    """
+    if getattr(error.exception, "raised_for_node", False) is True:
+        return "node_exception"
     category = str(error.category)
+    if not look_through:
+        return category
     exc: BaseException | None = getattr(error.exception, "__cause__", None)
     depth = 0
     while exc is not None and depth < 8:
@@ -677,11 +693,11 @@ def _category(error: Any) -> str:
     return category
 
 
-def _finish(span: Span, error: Any) -> None:
+def _finish(span: Span, error: Any, *, look_through: bool = True) -> None:
     if error is None:
         span.set_status(Status(StatusCode.OK))
     else:
-        category = _category(error)
+        category = _category(error, look_through=look_through)
         span.set_attribute("openarmature.error.category", category)
         span.record_exception(error.exception)
         span.set_status(Status(StatusCode.ERROR, category))

@@ -619,7 +619,7 @@ EXPECTED_KEYS = {
     "augment_rejects_at_call_site",
     "span_tree", "observers", "invariants", "metrics", "no_spans_emitted", "final_state",
     "no_llm_provider_span", "no_langfuse_observations_emitted", "llm_span_attributes",
-    "llm_span_attributes_absent", "response_usage",
+    "llm_span_attributes_absent", "response_usage", "observer_event_invariants",
 }
 
 
@@ -694,6 +694,11 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
                      f"{where}.llm_span_attributes")
     for name in expected.get("llm_span_attributes_absent") or ():
         assert all(name not in (s.attributes or {}) for s in llm), f"{where}: {name} present"
+    recorded = [e for r in ctx.observers.values() if r.behavior in ("record", "accumulate")
+                for e in r.events if isinstance(e, NodeEvent)]
+    for name, want in (expected.get("observer_event_invariants") or {}).items():
+        check_observer_event_invariant(recorded, str(name), want,
+                                       f"{where}.observer_event_invariants.{name}")
     invariants = dict(data.get("invariants") or {})
     invariants.update(expected.get("invariants") or {})
     for name, want in invariants.items():
@@ -1014,7 +1019,10 @@ def _check_metrics(run: Run, want: list[Mapping[str, Any]], where: str) -> None:
         assert found, f"{where}[{i}]: no {spec} in {run.metrics}"
 
 
-from .observability_checks import INVARIANTS  # noqa: E402  (the predicates use this module)
+from .observability_checks import (  # noqa: E402  (the predicates use this module)
+    INVARIANTS,
+    check_observer_event_invariant,
+)
 
 _vocab.register("observability", OBSERVABILITY_CASE_KEYS | EXPECTED_KEYS | SPAN_KEYS)
 _vocab.register("observability", CALL_KEYS | COLLECTOR_KEYS | DIRECT_CALL_KEYS | ORDER_KEYS)

@@ -883,3 +883,100 @@ def _dispatch_before_node(run: Run, want: Any, where: str) -> None:
         parent = _parent_of(run, span)
         assert parent is not None, f"{where}: {span.name} has no parent"
         assert (span.end_time or 0) <= (parent.end_time or 0), f"{where}: {span.name}"
+
+
+# --- observer_event_invariants (over the ``record`` observers' raw NodeEvents) -----------------
+
+
+def _is_callable_branch(e: NodeEvent) -> bool:
+    """A callable branch's synthetic pair: the branch itself is the event source."""
+    return e.branch_name is not None and len(e.namespace) >= 2 and e.node_name == e.branch_name
+
+
+def _attempts_seen(events: list[NodeEvent], want: Any, where: str) -> None:
+    got = sorted({e.attempt_index for e in events})
+    assert got == sorted(want), f"{where}: attempt indices {got}"
+
+
+def _callable_current_attempt(events: list[NodeEvent], want: Any, where: str) -> None:
+    """Each callable-branch event carries the attempt of the dispatching node's open attempt."""
+    open_attempt: dict[tuple[str, ...], int] = {}
+    checked = 0
+    for e in events:
+        if _is_callable_branch(e):
+            parent = e.namespace[:-1]
+            assert parent in open_attempt, f"{where}: {e.node_name} outside its node's attempt"
+            assert e.attempt_index == open_attempt[parent], (
+                f"{where}: {e.node_name} attempt {e.attempt_index}, node at {open_attempt[parent]}")
+            checked += 1
+        elif e.phase == "started":
+            open_attempt[e.namespace] = e.attempt_index
+    assert checked, f"{where}: no callable-branch events"
+    assert any(e.attempt_index > 0 for e in events if _is_callable_branch(e)) or not want, where
+
+
+def _callable_both_phases_on_retry(events: list[NodeEvent], want: Any, where: str) -> None:
+    retry = [e for e in events if _is_callable_branch(e) and e.attempt_index == 1]
+    assert retry, f"{where}: no callable-branch event on the retry attempt"
+    for branch in {e.branch_name for e in retry}:
+        phases = {e.phase for e in retry if e.branch_name == branch}
+        assert phases >= {"started", "completed"}, f"{where}: {branch} {phases}"
+
+
+OBSERVER_EVENT_INVARIANTS: dict[str, Callable[[list[NodeEvent], Any, str], None]] = {
+    "callable_branch_events_report_current_attempt_index": _callable_current_attempt,
+    "callable_branch_started_and_completed_carry_attempt_index_one_on_retry":
+        _callable_both_phases_on_retry,
+}
+
+
+def check_observer_event_invariant(events: list[NodeEvent], name: str, want: Any,
+                                   where: str) -> None:
+    """One ``observer_event_invariants`` entry; ``<node>_node_attempt_indices_seen`` and
+    ``<branch>_callable_branch_attempt_indices_seen`` take their subject from the name."""
+    check = OBSERVER_EVENT_INVARIANTS.get(name)
+    if check is not None:
+        check(events, want, where)
+        return
+    for suffix, pick in (
+        ("_callable_branch_attempt_indices_seen",
+         lambda e, s: _is_callable_branch(e) and e.branch_name == s),
+        ("_node_attempt_indices_seen",
+         lambda e, s: e.node_name == s and not _is_callable_branch(e)),
+    ):
+        if name.endswith(suffix):
+            subject = name[: -len(suffix)]
+            mine = [e for e in events if pick(e, subject)]
+            assert mine, f"{where}: no events of {subject}"
+            _attempts_seen(mine, want, where)
+            return
+    raise AssertionError(f"{where}: unknown observer_event_invariants predicate {name!r}")
+
+
+def _pb_node_spans(run: Run) -> list[ReadableSpan]:
+    return [s for s in run.spans
+            if "openarmature.parallel_branches.branch_count" in (s.attributes or {})]
+
+
+def _attempt(span: ReadableSpan) -> Any:
+    return (span.attributes or {}).get("openarmature.node.attempt_index")
+
+
+@invariant("sibling_parallel_branches_node_spans_per_attempt")
+def _pb_per_attempt(run: Run, want: Any, where: str) -> None:
+    nodes = _pb_node_spans(run)
+    assert len(nodes) == want, f"{where}: {len(nodes)} parallel-branches node spans"
+    assert len({_attempt(s) for s in nodes}) == len(nodes), f"{where}: attempts repeat"
+    assert len({s.parent.span_id if s.parent else None for s in nodes}) == 1, f"{where}: parents"
+
+
+@invariant("retry_callable_branch_dispatch_span_attempt_index_is_one",
+           "callable_branch_attempt_index_sourced_from_node_event_not_zero")
+def _dispatch_attempt_follows_node(run: Run, want: Any, where: str) -> None:
+    retried = [s for s in _pb_node_spans(run) if _attempt(s) == 1]
+    assert retried, f"{where}: no retry-attempt node span"
+    for node in _pb_node_spans(run):
+        for child in _dispatch_spans(run):
+            if child.parent is not None and child.parent.span_id == node.context.span_id:
+                assert _attempt(child) == _attempt(node), f"{where}: {child.name}"
+    assert any(_attempt(d) == 1 for d in _dispatch_spans(run)), f"{where}: no attempt-1 dispatch"
