@@ -55,6 +55,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -140,6 +141,7 @@ class _Trace:
     user: dict[str, Any] = field(default_factory=dict)  # caller metadata, as attributes
     augmented: list[tuple[Key, dict[str, Any]]] = field(default_factory=list)
     first_chunk: dict[str, float] = field(default_factory=dict)
+    suspended: bool = False  # a node suspended: the invocation ends SUSPENDED (§4.2)
 
 
 def _ns(event: Any) -> tuple[str, ...]:
@@ -175,7 +177,7 @@ class OTelObserver:
     """
 
     observer_phases = frozenset(
-        ("started", "completed", "invocation_started", "invocation_completed")
+        ("started", "completed", "suspended", "invocation_started", "invocation_completed")
     )
 
     def __init__(
@@ -251,6 +253,9 @@ class OTelObserver:
                 self._node_started(event)
             elif event.phase == "completed":
                 self._node_completed(event)
+            elif event.phase == "suspended":
+                self._trace(event).suspended = True
+                self._node_completed(event, suspension=suspension_attributes(event.descriptor))
         elif isinstance(event, InvocationEvent):
             if event.phase == "invocation_started":
                 self._invocation_started(event)
@@ -302,6 +307,8 @@ class OTelObserver:
         for span in tr.nodes.values():
             span.end()
         if tr.root is not None:
+            if tr.suspended and event.error is None:
+                tr.root.set_attribute(OUTCOME, "suspended")
             _finish(tr.root, event.error)
 
     def _root(self, event: Any) -> Span:
@@ -541,7 +548,10 @@ class OTelObserver:
         tr.nodes[key] = self.tracer.start_span(event.node_name, context=context,
                                                attributes=attrs)
 
-    def _node_completed(self, event: NodeEvent) -> None:
+    def _node_completed(self, event: NodeEvent,
+                        suspension: dict[str, Any] | None = None) -> None:
+        """Close the node's span; ``suspension`` (a ``suspended`` event's §5.8 attributes)
+        closes it with the logical SUSPENDED status: OK plus ``openarmature.outcome``."""
         tr = self._trace(event)
         ns = _ns(event)
         key = _key(ns, event)
@@ -567,6 +577,8 @@ class OTelObserver:
             if wrapper.root is not None:
                 _finish(wrapper.root, failure)
         tr.configs.pop(key, None)
+        if suspension is not None:
+            span.set_attributes(suspension)
         _finish(span, event.error)
 
     # --- LLM and tool spans -------------------------------------------------------------
@@ -665,6 +677,46 @@ class OTelObserver:
                                          "exception.message": event.error_message})
             span.set_status(Status(StatusCode.ERROR, event.error_type or "error"))
         span.end(end_time=now)
+
+
+OUTCOME = "openarmature.outcome"
+_SUSPENSION = "openarmature.suspension"
+
+
+def suspension_attributes(descriptor: Any) -> dict[str, Any]:
+    """The §5.8 attributes of a suspending node's span (and the SUSPENDED outcome).
+
+    ``openarmature.suspension.signal_id``, plus each descriptor metadata field as
+    ``openarmature.suspension.metadata.<key>``: a nested mapping flattens into dotted
+    keys; a scalar or a list of scalars of one type is kept; anything else (a list of
+    mixed or nested values, an object) is stored as its JSON text.
+    """
+    attrs: dict[str, Any] = {OUTCOME: "suspended"}
+    if descriptor is None:
+        return attrs
+    attrs[f"{_SUSPENSION}.signal_id"] = str(getattr(descriptor, "signal_id", descriptor))
+    metadata = getattr(descriptor, "metadata", None)
+    if metadata is not None:
+        try:
+            data: Any = msgspec.to_builtins(metadata)
+        except (TypeError, ValueError):  # an object msgspec cannot convert: its text
+            data = str(metadata)
+        _flatten(f"{_SUSPENSION}.metadata", data, attrs)
+    return attrs
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}", inner, out)
+    elif isinstance(value, (str, bool, int, float)):
+        out[prefix] = value
+    elif (isinstance(value, list) and value and all(isinstance(v, (str, bool, int, float))
+                                                    for v in value)
+          and len({type(v) for v in value}) == 1):
+        out[prefix] = list(value)
+    elif value is not None:
+        out[prefix] = msgspec.json.encode(value).decode()
 
 
 def _category(error: Any, *, look_through: bool = True) -> str:

@@ -43,7 +43,6 @@ PENDING_OTHER_ISSUES: dict[str, str] = {
     # issue 13: observability (OTel / typed events / metadata / LLM-span harness)
     "update_pure_from_state": "issue 13",
     "augment_metadata_from_field": "issue 13",
-    "otel_spans": "issue 13",
 }
 
 # Capabilities SCOPE.md leaves out of this project (sessions, retrieval-provider,

@@ -20,15 +20,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from openarmature_nodes.context import current_lineage
 from openarmature_nodes.graph import NodeEvent
 from openarmature_nodes.graph.suspension import SignalDescriptor, Suspended, suspend
+from openarmature_nodes.observability.otel import OTelObserver
 from tests.conformance.fixtures import Case, UnknownDirective, check_directives
 from tests.conformance.vocabulary import register
 
 from . import checkpoint as ck
 from . import graph_build as gb
+from . import observability as obs
 from . import pipeline_utilities as _pu  # noqa: F401  (registers every node directive first)
 
 
@@ -132,7 +137,7 @@ EXPECTED_KEYS = {"outcome", "suspended_state", "descriptor", "suspending_node", 
                  "observer_event_invariants", "checkpointer_assertions", "otel_spans"}
 
 
-register("suspension", INVOCATION_KEYS | EXPECTED_KEYS - {"otel_spans"})
+register("suspension", INVOCATION_KEYS | EXPECTED_KEYS)
 register("suspension", {
     "suspend_with_descriptor", "conditional_suspend", "pre_next_calls_suspend_with_descriptor",
     "signal_id", "metadata", "metadata_includes", "suspend_on_item_index", "on_other_indices",
@@ -160,13 +165,18 @@ async def _run(case: Case, cp: Any, where: str) -> None:
     try:
         graph = gb.build_graph(ctx, data, name="outer").with_checkpointer(cp).compile()
         ctx.outer = graph
-        gb.attach_observers(ctx, list(data.get("observers") or []))
+        specs = list(data.get("observers") or [])
+        gb.attach_observers(ctx, [o for o in specs if o.get("behavior") != "otel"])
+        exporters = _attach_otel(ctx, [o for o in specs if o.get("behavior") == "otel"])
+        spans: list[Any] = []
         outcomes: list[Any] = []
         for i, inv in enumerate(data.get("invocations") or ()):
             w = f"{where}.invocations[{i}]"
             check_directives(inv, INVOCATION_KEYS, w)
             for rec in ctx.observers.values():
                 rec.events.clear()
+            for exporter in exporters.values():
+                exporter.clear()
             ctx.invocations.append(gb.InvocationRecord(len(ctx.invocations), ""))
             outcome: Any = None
             error: Any = None
@@ -183,9 +193,49 @@ async def _run(case: Case, cp: Any, where: str) -> None:
                 error = exc
             await graph.drain()
             outcomes.append(outcome)
+            ctx.scratch["otel_spans"] = {n: list(e.get_finished_spans())
+                                         for n, e in exporters.items()}
+            spans.extend(s for got in ctx.scratch["otel_spans"].values() for s in got)
             await _check(ctx, cp, dict(inv.get("expected") or {}), outcome, error, w)
+        if exporters:
+            _otel_invariants(spans, dict(data.get("invariants") or {}), where)
     finally:
         gb._CTX.reset(token)
+
+
+def _attach_otel(ctx: gb.BuildContext, specs: list[Mapping[str, Any]]
+                 ) -> dict[str, InMemorySpanExporter]:
+    """``behavior: otel`` observers: the OpenTelemetry observer, exporting in memory."""
+    exporters: dict[str, InMemorySpanExporter] = {}
+    for spec in specs:
+        check_directives(spec, {"name", "attach", "target", "behavior"}, "observers[otel]")
+        if spec.get("attach", "graph") != "graph":
+            raise UnknownDirective(f"otel observer attach {spec.get('attach')!r}")
+        exporter = InMemorySpanExporter()
+        observer = OTelObserver(span_processors=[SimpleSpanProcessor(exporter)])
+        ctx.graph_named(str(spec.get("target", "outer"))).attach(observer)
+        exporters[str(spec["name"])] = exporter
+    return exporters
+
+
+def _otel_invariants(spans: list[Any], invariants: Mapping[str, Any], where: str) -> None:
+    """The case-level invariants over the OTel spans of a suspension (observability §4.2)."""
+    suspended = [s for s in spans if (s.attributes or {}).get("openarmature.outcome")
+                 == "suspended"]
+    roots = [s for s in suspended if s.name == "openarmature.invocation"]
+    nodes = [s for s in suspended if s.name != "openarmature.invocation"]
+    checks = {
+        "invocation_span_carries_outcome_suspended": lambda: bool(roots),
+        "node_span_carries_suspension_attributes": lambda: bool(nodes) and all(
+            "openarmature.suspension.signal_id" in (s.attributes or {}) for s in nodes)
+        and not any("openarmature.suspension.signal_id" in (s.attributes or {})
+                    for s in roots),
+        "otel_status_code_is_OK_per_4_2_mapping": lambda: bool(suspended) and all(
+            s.status.status_code is StatusCode.OK for s in suspended),
+    }
+    for name, want in invariants.items():
+        if name in checks:
+            assert checks[name]() == bool(want), f"{where}.invariants.{name}"
 
 
 def _resolve(value: Any, outcomes: list[Any], where: str) -> str:
@@ -245,8 +295,12 @@ async def _check(ctx: gb.BuildContext, cp: Any, expected: dict[str, Any], outcom
             assert (record is not None) == spec["paused_invocation_record_exists"], where
         if "record_type" in spec:
             assert record is not None and record.status == spec["record_type"], where
-    if "otel_spans" in expected:
-        raise UnknownDirective("otel_spans needs the OpenTelemetry observer")
+    for name, tree in (expected.get("otel_spans") or {}).items():
+        got = ctx.scratch["otel_spans"][name]
+        run = obs.Run()
+        run.spans = got
+        trees = tree if isinstance(tree, list) else [tree]
+        obs._match_forest(run, trees, obs._roots(got), f"{where}.otel_spans.{name}")
 
 
 def _check_descriptor(got: SignalDescriptor, want: Mapping[str, Any], where: str) -> None:
