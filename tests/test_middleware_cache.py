@@ -126,10 +126,10 @@ async def test_hits_and_misses_reach_the_span_and_the_counter(
     meters = MeterProvider(metric_readers=[reader])
     cache = CacheMiddleware(provider, MemoryCache())
     cache._counter = meters.get_meter("test").create_counter("openarmature.llm.cache.lookups")
-    onion = default_onion(provider, span=SpanMiddleware(provider, tracer_provider=tp),
-                          retry=False, cooldown=False, warmup=False, structured=False,
-                          cache=cache)
-    assert onion[1] is cache
+    span = SpanMiddleware(provider, tracer_provider=tp)
+    onion = default_onion(provider, span=span, retry=False, cooldown=False, warmup=False,
+                          structured=False, cache=cache)
+    assert onion[onion.index(span) + 1] is cache  # right inside the span
     call = compose(onion, provider.call)
     await call(HI)
     await call(HI)
