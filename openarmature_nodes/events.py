@@ -42,6 +42,7 @@ __all__ = [
     "LlmCompletionEvent",
     "LlmFailedEvent",
     "LlmTokenEvent",
+    "LogRecordEvent",
     "ObserverEvent",
     "ToolCallEvent",
     "ToolCallFailedEvent",
@@ -232,3 +233,25 @@ class ToolCallFailedEvent(ToolEvent, frozen=True, kw_only=True):
 
     error_type: str | None = None
     error_message: str = ""
+
+
+class LogRecordEvent(ObserverEvent, frozen=True, kw_only=True):
+    """A log record written inside a node step (observability §7), queued in order with
+    the node events so a tracing observer can attribute it to the step's span.
+
+    Built by :class:`openarmature_nodes.observability.logs.RunLogHandler` from a
+    stdlib :mod:`logging` record; it carries the rendered message, never the
+    record's arguments.
+
+    Attributes:
+        body: the formatted message.
+        severity_text / severity_number: the level name and number (``logging.INFO`` ...).
+        logger_name: the emitting logger.
+        time_ns: when the record was created (ns since the epoch).
+    """
+
+    body: str
+    severity_text: str
+    severity_number: int
+    logger_name: str
+    time_ns: int

@@ -7,6 +7,9 @@
   into spans (and, opt-in, GenAI metrics) on its own private providers. It
   needs the OpenTelemetry SDK (extra ``otel``), so it is imported from there:
   ``from openarmature_nodes.observability.otel import OTelObserver``.
+- :mod:`.logs`: ``RunLogHandler``, the stdlib logging handler that puts records
+  written inside node steps on the observer queue, for the observer's log
+  correlation (§7).
 """
 
 from .genai import (

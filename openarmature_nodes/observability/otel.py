@@ -58,6 +58,8 @@ from typing import Any
 import msgspec
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -68,6 +70,7 @@ from openarmature_nodes.events import (
     LlmCompletionEvent,
     LlmFailedEvent,
     LlmTokenEvent,
+    LogRecordEvent,
     ToolCallEvent,
     ToolCallFailedEvent,
 )
@@ -174,6 +177,9 @@ class OTelObserver:
         payload_cap: byte cap per payload attribute (>= 256; default 64 KiB).
         detached_subgraphs / detached_fan_outs: node names rendered into their
             own traces (§4.4).
+        log_processors: OpenTelemetry log-record processors; given any, a private
+            Logs provider emits each :class:`~openarmature_nodes.events.LogRecordEvent`
+            (see :mod:`.logs`) under the span of the step that wrote it (§7).
     """
 
     observer_phases = frozenset(
@@ -195,6 +201,7 @@ class OTelObserver:
         payload_cap: int = DEFAULT_PAYLOAD_CAP,
         detached_subgraphs: Iterable[str] = (),
         detached_fan_outs: Iterable[str] = (),
+        log_processors: Iterable[LogRecordProcessor] = (),
     ) -> None:
         if isinstance(payload_cap, bool) or not isinstance(payload_cap, int):
             raise TypeError(f"payload_cap must be an int, got {payload_cap!r}")
@@ -230,6 +237,13 @@ class OTelObserver:
         self.detached_subgraphs = frozenset(detached_subgraphs)
         self.detached_fan_outs = frozenset(detached_fan_outs)
         self._traces: dict[str, _Trace] = {}
+        self.logger_provider: LoggerProvider | None = None
+        processors = list(log_processors)
+        if processors:
+            self.logger_provider = LoggerProvider()
+            for log_processor in processors:
+                self.logger_provider.add_log_record_processor(log_processor)
+            self._logger = self.logger_provider.get_logger(_SCOPE, __version__)
 
     def __repr__(self) -> str:
         return (f"OTelObserver(metrics={self.enable_metrics}, "
@@ -240,6 +254,8 @@ class OTelObserver:
         self.tracer_provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
 
     # --- dispatch -------------------------------------------------------------------
 
@@ -270,6 +286,8 @@ class OTelObserver:
             self._tool(event)
         elif isinstance(event, MetadataAugmentedEvent):
             self._augmented(event)
+        elif isinstance(event, LogRecordEvent) and self.logger_provider is not None:
+            self._log(event)
 
     # --- invocation -----------------------------------------------------------------
 
@@ -581,6 +599,25 @@ class OTelObserver:
             span.set_attributes(suspension)
         _finish(span, event.error)
 
+    # --- log correlation (§7) -------------------------------------------------------------
+
+    def _log(self, event: LogRecordEvent) -> None:
+        """Emit the record under the span of the step that wrote it (its own node span,
+        else the span enclosing it): that span's trace and span ids, the correlation id
+        and the caller metadata."""
+        tr = self._trace(event)
+        span_context = self._call_parent(tr, event).get_span_context()
+        attrs: dict[str, Any] = {"openarmature.correlation_id": tr.correlation_id,
+                                 **self._user(tr, *_key(_ns(event), event))}
+        self._logger.emit(LogRecord(
+            timestamp=event.time_ns, observed_timestamp=time.time_ns(),
+            trace_id=span_context.trace_id, span_id=span_context.span_id,
+            trace_flags=span_context.trace_flags,
+            severity_text=event.severity_text,
+            severity_number=_severity(event.severity_number),
+            body=event.body, attributes=attrs,
+        ))
+
     # --- LLM and tool spans -------------------------------------------------------------
 
     def _call_parent(self, tr: _Trace, event: Any) -> Span:
@@ -677,6 +714,16 @@ class OTelObserver:
                                          "exception.message": event.error_message})
             span.set_status(Status(StatusCode.ERROR, event.error_type or "error"))
         span.end(end_time=now)
+
+
+def _severity(level: int) -> SeverityNumber:
+    """The OTel severity of a stdlib logging level (DEBUG 5, INFO 9, WARNING 13, ...)."""
+    for floor, number in ((50, SeverityNumber.FATAL), (40, SeverityNumber.ERROR),
+                          (30, SeverityNumber.WARN), (20, SeverityNumber.INFO),
+                          (10, SeverityNumber.DEBUG)):
+        if level >= floor:
+            return number
+    return SeverityNumber.TRACE
 
 
 OUTCOME = "openarmature.outcome"

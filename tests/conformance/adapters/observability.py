@@ -25,6 +25,7 @@ A directive or invariant this adapter does not know fails the case naming it
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections import deque
@@ -33,11 +34,12 @@ from typing import Any
 
 import httpx
 import msgspec
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 
 from openarmature_nodes.graph import GraphRuntimeError, NodeEvent
 from openarmature_nodes.llm import CompletionRequest, OpenAIProvider, RuntimeConfig, Tool
@@ -46,6 +48,7 @@ from openarmature_nodes.llm.transport import HttpxTransport
 from openarmature_nodes.metadata import get_invocation_metadata, set_invocation_metadata
 from openarmature_nodes.middleware import RetryMiddleware
 from openarmature_nodes.nodes.observe import CallEventMiddleware, tool_call
+from openarmature_nodes.observability.logs import RunLogHandler
 from openarmature_nodes.observability.otel import OTelObserver
 from openarmature_nodes.onion import compose
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
@@ -410,6 +413,21 @@ def _parallel_branches(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> No
     _BASE_BRANCHES(ctx, nb, value)
 
 
+_LOGGER = "openarmature.conformance"
+
+
+def _emits_log(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    """``emits_log: {message, level}``: the node writes one stdlib log record."""
+    check_directives(value, {"message", "level"}, f"{nb.graph_name}.{nb.name}.emits_log")
+    level = logging.getLevelName(str(value.get("level", "INFO")))
+    message = str(value["message"])
+
+    async def act(state: Any) -> None:
+        logging.getLogger(_LOGGER).log(level, message)
+
+    nb.actions.append(act)
+
+
 def _augment_metadata(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     entries = dict(value)
 
@@ -442,6 +460,7 @@ gb.NODE_DIRECTIVES.update({
     "flaky": _flaky,
     "fan_out": _fan_out,
     "parallel_branches": _parallel_branches,
+    "emits_log": _emits_log,
     "also_emits_via_global_tracer": _also_emits_via_global_tracer,
     "calls_llm": _calls_llm,
     "calls_llm_from_wrapper": _calls_llm_from_wrapper,
@@ -487,6 +506,7 @@ class Run:
         self.rejected: BaseException | None = None
         self.scratch: dict[str, Any] = {}
         self.global_spans: list[ReadableSpan] = []
+        self.logs: list[Any] = []
 
 
 async def run_case(case: Case) -> None:
@@ -522,6 +542,11 @@ async def run_case(case: Case) -> None:
         ctx.outer = graph
         exporter = InMemorySpanExporter()
         reader = InMemoryMetricReader()
+        log_exporter = InMemoryLogRecordExporter()
+        logger = logging.getLogger(_LOGGER)
+        handler = RunLogHandler()
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
         otel = OTelObserver(
             span_processors=[SimpleSpanProcessor(exporter)],
             enable_metrics=bool(data.get("enable_metrics")), metric_readers=[reader],
@@ -530,6 +555,7 @@ async def run_case(case: Case) -> None:
             disable_genai_semconv=bool(data.get("disable_genai_semconv")),
             detached_subgraphs=data.get("detached_subgraphs") or (),
             detached_fan_outs=data.get("detached_fan_outs") or (),
+            log_processors=[SimpleLogRecordProcessor(log_exporter)],
         )
         graph.attach(otel)
         for spec in data.get("typed_observers") or ():
@@ -558,6 +584,7 @@ async def run_case(case: Case) -> None:
         for provider in ctx.scratch.get("providers") or ():
             await provider.aclose()
         run.spans = list(exporter.get_finished_spans())
+        run.logs = [item.log_record for item in log_exporter.get_finished_logs()]
         run.scratch = ctx.scratch
         global_exporter = ctx.scratch.get("global_exporter")
         if global_exporter is not None:
@@ -566,6 +593,8 @@ async def run_case(case: Case) -> None:
         _check(ctx, data, run, where)
     finally:
         gb._CTX.reset(token)
+        logging.getLogger(_LOGGER).handlers[:] = [
+            h for h in logging.getLogger(_LOGGER).handlers if not isinstance(h, RunLogHandler)]
 
 
 DIRECT_CALL_KEYS = {"operation"}
@@ -619,7 +648,7 @@ EXPECTED_KEYS = {
     "augment_rejects_at_call_site",
     "span_tree", "observers", "invariants", "metrics", "no_spans_emitted", "final_state",
     "no_llm_provider_span", "no_langfuse_observations_emitted", "llm_span_attributes",
-    "llm_span_attributes_absent", "response_usage", "observer_event_invariants",
+    "llm_span_attributes_absent", "response_usage", "observer_event_invariants", "log_records",
 }
 
 
@@ -685,6 +714,8 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
         assert not [s for s in run.spans if s.name == "openarmature.llm.complete"], where
     for name, want in (expected.get("observers") or {}).items():
         _check_collector(run, run.collectors[name], want, f"{where}.observers.{name}")
+    if "log_records" in expected:
+        _check_logs(run, list(expected["log_records"] or ()), f"{where}.log_records")
     if "metrics" in expected:
         _check_metrics(run, list(expected["metrics"] or ()), f"{where}.metrics")
     llm = [s for s in run.spans if s.name == "openarmature.llm.complete"]
@@ -1000,6 +1031,30 @@ def _field(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_field(v) for v in value]
     return value
+
+
+# --- log records (§7) ----------------------------------------------------------------------------
+
+
+def log_fields(record: Any) -> dict[str, Any]:
+    """A log record's attributes plus its ``trace_id`` / ``span_id`` as hex strings."""
+    return {**dict(record.attributes or {}),
+            "trace_id": format_trace_id(record.trace_id),
+            "span_id": format_span_id(record.span_id)}
+
+
+def _check_logs(run: Run, want: list[Mapping[str, Any]], where: str) -> None:
+    """Each expected record, in emission order, by ``body`` and ``attributes``."""
+    got = list(run.logs)
+    assert len(got) == len(want), f"{where}: {len(got)} records, expected {len(want)}"
+    for i, (spec, record) in enumerate(zip(want, got, strict=True)):
+        check_directives(spec, {"body", "attributes"}, f"{where}[{i}]")
+        if "body" in spec:
+            assert record.body == spec["body"], f"{where}[{i}]: body {record.body!r}"
+        fields = log_fields(record)
+        for key, value in (spec.get("attributes") or {}).items():
+            assert key in fields, f"{where}[{i}]: {key} absent"
+            match_value(run, value, fields[key], f"{where}[{i}].{key}")
 
 
 # --- metrics ------------------------------------------------------------------------------------

@@ -980,3 +980,40 @@ def _dispatch_attempt_follows_node(run: Run, want: Any, where: str) -> None:
             if child.parent is not None and child.parent.span_id == node.context.span_id:
                 assert _attempt(child) == _attempt(node), f"{where}: {child.name}"
     assert any(_attempt(d) == 1 for d in _dispatch_spans(run)), f"{where}: no attempt-1 dispatch"
+
+
+# --- log correlation (§7) -------------------------------------------------------------------
+
+
+@invariant("all_logs_same_trace_id")
+def _logs_one_trace(run: Run, want: Any, where: str) -> None:
+    ids = {r.trace_id for r in run.logs}
+    assert run.logs and len(ids) == 1, f"{where}: {ids}"
+    assert ids <= {s.context.trace_id for s in run.spans}, f"{where}: not a span's trace"
+
+
+@invariant("log_trace_ids_differ_when_detached")
+def _logs_traces_differ(run: Run, want: Any, where: str) -> None:
+    ids = [r.trace_id for r in run.logs]
+    assert len(ids) >= 2 and len(set(ids)) == len(ids), f"{where}: {ids}"
+
+
+@invariant("log_span_ids_match_active_span_at_emission")
+def _logs_under_node_spans(run: Run, want: Any, where: str) -> None:
+    """Each record's span is the node span that was running when it was written: a
+    node span (not the invocation's), distinct per node, in the record's trace."""
+    spans = {s.context.span_id: s for s in run.spans}
+    owners = []
+    for record in run.logs:
+        span = spans.get(record.span_id)
+        assert span is not None, f"{where}: {record.body!r} under no exported span"
+        assert span.context.trace_id == record.trace_id, where
+        assert "openarmature.node.name" in (span.attributes or {}), f"{where}: {span.name}"
+        owners.append(span.context.span_id)
+    assert len(set(owners)) == len(owners), f"{where}: records share a span"
+
+
+@invariant("all_logs_carry_correlation_id")
+def _logs_correlation(run: Run, want: Any, where: str) -> None:
+    got = [(r.attributes or {}).get("openarmature.correlation_id") for r in run.logs]
+    assert got and all(v == want for v in got), f"{where}: {got}"
