@@ -50,6 +50,7 @@ __all__ = [
     "request_fields",
     "request_params",
     "scrub_error",
+    "step_identity",
     "tool_call_records",
 ]
 
@@ -175,11 +176,18 @@ def failure_fields(exc: BaseException) -> dict[str, Any] | None:
     return fields
 
 
-def _identity() -> dict[str, Any] | None:
+def step_identity(*, require_invocation: bool = True) -> dict[str, Any] | None:
+    """The running node step's identity fields for a typed §6 event.
+
+    ``None`` outside an observed node step, and also (with the default
+    ``require_invocation=True``) when the lineage carries no ``invocation_id``.
+    The one source of the identity shape shared by the LLM call events here and
+    the tool-call events of :mod:`openarmature_nodes.nodes.observe`.
+    """
     lineage = current_lineage()
-    scope = run_scope.get()
-    if lineage is None or lineage.invocation_id is None:
+    if lineage is None or (require_invocation and lineage.invocation_id is None):
         return None
+    scope = run_scope.get()
     return {
         "invocation_id": lineage.invocation_id,
         "namespace": lineage.namespace,
@@ -254,7 +262,7 @@ class CallEventMiddleware:
         return f"CallEventMiddleware(system={self.system!r}, model={self.model!r})"
 
     async def __call__(self, request: Any, next: Callable[[Any], Awaitable[Any]], /) -> Any:
-        identity = _identity()
+        identity = step_identity()
         if identity is None:
             return await next(request)
         call = {**identity, "call_id": new_call_id(), "provider": self.system,

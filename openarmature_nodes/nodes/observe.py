@@ -31,34 +31,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from openarmature_nodes.context import current_lineage, emit_framework_event, run_scope
+from openarmature_nodes.context import emit_framework_event
 from openarmature_nodes.events import ToolCallEvent, ToolCallFailedEvent, new_call_id
-from openarmature_nodes.llm.call_events import CallEventMiddleware, scrub_error
-from openarmature_nodes.metadata import get_invocation_metadata
+from openarmature_nodes.llm.call_events import CallEventMiddleware, scrub_error, step_identity
 
 __all__ = ["CallEventMiddleware", "ToolCallScope", "scrub_error", "tool_call"]
-
-
-def _identity() -> dict[str, Any] | None:
-    """The running node step's identity fields, or ``None`` outside an observed run."""
-    lineage = current_lineage()
-    scope = run_scope.get()
-    if lineage is None:
-        return None
-    return {
-        "invocation_id": lineage.invocation_id,
-        "namespace": lineage.namespace,
-        "attempt_index": lineage.attempt_index,
-        "fan_out_index": lineage.fan_out_index,
-        "branch_name": lineage.branch_name,
-        "fan_out_index_chain": lineage.fan_out_index_chain,
-        "branch_name_chain": lineage.branch_name_chain,
-        "correlation_id": getattr(scope, "correlation_id", None),
-        "caller_invocation_metadata": (get_invocation_metadata()
-                                       if getattr(scope, "include_caller_metadata", False)
-                                       else None),
-        "node_name": lineage.namespace[-1] if lineage.namespace else "",
-    }
 
 
 class ToolCallScope:
@@ -81,7 +58,7 @@ class ToolCallScope:
         self.tool_name = tool_name
         self.arguments = arguments
         self.tool_call_id = tool_call_id
-        self._identity = _identity()
+        self._identity = step_identity(require_invocation=False)
         self._started = time.perf_counter()
         self._done = False
 
