@@ -576,16 +576,7 @@ class OpenAIProvider:
                     raw = await self._send("POST", self._chat_url, self._headers, body)
                 finally:
                     limiter.release()
-                if not 200 <= raw.status < 300:
-                    raise self._reply_error(request, raw.status, raw.headers, raw.body)
-                return decode_chat_response(
-                    raw.status,
-                    raw.headers,
-                    raw.body,
-                    tools=tools,
-                    response_schema=request.response_schema,
-                    url=self._chat_url,
-                )
+                return self._decode_reply(request, raw, tools)
             except ProviderError as exc:
                 self._redactor.scrub_error(exc)
                 raise
@@ -617,16 +608,7 @@ class OpenAIProvider:
                 raise _provider_error("POST", url, exc) from exc
             finally:
                 limiter.release()
-            if not 200 <= raw.status < 300:
-                raise self._reply_error(request, raw.status, raw.headers, raw.body)
-            return decode_chat_response(
-                raw.status,
-                raw.headers,
-                raw.body,
-                tools=tools,
-                response_schema=request.response_schema,
-                url=url,
-            )
+            return self._decode_reply(request, raw, tools)
         except ProviderError as exc:
             self._redactor.scrub_error(exc)
             raise
@@ -661,6 +643,23 @@ class OpenAIProvider:
                 f"{limit} (its model card, read by ready()); nothing was sent: ask for at most "
                 f"{limit} tokens (fewer, to leave room for the prompt)"
             )
+
+    def _decode_reply(
+        self, request: CompletionRequest, raw: RawResponse, tools: dict[str, Tool]
+    ) -> Response:
+        """The unstreamed reply's tail, shared by :meth:`call` and
+        :meth:`_call_native`: a non-2xx status becomes the categorized reply
+        error, a 2xx body is decoded into the :class:`Response`."""
+        if not 200 <= raw.status < 300:
+            raise self._reply_error(request, raw.status, raw.headers, raw.body)
+        return decode_chat_response(
+            raw.status,
+            raw.headers,
+            raw.body,
+            tools=tools,
+            response_schema=request.response_schema,
+            url=self._chat_url,
+        )
 
     def _reply_error(
         self, request: CompletionRequest, status: int, headers: Mapping[str, str], body: bytes
