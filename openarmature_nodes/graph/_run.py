@@ -474,15 +474,14 @@ async def run_plain(graph: CompiledGraph[Any], state: Any) -> Any:
     node: _Node | None = graph._entry
     run = current_run()
     limit = run.step_limit if run is not None else DEFAULT_STEP_LIMIT
-    n, near, recent = 0, limit - 4, []
+    recent: list[str] = []  # the last node names, kept from step limit - 4 on
+    n, near = 0, limit - 4
     while node is not None:
         n += 1
         if not n & _YIELD_MASK:
             await anyio.lowlevel.checkpoint()
         if n >= near:
-            recent.append(node.name)
-            if n > limit:
-                raise _over_limit(node, limit, recent, state)
+            _near_limit(node, n, limit, recent, state)
         try:
             update = await node.call(state)
         except Exception as exc:
@@ -519,15 +518,14 @@ async def run_observed(
     node: _Node | None = graph._entry if start is None else start
     if done and node is not None:
         node = node.next if node.route is None else await route(node, state)
-    n, near, recent = 0, limit - 4, []
+    recent: list[str] = []  # the last node names, kept from step limit - 4 on
+    n, near = 0, limit - 4
     while node is not None:
         n += 1
         if not n & _YIELD_MASK:
             await anyio.lowlevel.checkpoint()
         if n >= near:
-            recent.append(node.name)
-            if n > limit:
-                raise _over_limit(node, limit, recent, state)
+            _near_limit(node, n, limit, recent, state)
         step = Step(level, node.name, state)
         step_token = run_scope.set(step)
         try:
@@ -583,14 +581,20 @@ async def _attribute(
         sig.frame = (level, node_name, state, False)
 
 
-def _over_limit(node: _Node, limit: int, recent: list[str], state: Any) -> StepLimitExceeded:
-    last = tuple(recent[-5:])
-    return StepLimitExceeded(
-        f"the graph ran more than {limit} steps in one invocation (step_limit); the last "
-        f"nodes were {' -> '.join(last)}: is a conditional edge looping? Raise the limit "
-        "with invoke(..., step_limit=N) if the run is legitimately long",
-        limit=limit, last_nodes=last, node_name=node.name, recoverable_state=state,
-    )
+def _near_limit(node: _Node, n: int, limit: int, recent: list[str], state: Any) -> None:
+    """Step ``n`` of at most ``limit`` is within five of the limit: note ``node``
+    for the error's ``last_nodes`` and raise :class:`StepLimitExceeded` once the
+    limit is passed. The loops call it only from step ``limit - 4`` on, so the
+    common step pays nothing for it."""
+    recent.append(node.name)
+    if n > limit:
+        last = tuple(recent[-5:])
+        raise StepLimitExceeded(
+            f"the graph ran more than {limit} steps in one invocation (step_limit); the last "
+            f"nodes were {' -> '.join(last)}: is a conditional edge looping? Raise the limit "
+            "with invoke(..., step_limit=N) if the run is legitimately long",
+            limit=limit, last_nodes=last, node_name=node.name, recoverable_state=state,
+        )
 
 
 async def route(node: _Node, state: Any) -> _Node | None:
