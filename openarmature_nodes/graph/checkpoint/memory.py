@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ._common import SaveBuffer
 from .records import CheckpointFilter, CheckpointRecord, CheckpointSummary, summarize
 
 __all__ = ["InMemoryCheckpointer"]
@@ -29,33 +30,25 @@ class InMemoryCheckpointer:
     supports_migration = False
 
     def __init__(self, *, fan_out_batch_every: int | None = None) -> None:
-        if fan_out_batch_every is not None and fan_out_batch_every < 1:
-            raise ValueError("fan_out_batch_every must be >= 1 or None")
+        self._saves = SaveBuffer(fan_out_batch_every)
         self._records: dict[str, CheckpointRecord] = {}
-        self._batch = fan_out_batch_every
-        self._pending: dict[str, CheckpointRecord] = {}
-        self._buffered = 0
 
     async def save(
         self, invocation_id: str, record: CheckpointRecord, *, fan_out_internal: bool = False
     ) -> None:
         """Store ``record`` (or buffer it: see ``fan_out_batch_every``)."""
-        if fan_out_internal and self._batch is not None:
-            self._pending[invocation_id] = record
-            self._buffered += 1
-            if self._buffered % self._batch:
-                return
-        self._pending.pop(invocation_id, None)
+        if self._saves.hold(invocation_id, record, fan_out_internal):
+            return
         self._records[invocation_id] = record
 
     def flush(self) -> None:
         """Write every buffered fan-out-internal save."""
-        self._records.update(self._pending)
-        self._pending.clear()
+        self._records.update(self._saves.pending)
+        self._saves.pending.clear()
 
     def discard_buffered(self) -> None:
         """Drop the buffered saves, as a crash would (for crash tests)."""
-        self._pending.clear()
+        self._saves.pending.clear()
 
     async def load(self, invocation_id: str) -> CheckpointRecord | None:
         """The latest written record (buffered saves are not visible)."""
@@ -71,4 +64,4 @@ class InMemoryCheckpointer:
     async def delete(self, invocation_id: str) -> None:
         """Forget ``invocation_id`` (no error when unknown)."""
         self._records.pop(invocation_id, None)
-        self._pending.pop(invocation_id, None)
+        self._saves.pending.pop(invocation_id, None)

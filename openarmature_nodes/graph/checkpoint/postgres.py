@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from ._common import SaveBuffer, decode_stored, index_row, summary_from_row
 from .codec import Codec, Encoding
 from .records import CheckpointFilter, CheckpointRecord, CheckpointSummary
 
@@ -74,17 +75,13 @@ class PostgresCheckpointer:
             raise ValueError(f"table must be a plain SQL identifier, got {table!r}")
         if pool_size < 1:
             raise ValueError("pool_size must be >= 1")
-        if fan_out_batch_every is not None and fan_out_batch_every < 1:
-            raise ValueError("fan_out_batch_every must be >= 1 or None")
+        self._saves = SaveBuffer(fan_out_batch_every)
         self.table = table
         self._url = url
         self._codec = Codec(encoding)
         self._codecs = {encoding: self._codec}
         self._size = pool_size
         self._timeout = timeout
-        self._batch = fan_out_batch_every
-        self._buffered = 0
-        self._pending: dict[str, CheckpointRecord] = {}
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
         self._ready = False
@@ -164,7 +161,7 @@ class PostgresCheckpointer:
 
     async def aclose(self) -> None:
         """Write buffered saves and close the pool (it reopens on next use)."""
-        if self._pending:
+        if self._saves.pending:
             await self.flush()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -190,25 +187,17 @@ class PostgresCheckpointer:
     # --- protocol ---------------------------------------------------------------------------
 
     def _row(self, invocation_id: str, record: CheckpointRecord) -> tuple[Any, ...]:
-        return (
-            invocation_id, record.correlation_id, record.status, record.last_saved_at,
-            len(record.completed_positions), record.schema_version, self._codec.encoding,
-            self._codec.encode(record),
-        )
+        return index_row(invocation_id, record, self._codec)
 
     async def save(
         self, invocation_id: str, record: CheckpointRecord, *, fan_out_internal: bool = False
     ) -> None:
         """Upsert ``record``; returns once the transaction committed (or it is buffered)."""
-        if fan_out_internal and self._batch is not None:
-            self._pending[invocation_id] = record
-            self._buffered += 1
-            if self._buffered % self._batch:
-                return
-        self._pending.pop(invocation_id, None)
-        rows = [self._row(i, r) for i, r in self._pending.items()]
+        if self._saves.hold(invocation_id, record, fan_out_internal):
+            return
+        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
         rows.append(self._row(invocation_id, record))
-        self._pending.clear()
+        self._saves.pending.clear()
 
         def write(conn: psycopg.Connection[Any]) -> None:
             if len(rows) == 1:
@@ -221,8 +210,8 @@ class PostgresCheckpointer:
 
     async def flush(self) -> None:
         """Write every buffered fan-out-internal save."""
-        rows = [self._row(i, r) for i, r in self._pending.items()]
-        self._pending.clear()
+        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
+        self._saves.pending.clear()
         if not rows:
             return
 
@@ -245,10 +234,7 @@ class PostgresCheckpointer:
         if row is None:
             return None
         encoding, data = row
-        codec = self._codecs.get(encoding)
-        if codec is None:
-            codec = self._codecs[encoding] = Codec(encoding)
-        return codec.decode(bytes(data), invocation_id)
+        return decode_stored(self._codecs, encoding, data, invocation_id)
 
     async def list(self, filter: CheckpointFilter | None = None) -> Sequence[CheckpointSummary]:
         """Summaries passing ``filter``, oldest save first."""
@@ -260,17 +246,11 @@ class PostgresCheckpointer:
             return conn.execute(self._sql_list, args).fetchall()
 
         rows = await self._call(read)
-        return [
-            CheckpointSummary(
-                invocation_id=r[0], correlation_id=r[1], status=r[2], last_saved_at=r[3],
-                completed_node_count=r[4], schema_version=r[5],
-            )
-            for r in rows
-        ]
+        return [summary_from_row(r) for r in rows]
 
     async def delete(self, invocation_id: str) -> None:
         """Delete the row of ``invocation_id`` (nothing happens when there is none)."""
-        self._pending.pop(invocation_id, None)
+        self._saves.pending.pop(invocation_id, None)
 
         def delete(conn: psycopg.Connection[Any]) -> None:
             conn.execute(self._sql_delete, (invocation_id,))

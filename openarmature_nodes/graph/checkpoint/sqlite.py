@@ -33,6 +33,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 
+from ._common import SaveBuffer, decode_stored, index_row, summary_from_row
 from .codec import Codec, Encoding
 from .records import CheckpointFilter, CheckpointRecord, CheckpointSummary
 
@@ -82,16 +83,12 @@ class SQLiteCheckpointer:
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
-        if fan_out_batch_every is not None and fan_out_batch_every < 1:
-            raise ValueError("fan_out_batch_every must be >= 1 or None")
+        self._saves = SaveBuffer(fan_out_batch_every)
         self.path = str(path)
         self._codec = Codec(encoding)
         self._codecs = {encoding: self._codec}
         self._sync = synchronous
         self._busy_ms = int(busy_timeout * 1000)
-        self._batch = fan_out_batch_every
-        self._buffered = 0
-        self._pending: dict[str, CheckpointRecord] = {}
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
 
@@ -125,7 +122,7 @@ class SQLiteCheckpointer:
 
     async def aclose(self) -> None:
         """Write buffered saves and close the connection (it reopens on next use)."""
-        if self._pending:
+        if self._saves.pending:
             await self.flush()
 
         def close(conn: sqlite3.Connection) -> None:
@@ -146,31 +143,23 @@ class SQLiteCheckpointer:
     # --- protocol ------------------------------------------------------------------------
 
     def _row(self, invocation_id: str, record: CheckpointRecord) -> tuple[Any, ...]:
-        return (
-            invocation_id, record.correlation_id, record.status, record.last_saved_at,
-            len(record.completed_positions), record.schema_version, self._codec.encoding,
-            self._codec.encode(record),
-        )
+        return index_row(invocation_id, record, self._codec)
 
     async def save(
         self, invocation_id: str, record: CheckpointRecord, *, fan_out_internal: bool = False
     ) -> None:
         """Upsert ``record``; returns once it is committed (or buffered: see batching)."""
-        if fan_out_internal and self._batch is not None:
-            self._pending[invocation_id] = record
-            self._buffered += 1
-            if self._buffered % self._batch:
-                return
-        self._pending.pop(invocation_id, None)
-        rows = [self._row(i, r) for i, r in self._pending.items()]
+        if self._saves.hold(invocation_id, record, fan_out_internal):
+            return
+        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
         rows.append(self._row(invocation_id, record))
-        self._pending.clear()
+        self._saves.pending.clear()
         await self._call(_write, rows)
 
     async def flush(self) -> None:
         """Write every buffered fan-out-internal save."""
-        rows = [self._row(i, r) for i, r in self._pending.items()]
-        self._pending.clear()
+        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
+        self._saves.pending.clear()
         if rows:
             await self._call(_write, rows)
 
@@ -180,25 +169,16 @@ class SQLiteCheckpointer:
         if row is None:
             return None
         encoding, data = row
-        codec = self._codecs.get(encoding)
-        if codec is None:
-            codec = self._codecs[encoding] = Codec(encoding)
-        return codec.decode(bytes(data), invocation_id)
+        return decode_stored(self._codecs, encoding, data, invocation_id)
 
     async def list(self, filter: CheckpointFilter | None = None) -> Sequence[CheckpointSummary]:
         """Summaries passing ``filter``, oldest save first (read from the index columns)."""
         rows = await self._call(_summaries, filter or CheckpointFilter())
-        return [
-            CheckpointSummary(
-                invocation_id=r[0], correlation_id=r[1], status=r[2], last_saved_at=r[3],
-                completed_node_count=r[4], schema_version=r[5],
-            )
-            for r in rows
-        ]
+        return [summary_from_row(r) for r in rows]
 
     async def delete(self, invocation_id: str) -> None:
         """Delete the row of ``invocation_id`` (nothing happens when there is none)."""
-        self._pending.pop(invocation_id, None)
+        self._saves.pending.pop(invocation_id, None)
         await self._call(_delete, invocation_id)
 
 
