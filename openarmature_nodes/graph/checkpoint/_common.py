@@ -44,6 +44,17 @@ class SaveBuffer:
         self.pending.pop(invocation_id, None)
         return False
 
+    def take_rows(
+        self, codec: Codec, invocation_id: str | None = None, record: CheckpointRecord | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The :func:`index_row` rows of every buffered save, then of ``record``
+        (when given), emptying the buffer: what a durable backend writes next."""
+        rows = [index_row(i, r, codec) for i, r in self.pending.items()]
+        if invocation_id is not None and record is not None:
+            rows.append(index_row(invocation_id, record, codec))
+        self.pending.clear()
+        return rows
+
 
 def index_row(invocation_id: str, record: CheckpointRecord, codec: Codec) -> tuple[Any, ...]:
     """The row a durable backend upserts: the summary index columns, then the

@@ -29,7 +29,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._common import SaveBuffer, decode_stored, index_row, summary_from_row
+from ._common import SaveBuffer, decode_stored, summary_from_row
 from .codec import Codec, Encoding
 from .records import CheckpointFilter, CheckpointRecord, CheckpointSummary
 
@@ -186,18 +186,13 @@ class PostgresCheckpointer:
 
     # --- protocol ---------------------------------------------------------------------------
 
-    def _row(self, invocation_id: str, record: CheckpointRecord) -> tuple[Any, ...]:
-        return index_row(invocation_id, record, self._codec)
-
     async def save(
         self, invocation_id: str, record: CheckpointRecord, *, fan_out_internal: bool = False
     ) -> None:
         """Upsert ``record``; returns once the transaction committed (or it is buffered)."""
         if self._saves.hold(invocation_id, record, fan_out_internal):
             return
-        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
-        rows.append(self._row(invocation_id, record))
-        self._saves.pending.clear()
+        rows = self._saves.take_rows(self._codec, invocation_id, record)
 
         def write(conn: psycopg.Connection[Any]) -> None:
             if len(rows) == 1:
@@ -210,8 +205,7 @@ class PostgresCheckpointer:
 
     async def flush(self) -> None:
         """Write every buffered fan-out-internal save."""
-        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
-        self._saves.pending.clear()
+        rows = self._saves.take_rows(self._codec)
         if not rows:
             return
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import anyio
 import anyio.to_thread
 
-from ._common import SaveBuffer, decode_stored, index_row, summary_from_row
+from ._common import SaveBuffer, decode_stored, summary_from_row
 from .codec import Codec, Encoding
 from .records import CheckpointFilter, CheckpointRecord, CheckpointSummary
 
@@ -142,24 +142,18 @@ class SQLiteCheckpointer:
 
     # --- protocol ------------------------------------------------------------------------
 
-    def _row(self, invocation_id: str, record: CheckpointRecord) -> tuple[Any, ...]:
-        return index_row(invocation_id, record, self._codec)
-
     async def save(
         self, invocation_id: str, record: CheckpointRecord, *, fan_out_internal: bool = False
     ) -> None:
         """Upsert ``record``; returns once it is committed (or buffered: see batching)."""
         if self._saves.hold(invocation_id, record, fan_out_internal):
             return
-        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
-        rows.append(self._row(invocation_id, record))
-        self._saves.pending.clear()
+        rows = self._saves.take_rows(self._codec, invocation_id, record)
         await self._call(_write, rows)
 
     async def flush(self) -> None:
         """Write every buffered fan-out-internal save."""
-        rows = [self._row(i, r) for i, r in self._saves.pending.items()]
-        self._saves.pending.clear()
+        rows = self._saves.take_rows(self._codec)
         if rows:
             await self._call(_write, rows)
 
