@@ -275,9 +275,13 @@ class CallEventMiddleware:
                 # One event built in full per call; each delta's is a copy with
                 # its three fields replaced (about 4x cheaper than 17 keywords).
                 template = LlmTokenEvent(**call, chunk_index=0, delta_kind="content", delta="")
+                # The step's run scope, looked up once: the deltas are reported
+                # from this same task, inside the same step.
+                scope = run_scope.get()
+                emit = scope.emit if scope is not None else emit_framework_event
 
                 def on_delta(delta: TokenDelta) -> None:
-                    emit_framework_event(_replace(
+                    emit(_replace(
                         template, chunk_index=delta.index, delta_kind=delta.kind,
                         delta=delta.text,
                     ))
