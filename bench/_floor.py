@@ -283,9 +283,10 @@ class _SSEReader(_Reader):
 
     def on_body(self, body: bytes) -> None:
         buf = self.buf + body if self.buf else body
-        events = buf.split(b"\n\n")
-        self.buf = events.pop()
-        for event in events:
+        pos = 0
+        while (end := buf.find(b"\n\n", pos)) >= 0:  # one event at a time: no split up front
+            event = buf[pos:end]
+            pos = end + 2
             if event == b"data: [DONE]":
                 self.done = True
                 continue
@@ -294,6 +295,7 @@ class _SSEReader(_Reader):
                 if text:
                     self.pieces.append(text)
                     self.on_delta(text)
+        self.buf = buf[pos:]
 
 
 def sse_texts(on_delta: Callable[[str], None]) -> tuple[Callable[[bytes], None], list[str]]:
