@@ -44,7 +44,7 @@ from .errors import (
 )
 from .events import INSTANCE_PHASE, FanOutInstanceEvent, NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, State, _type_name
-from .suspension import SuspendSignal, find_suspension
+from .suspension import SuspendSignal, find_suspension, in_node_body
 
 if TYPE_CHECKING:
     from ._durable import Durable
@@ -182,7 +182,7 @@ class Level:
     """One graph executing within a run (the outermost graph, or a nested one)."""
 
     __slots__ = (
-        "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
+        "_ns", "_templates", "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
         "parent_states", "prefix", "run", "targets",
     )
 
@@ -206,6 +206,8 @@ class Level:
         self.branch_chain = branch_chain
         self.fan_out_index = fan_out_index
         self.branch_name = branch_name
+        self._ns: dict[str, tuple[str, ...]] = {}
+        self._templates: dict[str, NodeEvent] = {}
 
     @classmethod
     def root(cls, run: Run, graph: Any) -> Level:
@@ -239,24 +241,66 @@ class Level:
             branch_name if branch_name is not None else self.branch_name,
         )
 
-    def node_event(self, node_name: str, **fields: Any) -> None:
-        """Build and queue a :class:`NodeEvent` if anyone at this level listens."""
+    def namespace(self, node_name: str) -> tuple[str, ...]:
+        """``(*prefix, node_name)``, built once per node name and level."""
+        ns = self._ns.get(node_name)
+        if ns is None:
+            ns = self._ns[node_name] = (*self.prefix, node_name)
+        return ns
+
+    def node_event(self, node_name: str, **fields: Any) -> NodeEvent | None:
+        """Build and queue a :class:`NodeEvent` if anyone at this level listens
+        (and return it; ``None`` when nobody does)."""
+        started = self.started_event(node_name, fields.pop("step"), fields.pop("attempt_index"),
+                                     fields.pop("pre_state"), _NO_EXTRA, queue=False)
+        if started is None:
+            return None
+        event = _struct_replace(started, **fields)
+        self.run.inv.emit(event, self.targets)  # type: ignore[union-attr]
+        return event
+
+    def started_event(
+        self, node_name: str, step: int, attempt: int, pre_state: Any,
+        extra: Mapping[str, Any], *, queue: bool = True,
+    ) -> NodeEvent | None:
+        """Build (and, with ``queue``, queue) a node's ``started`` event if anyone at
+        this level listens; ``None`` when nobody does.
+
+        The hot path of an observed run: the fields fixed for a node at this level
+        (identity, lineage, namespace) are built into a template once, and each
+        event is that template with the step's own fields replaced."""
         inv = self.run.inv
         if inv is None or not self.targets:
-            return
-        event = NodeEvent(
-            invocation_id=self.run.invocation_id,
-            namespace=(*self.prefix, node_name),
+            return None
+        template = self._templates.get(node_name)
+        if template is None:
+            template = self._templates[node_name] = self._template(node_name)
+        event = _struct_replace(template, step=step, attempt_index=attempt, pre_state=pre_state)
+        if extra:
+            event = _struct_replace(event, **extra)
+        if queue:
+            inv.emit(event, self.targets)
+        return event
+
+    def _template(self, node_name: str) -> NodeEvent:
+        run = self.run
+        return NodeEvent(
+            invocation_id=run.invocation_id,
+            namespace=self.namespace(node_name),
             fan_out_index=self.fan_out_index,
             branch_name=self.branch_name,
             fan_out_index_chain=self.fan_out_chain,
             branch_name_chain=self.branch_chain,
-            correlation_id=self.run.correlation_id,
+            correlation_id=run.correlation_id,
             node_name=node_name,
             parent_states=self.parent_states,
-            **fields,
+            phase="started",
+            step=0,
+            pre_state=None,
         )
-        inv.emit(event, self.targets)
+
+
+_NO_EXTRA: dict[str, Any] = {}
 
 
 class Step:
@@ -269,10 +313,15 @@ class Step:
     calls :meth:`finish_ok` after the merge and the edge succeed, or
     :meth:`finish_error`; a step whose body never ran (a middleware
     short-circuit) dispatches nothing.
+
+    This is the observed loop's per-step cost, so it is kept lean: the
+    ``completed`` event is the attempt's ``started`` event with the outcome
+    fields replaced, and nothing is built when no observer listens here.
     """
 
     __slots__ = (
-        "attempt", "extra", "level", "node_name", "number", "open", "pending", "pre", "state",
+        "attempt", "extra", "level", "node_name", "number", "open", "pending", "pre", "started",
+        "state",
     )
 
     def __init__(self, level: Level, node_name: str, state: Any) -> None:
@@ -281,10 +330,9 @@ class Step:
         self.state = state  # the engine's state at dispatch (pre-merge)
         self.number = -1
         self.attempt = 0
-        self.pre: Any = None
         self.open = False
         self.pending: BaseException | None = None
-        self.extra: dict[str, Any] = {}  # begin()'s extra fields, repeated on completed
+        self.started: NodeEvent | None = None  # the open attempt's started event
 
     # The RunScope protocol (openarmature_nodes.context) while this step runs:
     @property
@@ -307,7 +355,7 @@ class Step:
         level = self.level
         return Lineage(
             invocation_id=level.run.invocation_id,
-            namespace=(*level.prefix, self.node_name),
+            namespace=level.namespace(self.node_name),
             attempt_index=attempt_index.get(),
             fan_out_index=level.fan_out_index,
             branch_name=level.branch_name,
@@ -333,14 +381,15 @@ class Step:
             err = node_failure(self.node_name, exc, self.state)
             self._completed(error=NodeError(err.category, err))
         if self.number < 0:
-            self.number = self.level.run.next_step()
-        self.attempt = attempt_index.get()
+            run = self.level.run
+            self.number = run.step
+            run.step += 1
+        self.attempt = attempt = attempt_index.get()
         self.pre = node_state
         self.open = True
-        self.extra = extra
-        self.level.node_event(
-            self.node_name, phase="started", step=self.number, attempt_index=self.attempt,
-            pre_state=node_state, **extra,
+        self.extra = extra or _NO_EXTRA
+        self.started = self.level.started_event(
+            self.node_name, self.number, attempt, node_state, self.extra
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -348,17 +397,27 @@ class Step:
         this attempt's ``completed``; otherwise the step's finish closes the attempt."""
         self.pending = exc
 
-    def finish_ok(self, post_state: Any, **extra: Any) -> None:
-        """Dispatch the open attempt's ``completed`` with the merged state."""
-        if self.open:
-            self.pending = None
-            self._completed(post_state=post_state, **extra)
+    def finish_ok(self, post_state: Any, update: Any = None) -> None:
+        """Dispatch the open attempt's ``completed`` with the merged state (and, for a
+        graph node, the partial ``update`` it returned)."""
+        if not self.open:
+            return
+        self.open = False
+        self.pending = None
+        started = self.started
+        if started is not None:
+            self.started = None
+            level = self.level
+            level.run.inv.emit(  # type: ignore[union-attr]
+                _struct_replace(started, phase="completed", post_state=post_state, update=update),
+                level.targets,
+            )
 
-    def finish_error(self, err: GraphRuntimeError, **extra: Any) -> None:
+    def finish_error(self, err: GraphRuntimeError) -> None:
         """Dispatch the open attempt's ``completed`` carrying ``err``."""
         if self.open:
             self.pending = None
-            self._completed(error=NodeError(err.category, err), **extra)
+            self._completed(error=NodeError(err.category, err))
 
     def suspended(self, descriptor: Any) -> None:
         """Dispatch the open attempt's ``suspended`` event (instead of ``completed``)."""
@@ -370,12 +429,16 @@ class Step:
                 pre_state=self.pre, descriptor=descriptor, **self.extra,
             )
 
-    def _completed(self, **fields: Any) -> None:
+    def _completed(self, **outcome: Any) -> None:
         self.open = False
-        self.level.node_event(
-            self.node_name, phase="completed", step=self.number, attempt_index=self.attempt,
-            pre_state=self.pre, **{**self.extra, **fields},
-        )
+        started = self.started
+        if started is None:  # nobody listens at this level
+            return
+        self.started = None
+        level = self.level
+        inv = level.run.inv
+        if inv is not None:
+            inv.emit(_struct_replace(started, phase="completed", **outcome), level.targets)
 
 
 def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeException:
@@ -529,7 +592,20 @@ async def run_observed(
         step = Step(level, node.name, state)
         step_token = run_scope.set(step)
         try:
-            update = await node.observed_call(step)(state)
+            fn = node.fast
+            if fn is not None:
+                step.begin(state)
+                body = in_node_body.set(True)
+                try:
+                    update = await fn(state)
+                except Exception as exc:
+                    step.fail(exc)
+                    raise
+                finally:
+                    in_node_body.reset(body)
+            else:
+                call = node.observed
+                update = await (call if call is not None else node.observed_call(step))(state)
         except SuspendSignal as sig:
             if not sig.attributed:
                 await _attribute(sig, fields, level, step, node.name, state)
@@ -557,7 +633,7 @@ async def run_observed(
         except GraphRuntimeError as err:
             step.finish_error(err)
             raise
-        step.finish_ok(new, update=update if update is not None else _NO_UPDATE)
+        step.finish_ok(new, update if update is not None else _NO_UPDATE)
         if durable is not None and step.number >= 0:
             await durable.node_done(level, node.name, step.number, step.attempt, new, nxt is None)
         state, node = new, nxt

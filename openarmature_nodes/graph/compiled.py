@@ -66,8 +66,8 @@ class _Node:
     """A compiled node: its kind, middleware, and resolved outgoing edge."""
 
     __slots__ = (
-        "call", "destinations", "kind", "middleware", "name", "next", "route", "route_async",
-        "routes",
+        "call", "destinations", "fast", "kind", "middleware", "name", "next", "observed", "route",
+        "route_async", "routes",
     )
 
     def __init__(self, name: str, kind: NodeKind, middleware: Sequence[Middleware[Any, Any]]):
@@ -75,6 +75,12 @@ class _Node:
         self.kind = kind
         self.middleware = tuple(middleware)
         self.call: Inner = compose(self.middleware, kind.plain())
+        # A kind whose observed inner finds its step in the run scope composes once.
+        shared = getattr(kind, "observed_shared", None)
+        self.fast = getattr(kind, "fn", None) if shared is not None and not self.middleware else None
+        self.observed: Inner | None = (
+            compose(self.middleware, shared()) if shared is not None else None
+        )
         self.next: _Node | None = None
         self.route: Callable[[Any], Any] | None = None
         self.route_async = False
@@ -82,6 +88,9 @@ class _Node:
         self.destinations: tuple[Any, ...] | None = None  # as declared (END included)
 
     def observed_call(self, step: Step) -> Inner:
+        """The chain for one observed step (composed once, when the kind allows)."""
+        if self.observed is not None:
+            return self.observed
         return compose(self.middleware, self.kind.observed(step))
 
 

@@ -146,7 +146,10 @@ class Invocation:
             return
         self._queue.append((event, targets))
         self.emitted += 1
-        self._kick()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
 
     def close(self) -> None:
         """The run is over: the worker ends once the queue is delivered."""
