@@ -182,8 +182,8 @@ class Level:
     """One graph executing within a run (the outermost graph, or a nested one)."""
 
     __slots__ = (
-        "_ns", "_templates", "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
-        "parent_states", "prefix", "run", "targets",
+        "_ns", "_templates", "branch_chain", "branch_name", "fan_out_chain", "fan_out_index",
+        "graph_subs", "parent_states", "prefix", "run", "targets",
     )
 
     def __init__(

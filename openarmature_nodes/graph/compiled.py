@@ -51,7 +51,7 @@ from .checkpoint.protocol import Checkpointer
 from .checkpoint.records import CheckpointRecord
 from .events import InvocationEvent, NodeError
 from .mermaid import to_mermaid
-from .nodes import Inner, NodeKind
+from .nodes import FunctionNode, Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
 from .streaming import GraphStream, resolve_modes
@@ -75,9 +75,12 @@ class _Node:
         self.kind = kind
         self.middleware = tuple(middleware)
         self.call: Inner = compose(self.middleware, kind.plain())
-        # A kind whose observed inner finds its step in the run scope composes once.
+        # A kind whose observed inner finds its step in the run scope composes once; a
+        # function node without middleware is bracketed by the observed loop itself.
         shared = getattr(kind, "observed_shared", None)
-        self.fast = getattr(kind, "fn", None) if shared is not None and not self.middleware else None
+        self.fast: Inner | None = (
+            kind.fn if isinstance(kind, FunctionNode) and not self.middleware else None
+        )
         self.observed: Inner | None = (
             compose(self.middleware, shared()) if shared is not None else None
         )
