@@ -182,8 +182,8 @@ class Level:
     """One graph executing within a run (the outermost graph, or a nested one)."""
 
     __slots__ = (
-        "_ns", "_templates", "branch_chain", "branch_name", "fan_out_chain", "fan_out_index",
-        "graph_subs", "parent_states", "prefix", "run", "targets",
+        "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
+        "parent_states", "prefix", "run", "targets",
     )
 
     def __init__(
@@ -206,8 +206,6 @@ class Level:
         self.branch_chain = branch_chain
         self.fan_out_index = fan_out_index
         self.branch_name = branch_name
-        self._ns: dict[str, tuple[str, ...]] = {}
-        self._templates: dict[str, NodeEvent] = {}
 
     @classmethod
     def root(cls, run: Run, graph: Any) -> Level:
@@ -241,13 +239,6 @@ class Level:
             branch_name if branch_name is not None else self.branch_name,
         )
 
-    def namespace(self, node_name: str) -> tuple[str, ...]:
-        """``(*prefix, node_name)``, built once per node name and level."""
-        ns = self._ns.get(node_name)
-        if ns is None:
-            ns = self._ns[node_name] = (*self.prefix, node_name)
-        return ns
-
     def node_event(self, node_name: str, **fields: Any) -> NodeEvent | None:
         """Build and queue a :class:`NodeEvent` if anyone at this level listens
         (and return it; ``None`` when nobody does)."""
@@ -266,27 +257,15 @@ class Level:
         """Build (and, with ``queue``, queue) a node's ``started`` event if anyone at
         this level listens; ``None`` when nobody does.
 
-        The hot path of an observed run: the fields fixed for a node at this level
-        (identity, lineage, namespace) are built into a template once, and each
-        event is that template with the step's own fields replaced."""
-        inv = self.run.inv
+        The hot path of an observed run: the keywords are spelled out, because
+        unpacking a mapping into a struct costs several times its construction."""
+        run = self.run
+        inv = run.inv
         if inv is None or not self.targets:
             return None
-        template = self._templates.get(node_name)
-        if template is None:
-            template = self._templates[node_name] = self._template(node_name)
-        event = _struct_replace(template, step=step, attempt_index=attempt, pre_state=pre_state)
-        if extra:
-            event = _struct_replace(event, **extra)
-        if queue:
-            inv.emit(event, self.targets)
-        return event
-
-    def _template(self, node_name: str) -> NodeEvent:
-        run = self.run
-        return NodeEvent(
-            invocation_id=run.invocation_id,
-            namespace=self.namespace(node_name),
+        event = NodeEvent(
+            invocation_id=run._id,  # type: ignore[arg-type]  # minted when ``inv`` was made
+            namespace=(*self.prefix, node_name),
             fan_out_index=self.fan_out_index,
             branch_name=self.branch_name,
             fan_out_index_chain=self.fan_out_chain,
@@ -295,9 +274,15 @@ class Level:
             node_name=node_name,
             parent_states=self.parent_states,
             phase="started",
-            step=0,
-            pre_state=None,
+            step=step,
+            attempt_index=attempt,
+            pre_state=pre_state,
         )
+        if extra:
+            event = _struct_replace(event, **extra)
+        if queue:
+            inv.emit(event, self.targets)
+        return event
 
 
 _NO_EXTRA: dict[str, Any] = {}
@@ -355,7 +340,7 @@ class Step:
         level = self.level
         return Lineage(
             invocation_id=level.run.invocation_id,
-            namespace=level.namespace(self.node_name),
+            namespace=(*level.prefix, self.node_name),
             attempt_index=attempt_index.get(),
             fan_out_index=level.fan_out_index,
             branch_name=level.branch_name,
@@ -594,15 +579,19 @@ async def run_observed(
         try:
             fn = node.fast
             if fn is not None:
+                # A function node without middleware: the bracket of
+                # FunctionNode.observed_shared, inlined. ``in_node_body`` only
+                # matters to suspend(), which needs a checkpointer first.
                 step.begin(state)
-                body = in_node_body.set(True)
+                body = in_node_body.set(True) if durable is not None else None
                 try:
                     update = await fn(state)
                 except Exception as exc:
                     step.fail(exc)
                     raise
                 finally:
-                    in_node_body.reset(body)
+                    if body is not None:
+                        in_node_body.reset(body)
             else:
                 call = node.observed
                 update = await (call if call is not None else node.observed_call(step))(state)

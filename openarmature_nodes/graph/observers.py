@@ -170,6 +170,7 @@ class Invocation:
             with self.scope:
                 queue = self._queue
                 popleft = queue.popleft
+                waiters = self._waiters  # the list object; _release keeps it
                 while True:
                     while queue:
                         # Inlined delivery (the hot loop: one pass per event, no helper
@@ -178,14 +179,13 @@ class Invocation:
                         event, targets = popleft()
                         phase = getattr(event, "phase", None)
                         for sub in targets:
-                            if phase is not None and phase not in sub.phases:
-                                continue
-                            try:
-                                await sub.fn(event)
-                            except Exception as exc:
-                                _warn(sub, event, exc)
+                            if phase is None or phase in sub.phases:
+                                try:
+                                    await sub.fn(event)
+                                except Exception as exc:
+                                    _warn(sub, event, exc)
                         self.delivered += 1
-                        if self._waiters:
+                        if waiters:
                             self._release()
                     if self.closed:
                         break
@@ -207,7 +207,7 @@ class Invocation:
                 waiter.set()
             else:
                 keep.append((target, waiter))
-        self._waiters = keep
+        self._waiters[:] = keep  # in place: the worker holds this list
 
     async def wait_delivered(self, timeout: float | None) -> DrainSummary:  # noqa: ASYNC109
         """Wait until every event emitted so far is delivered (snapshot semantics)."""
