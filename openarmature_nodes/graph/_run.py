@@ -22,7 +22,6 @@ route per step, nothing else.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ import anyio.lowlevel
 from msgspec.structs import force_setattr as _force_setattr
 from msgspec.structs import replace as _struct_replace
 
-from openarmature_nodes.context import Lineage, attempt_index, run_scope
+from openarmature_nodes.context import Lineage, attempt_index, mint_uuid4, run_scope
 
 from .errors import (
     EdgeException,
@@ -155,7 +154,7 @@ class Run:
     def invocation_id(self) -> str:
         """Minted (UUIDv4) on first use unless the caller supplied one."""
         if self._id is None:
-            self._id = str(uuid.uuid4())
+            self._id = mint_uuid4()
         return self._id
 
     def next_step(self) -> int:
@@ -311,6 +310,10 @@ class Step:
 
     def __init__(self, level: Level, node_name: str, state: Any) -> None:
         self.level = level
+        self.advance(node_name, state)
+
+    def advance(self, node_name: str, state: Any) -> None:
+        """Stand for the next step of the same level: node ``node_name`` from ``state``."""
         self.node_name = node_name
         self.state = state  # the engine's state at dispatch (pre-merge)
         self.number = -1
@@ -557,6 +560,11 @@ async def run_observed(
     ``done`` that node has already completed and the run routes on from it.
     With a checkpointer registered (``Run.durable``) every completed node is
     saved before the next one starts (pipeline-utilities §10.3).
+
+    One :class:`Step` serves the whole loop as its run scope: it is advanced
+    to each node in turn (:meth:`Step.advance`) rather than made and installed
+    anew (a contextvar set and reset and an object per step saved). The steps of one graph
+    run are sequential, so the cursor is never shared by two of them.
     """
     fields = graph.schema.plan
     base_attempt = attempt_index.get()
@@ -566,67 +574,72 @@ async def run_observed(
     node: _Node | None = graph._entry if start is None else start
     if done and node is not None:
         node = node.next if node.route is None else await route(node, state)
-    recent: list[str] = []  # the last node names, kept from step limit - 4 on
-    n, near = 0, limit - 4
-    while node is not None:
-        n += 1
-        if not n & _YIELD_MASK:
-            await anyio.lowlevel.checkpoint()
-        if n >= near:
-            _near_limit(node, n, limit, recent, state)
-        step = Step(level, node.name, state)
-        step_token = run_scope.set(step)
-        try:
-            fn = node.fast
-            if fn is not None:
-                # A function node without middleware: the bracket of
-                # FunctionNode.observed_shared, inlined. ``in_node_body`` only
-                # matters to suspend(), which needs a checkpointer first.
-                step.begin(state)
-                body = in_node_body.set(True) if durable is not None else None
-                try:
-                    update = await fn(state)
-                except Exception as exc:
-                    step.fail(exc)
-                    raise
-                finally:
-                    if body is not None:
-                        in_node_body.reset(body)
-            else:
-                call = node.observed
-                update = await (call if call is not None else node.observed_call(step))(state)
-        except SuspendSignal as sig:
-            if not sig.attributed:
-                await _attribute(sig, fields, level, step, node.name, state)
-            raise
-        except Exception as exc:
-            err = node_failure(node.name, exc, state)
-            step.finish_error(err)
-            if durable is not None:
-                await durable.node_failed(level, node.name, state)
-            raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
-        except BaseExceptionGroup as group:  # e.g. a tool suspended inside the node's task group
-            found = find_suspension(group)
-            if found is None:
+    step = Step(level, "", state)
+    scope = run_scope.set(step)
+    try:
+        recent: list[str] = []  # the last node names, kept from step limit - 4 on
+        n, near = 0, limit - 4
+        while node is not None:
+            n += 1
+            if not n & _YIELD_MASK:
+                await anyio.lowlevel.checkpoint()
+            if n >= near:
+                _near_limit(node, n, limit, recent, state)
+            step.advance(node.name, state)
+            try:
+                fn = node.fast
+                if fn is not None:
+                    # A function node without middleware: the bracket of
+                    # FunctionNode.observed_shared, inlined. ``in_node_body`` only
+                    # matters to suspend(), which needs a checkpointer first.
+                    step.begin(state)
+                    body = in_node_body.set(True) if durable is not None else None
+                    try:
+                        update = await fn(state)
+                    except Exception as exc:
+                        step.fail(exc)
+                        raise
+                    finally:
+                        if body is not None:
+                            in_node_body.reset(body)
+                else:
+                    call = node.observed
+                    update = await (call if call is not None else node.observed_call(step))(state)
+            except SuspendSignal as sig:
+                if not sig.attributed:
+                    await _attribute(sig, fields, level, step, node.name, state)
                 raise
-            if not found.attributed:
-                await _attribute(found, fields, level, step, node.name, state)
-            raise found from None
-        finally:
-            run_scope.reset(step_token)
-            if attempt_index.get() != base_attempt:
-                attempt_index.set(base_attempt)
-        try:
-            new = merge(fields, state, update, node.name) if update else state
-            nxt = node.next if node.route is None else await route(node, new)
-        except GraphRuntimeError as err:
-            step.finish_error(err)
-            raise
-        step.finish_ok(new, update if update is not None else _NO_UPDATE)
-        if durable is not None and step.number >= 0:
-            await durable.node_done(level, node.name, step.number, step.attempt, new, nxt is None)
-        state, node = new, nxt
-    return state
+            except Exception as exc:
+                err = node_failure(node.name, exc, state)
+                step.finish_error(err)
+                if durable is not None:
+                    await durable.node_failed(level, node.name, state)
+                raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
+            except BaseExceptionGroup as group:  # e.g. a tool suspended in the node's task group
+                found = find_suspension(group)
+                if found is None:
+                    raise
+                if not found.attributed:
+                    await _attribute(found, fields, level, step, node.name, state)
+                raise found from None
+            finally:
+                if attempt_index.get() != base_attempt:
+                    attempt_index.set(base_attempt)
+            try:
+                new = merge(fields, state, update, node.name) if update else state
+                nxt = node.next if node.route is None else await route(node, new)
+            except GraphRuntimeError as err:
+                step.finish_error(err)
+                raise
+            step.finish_ok(new, update if update is not None else _NO_UPDATE)
+            if durable is not None and step.number >= 0:
+                await durable.node_done(
+                    level, node.name, step.number, step.attempt, new, nxt is None
+                )
+            state, node = new, nxt
+        return state
+    finally:
+        run_scope.reset(scope)
 
 
 async def _attribute(

@@ -13,7 +13,6 @@ bookkeeping of §6); which one runs is decided once per invocation.
 from __future__ import annotations
 
 import inspect
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -21,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import msgspec
 
-from openarmature_nodes.context import run_scope
+from openarmature_nodes.context import mint_uuid4, run_scope
 from openarmature_nodes.metadata import (
     bind_invocation_metadata,
     get_invocation_metadata,
@@ -309,14 +308,14 @@ class CompiledGraph(Generic[S]):
         durable: Durable | None = None
         if cp is not None:
             if correlation_id is None:
-                correlation_id = str(uuid.uuid4())
+                correlation_id = mint_uuid4()
             durable = Durable(
                 cp, declared_version(self.schema.cls), correlation_id, plan, positions
             )
         subs = tuple(subscribe(o) for o in observers) if observers else ()
         snapshot = {id(g): g._observers for g in self._graphs if g._observers}
         if (subs or snapshot) and correlation_id is None:
-            correlation_id = str(uuid.uuid4())  # observability §3.1: one per observed run
+            correlation_id = mint_uuid4()  # observability §3.1: one per observed run
         run = Run(
             invocation_id, correlation_id, None, subs, snapshot, step_limit=limit,
             durable=durable,
