@@ -183,7 +183,7 @@ class Level:
 
     __slots__ = (
         "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
-        "parent_states", "prefix", "run", "targets",
+        "parent_states", "prefix", "run", "subgraph_names", "targets",
     )
 
     def __init__(
@@ -196,6 +196,7 @@ class Level:
         branch_chain: tuple[str | None, ...] = (),
         fan_out_index: int | None = None,
         branch_name: str | None = None,
+        subgraph_names: tuple[str, ...] = (),
     ) -> None:
         self.run = run
         self.graph_subs = graph_subs
@@ -206,6 +207,7 @@ class Level:
         self.branch_chain = branch_chain
         self.fan_out_index = fan_out_index
         self.branch_name = branch_name
+        self.subgraph_names = subgraph_names  # each nested graph's name, outermost first
 
     @classmethod
     def root(cls, run: Run, graph: Any) -> Level:
@@ -237,6 +239,7 @@ class Level:
             (*self.branch_chain, branch_name),
             fan_out_index if fan_out_index is not None else self.fan_out_index,
             branch_name if branch_name is not None else self.branch_name,
+            (*self.subgraph_names, getattr(graph, "name", "")),  # "" for a callable
         )
 
     def node_event(self, node_name: str, **fields: Any) -> None:
@@ -254,6 +257,7 @@ class Level:
             correlation_id=self.run.correlation_id,
             node_name=node_name,
             parent_states=self.parent_states,
+            subgraph_name_chain=self.subgraph_names,
             **fields,
         )
         inv.emit(event, self.targets)

@@ -100,7 +100,12 @@ class CompiledGraph(Generic[S]):
         nodes: dict[str, _Node],
         entry: _Node,
         warnings: Sequence[Any] = (),
+        *,
+        name: str = "",
     ) -> None:
+        self.name = name
+        """The graph's name (``GraphBuilder(..., name=...)``; ``""``: unnamed). Node
+        events of a graph run as a subgraph carry it in ``subgraph_name_chain``."""
         self.schema = schema
         self._nodes = nodes
         self._entry = entry

@@ -142,6 +142,8 @@ class FanOutBatch:
                     number = self._steps[key] = level.run.next_step()
                 changes["step"] = number
                 changes["parent_states"] = (*level.parent_states, *event.parent_states)
+                changes["subgraph_name_chain"] = (*level.subgraph_names,
+                                                  *event.subgraph_name_chain)
             inv.emit(_struct_replace(event, **changes), level.targets)
 
 

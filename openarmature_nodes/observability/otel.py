@@ -405,28 +405,33 @@ class OTelObserver:
         d = len(owner_ns) - 1
         wkey: Key = (owner_ns, fchain, bchain)
         parent = self._enclosing(tr, event, owner_ns, fchain[:d], bchain[:d])
+        node = owner_ns[-1]
+        names = getattr(event, "subgraph_name_chain", ())
+        graph_name = str(names[d]) if d < len(names) else ""  # "" unnamed or unknown (§5.3)
         attrs: dict[str, Any] = {
-            "openarmature.node.name": owner_ns[-1],
+            "openarmature.node.name": node,
             "openarmature.node.namespace": list(owner_ns),
-            "openarmature.subgraph.name": owner_ns[-1],
+            "openarmature.subgraph.name": graph_name,
             "openarmature.correlation_id": tr.correlation_id,
             **self._user(tr, owner_ns, fchain, bchain),
         }
         context = trace.set_span_in_context(parent)
         entry = event.namespace[d + 1]
-        if owner_ns[-1] in self.detached_subgraphs:
-            # §4.4: the dispatch span stays in the parent trace, linked to a new trace
-            # whose invocation span roots this subgraph's own span.
+        if graph_name in self.detached_subgraphs or node in self.detached_subgraphs:
+            # §4.4: the dispatch span (named after the node) stays in the parent trace,
+            # linked to a new trace whose invocation span roots the subgraph's own span
+            # (named after the compiled subgraph; the node's name if it has none).
             root = self._detached_root(event, tr, entry)
-            dispatch = self.tracer.start_span(owner_ns[-1], context=context, attributes=attrs,
+            dispatch = self.tracer.start_span(node, context=context, attributes=attrs,
                                               links=[Link(root.get_span_context())])
-            inner = self.tracer.start_span(owner_ns[-1], context=trace.set_span_in_context(root),
+            inner = self.tracer.start_span(graph_name or node,
+                                           context=trace.set_span_in_context(root),
                                            attributes=attrs)
             tr.wrappers[(*wkey, "dispatch")] = _Wrapper(  # type: ignore[index]
                 dispatch, wkey, 0, None, True, False)
             tr.wrappers[wkey] = _Wrapper(inner, wkey, 0, root, True, True)
             return inner
-        span = self.tracer.start_span(owner_ns[-1], context=context, attributes=attrs)
+        span = self.tracer.start_span(node, context=context, attributes=attrs)
         tr.wrappers[wkey] = _Wrapper(span, wkey, 0, None, True, True)
         return span
 
