@@ -20,7 +20,9 @@ is not duplicated. Pass your own providers to share them deliberately.
 a subgraph node's span wrapping its inner nodes, one instance span per fan-out
 instance (named after the fan-out node, ``openarmature.node.fan_out_index``)
 and one dispatch span per parallel branch (named after the branch), both
-synthesized on the first inner event; one ``openarmature.llm.complete`` span per
+synthesized on the first inner event (a subgraph span carries
+``openarmature.subgraph.name``: the compiled subgraph's name, ``""`` if unnamed);
+one ``openarmature.llm.complete`` span per
 LLM call (from :class:`~openarmature_nodes.events.LlmCompletionEvent` /
 :class:`~openarmature_nodes.events.LlmFailedEvent`, backdated by the call's
 latency) and one ``openarmature.tool.call`` span per tool execution. Spans are
@@ -31,10 +33,29 @@ never collide; an LLM or tool span whose calling node's span is not open
 Every span carries ``openarmature.correlation_id``. Status is ``OK``, or
 ``ERROR`` with the error category as description and an exception event.
 
-**Detached trace mode (§4.4).** Subgraph / fan-out node names in
-``detached_subgraphs`` / ``detached_fan_outs`` render into their own trace(s),
-rooted in their own ``openarmature.invocation`` span, linked from the dispatch
-span in the parent trace.
+**Detached trace mode (§4.4).** A subgraph listed in ``detached_subgraphs``, and
+each instance of a fan-out node listed in ``detached_fan_outs``, renders into a
+trace of its own, rooted in its own ``openarmature.invocation`` span (the same
+``openarmature.invocation_id``, the unit's entry node, open for the unit's
+window) and linked from the dispatch span that stays in the enclosing trace::
+
+    graph = GraphBuilder(Outer).add_subgraph("dispatch", long_running_workflow) ...
+    OTelObserver(detached_subgraphs={"long_running_workflow"},
+                 detached_fan_outs={"per_document_scoring"})
+
+    parent trace:   openarmature.invocation -> dispatch (Link ->)
+    detached trace: openarmature.invocation -> long_running_workflow -> step
+
+``detached_subgraphs`` names **compiled subgraphs** (``GraphBuilder(State,
+name="long_running_workflow")``, carried to observers in
+``NodeEvent.subgraph_name_chain``), so one subgraph is detached wherever it
+runs; a name also matches the subgraph *node* that runs it, which is how an
+unnamed subgraph is detached. The detached subgraph span is named after the
+compiled subgraph (its node's name when it has none); ``detached_fan_outs``
+names fan-out nodes. Detached units nest: a detached subgraph inside another
+makes a third trace, linked from the second. On failure both the dispatch
+span and the detached invocation span are ``ERROR`` with the category and an
+exception event (§4.2).
 
 **Privacy (§5.5.4).** By default no payload is recorded: no messages, no output
 text, no tool arguments or results, no extras (``disable_provider_payload=True``).
@@ -175,8 +196,9 @@ class OTelObserver:
         genai_convention: GenAI naming generation (default from
             ``OTEL_SEMCONV_STABILITY_OPT_IN``; see :mod:`.genai`).
         payload_cap: byte cap per payload attribute (>= 256; default 64 KiB).
-        detached_subgraphs / detached_fan_outs: node names rendered into their
-            own traces (§4.4).
+        detached_subgraphs: compiled-subgraph names (or subgraph node names)
+            rendered into their own traces (§4.4; see the module docs).
+        detached_fan_outs: fan-out node names whose instances each get a trace.
         log_processors: OpenTelemetry log-record processors; given any, a private
             Logs provider emits each :class:`~openarmature_nodes.events.LogRecordEvent`
             (see :mod:`.logs`) under the span of the step that wrote it (§7).
