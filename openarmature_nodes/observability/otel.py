@@ -96,9 +96,7 @@ from openarmature_nodes.events import (
     ToolCallFailedEvent,
 )
 from openarmature_nodes.graph.events import InvocationEvent, NodeEvent
-from openarmature_nodes.metadata import MetadataAugmentedEvent
-
-from .genai import (
+from openarmature_nodes.llm.genai import (
     DEFAULT_PAYLOAD_CAP,
     LLM_SPAN_NAME,
     MIN_PAYLOAD_CAP,
@@ -112,6 +110,7 @@ from .genai import (
     response_attributes,
     tool_attributes,
 )
+from openarmature_nodes.metadata import MetadataAugmentedEvent
 
 __all__ = [
     "DURATION_BUCKETS",
