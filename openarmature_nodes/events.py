@@ -38,6 +38,7 @@ import msgspec
 
 __all__ = [
     "DeltaKind",
+    "LlmAttempt",
     "LlmCallEvent",
     "LlmCompletionEvent",
     "LlmFailedEvent",
@@ -108,6 +109,27 @@ class LlmCallEvent(ObserverEvent, frozen=True, kw_only=True):
     caller_invocation_metadata: Mapping[str, Any] | None = None
 
 
+class LlmAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of an LLM call run under call-level retry (llm-provider §7.1).
+
+    Attributes:
+        attempt_index: 0, 1, 2 ... within the call (``openarmature.llm.attempt_index``).
+        retry_reason: why this attempt was scheduled: ``"transient"`` or ``"reask"``
+            (``None`` for attempt 0).
+        start_ns / end_ns: the attempt's wall-clock window (ns since the epoch).
+        error_category / error_type / error_message: the attempt's failure (all
+            ``None`` for the attempt that produced the response).
+    """
+
+    attempt_index: int
+    retry_reason: str | None = None
+    start_ns: int
+    end_ns: int
+    error_category: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
 class _LlmRequestSide(LlmCallEvent, frozen=True, kw_only=True):
     """Request-side fields shared by the completion and failure events.
 
@@ -121,6 +143,9 @@ class _LlmRequestSide(LlmCallEvent, frozen=True, kw_only=True):
             a missing key means "not supplied".
         request_extras: the vendor-specific extras the caller passed through.
         latency_ms: wall-clock from ``complete()`` entry to the outcome.
+        attempts: every attempt, in order, when the call-level retry loop ran more
+            than one (the last is the one this event reports); empty otherwise.
+            The OpenTelemetry observer renders one span per attempt from it.
         active_prompt / active_prompt_group / token_budget: prompt identity
             (prompt management is not part of this toolkit: always ``None``).
     """
@@ -129,6 +154,7 @@ class _LlmRequestSide(LlmCallEvent, frozen=True, kw_only=True):
     request_params: Mapping[str, Any] = msgspec.field(default_factory=dict)
     request_extras: Mapping[str, Any] = msgspec.field(default_factory=dict)
     latency_ms: float | None = None
+    attempts: tuple[LlmAttempt, ...] = ()
     active_prompt: Mapping[str, Any] | None = None
     active_prompt_group: Mapping[str, Any] | None = None
     token_budget: Mapping[str, Any] | None = None

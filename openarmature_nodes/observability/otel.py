@@ -88,6 +88,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from openarmature_nodes import __version__
 from openarmature_nodes.events import (
+    LlmAttempt,
     LlmCompletionEvent,
     LlmFailedEvent,
     LlmTokenEvent,
@@ -655,8 +656,13 @@ class OTelObserver:
         now = time.time_ns()
         latency = event.latency_ms or 0.0
         failed = isinstance(event, LlmFailedEvent)
+        attempts = event.attempts
         if self.enable_metrics:
-            self._record_metrics(event, failed)
+            for earlier in attempts[:-1]:  # §11: one duration sample per attempt
+                self._duration.record((earlier.end_ns - earlier.start_ns) / 1e9,
+                                      {**self._dims(event), "error.type": _attempt_error(earlier)})
+            final = attempts[-1] if attempts else None
+            self._record_metrics(event, failed, final)
         tr = self._trace(event)
         first = tr.first_chunk.pop(event.call_id, None)
         if first is not None and self.enable_metrics:
@@ -666,9 +672,18 @@ class OTelObserver:
             return
         attrs = request_attributes(event.provider, event.model, event.request_params,
                                    semconv=self.semconv, convention=self.convention)
-        attrs.update(attempt_attributes(0))
         attrs["openarmature.correlation_id"] = tr.correlation_id
         attrs.update(self._user(tr, *_key(_ns(event), event)))
+        parent = self._call_parent(tr, event)
+        start, end = now - int(latency * 1_000_000), now
+        if attempts:  # call-level retry: one span per attempt, siblings (§5.5 / llm-provider §7.1)
+            for earlier in attempts[:-1]:
+                self._failed_attempt_span(earlier, attrs, parent)
+            start, end = attempts[-1].start_ns, attempts[-1].end_ns
+            attrs.update(attempt_attributes(attempts[-1].attempt_index,
+                                            attempts[-1].retry_reason))
+        else:
+            attrs.update(attempt_attributes(0))
         tool_calls = event.output_tool_calls if isinstance(event, LlmCompletionEvent) else None
         attrs.update(response_attributes(
             response_model=event.response_model, response_id=event.response_id,
@@ -682,10 +697,9 @@ class OTelObserver:
         if failed:
             assert isinstance(event, LlmFailedEvent)
             attrs.update(error_attributes(event.error_category, event.error_type))
-        parent = self._call_parent(tr, event)
         span = self.tracer.start_span(
             LLM_SPAN_NAME, context=trace.set_span_in_context(parent), kind=SpanKind.CLIENT,
-            attributes=attrs, start_time=now - int(latency * 1_000_000))
+            attributes=attrs, start_time=start)
         if failed:
             assert isinstance(event, LlmFailedEvent)
             span.add_event("exception", {"exception.type": event.error_type or "",
@@ -693,15 +707,31 @@ class OTelObserver:
             span.set_status(Status(StatusCode.ERROR, event.error_category))
         else:
             span.set_status(Status(StatusCode.OK))
-        span.end(end_time=now)
+        span.end(end_time=end)
+
+    def _failed_attempt_span(self, attempt: LlmAttempt, base: dict[str, Any],
+                             parent: Span) -> None:
+        """The span of an attempt the call-level retry loop failed and retried: the
+        call's request attributes, its own index, retry reason, category and window."""
+        attrs = {**base, **attempt_attributes(attempt.attempt_index, attempt.retry_reason),
+                 **error_attributes(attempt.error_category, attempt.error_type)}
+        span = self.tracer.start_span(
+            LLM_SPAN_NAME, context=trace.set_span_in_context(parent), kind=SpanKind.CLIENT,
+            attributes=attrs, start_time=attempt.start_ns)
+        span.add_event("exception", {"exception.type": attempt.error_type or "",
+                                     "exception.message": attempt.error_message or ""})
+        span.set_status(Status(StatusCode.ERROR, _attempt_error(attempt)))
+        span.end(end_time=attempt.end_ns)
 
     def _dims(self, event: Any) -> dict[str, Any]:
         return {"openarmature.gen_ai.operation": "chat", "gen_ai.request.model": event.model,
                 "gen_ai.system": event.provider}
 
-    def _record_metrics(self, event: LlmCompletionEvent | LlmFailedEvent, failed: bool) -> None:
+    def _record_metrics(self, event: LlmCompletionEvent | LlmFailedEvent, failed: bool,
+                        final: LlmAttempt | None = None) -> None:
         dims = self._dims(event)
-        seconds = (event.latency_ms or 0.0) / 1000.0
+        seconds = ((final.end_ns - final.start_ns) / 1e9 if final is not None
+                   else (event.latency_ms or 0.0) / 1000.0)
         if failed:
             assert isinstance(event, LlmFailedEvent)
             self._duration.record(seconds, {**dims, "error.type": event.error_category})
@@ -740,6 +770,11 @@ class OTelObserver:
                                          "exception.message": event.error_message})
             span.set_status(Status(StatusCode.ERROR, event.error_type or "error"))
         span.end(end_time=now)
+
+
+def _attempt_error(attempt: LlmAttempt) -> str:
+    """A failed attempt's ``error.type``: its §7 category, else its error's type."""
+    return attempt.error_category or attempt.error_type or "error"
 
 
 def _severity(level: int) -> SeverityNumber:
