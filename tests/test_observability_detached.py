@@ -16,6 +16,7 @@ from opentelemetry.trace import StatusCode
 
 from openarmature_nodes.graph import END, GraphBuilder, GraphRuntimeError, NodeEvent, State
 from openarmature_nodes.graph.reducers import append
+from openarmature_nodes.metadata import set_invocation_metadata
 from openarmature_nodes.middleware import RetryMiddleware
 from openarmature_nodes.observability.otel import OTelObserver
 from openarmature_nodes.retrying import RetryConfig, constant_backoff
@@ -283,3 +284,27 @@ def test_graph_name_is_a_keyword_only_string() -> None:
     assert unnamed.compile().name == ""
     with pytest.raises(TypeError):
         GraphBuilder(S, name=3)  # type: ignore[arg-type]
+
+
+async def test_detached_invocation_spans_carry_the_caller_metadata_in_scope() -> None:
+    async def tag(state: Any) -> dict[str, Any]:
+        set_invocation_metadata(stage="inner")
+        return {"x": 1}
+
+    inner = chain("long_running", ("step", tag))
+    graph = (GraphBuilder(S).add_subgraph("dispatch", inner).add_edge("dispatch", END)
+             .set_entry("dispatch").compile())
+    exporter = InMemorySpanExporter()
+    otel = OTelObserver(span_processors=[SimpleSpanProcessor(exporter)],
+                        detached_subgraphs={"long_running"})
+    await graph.invoke(S(), observers=[otel], metadata={"tenant": "t1"})
+    otel.shutdown()
+    spans = list(exporter.get_finished_spans())
+    roots = [s for s in spans if s.name == INVOCATION]
+    assert len(roots) == 2
+    # §5.6: every span of the invocation carries the caller's metadata, detached ones too
+    assert all((s.attributes or {}).get("openarmature.user.tenant") == "t1" for s in spans)
+    (detached_root,) = [r for r in roots
+                        if (r.attributes or {})["openarmature.graph.entry_node"] == "step"]
+    # an addition made inside the detached unit reaches its (still open) invocation span
+    assert (detached_root.attributes or {}).get("openarmature.user.stage") == "inner"

@@ -413,7 +413,8 @@ class OTelObserver:
         parent_ctx = trace.set_span_in_context(owner_span)
         root: Span | None = None
         if index is not None and owner_ns[-1] in self.detached_fan_outs:
-            root = self._detached_root(event, tr, event.namespace[d + 1])
+            root = self._detached_root(event, tr, event.namespace[d + 1],
+                                       self._user(tr, owner_ns, fchain, bchain))
             owner_span.add_link(root.get_span_context())
             parent_ctx = trace.set_span_in_context(root)
         span = self.tracer.start_span(name, context=parent_ctx, attributes=attrs)
@@ -443,7 +444,7 @@ class OTelObserver:
             # §4.4: the dispatch span (named after the node) stays in the parent trace,
             # linked to a new trace whose invocation span roots the subgraph's own span
             # (named after the compiled subgraph; the node's name if it has none).
-            root = self._detached_root(event, tr, entry)
+            root = self._detached_root(event, tr, entry, self._user(tr, owner_ns, fchain, bchain))
             dispatch = self.tracer.start_span(node, context=context, attributes=attrs,
                                               links=[Link(root.get_span_context())])
             inner = self.tracer.start_span(graph_name or node,
@@ -537,13 +538,19 @@ class OTelObserver:
             n = len(w_ns)
             if ns[:n] == w_ns and fchain[:n] == w_f and bchain[:n] == w_b:
                 wrapper.span.set_attributes(entries)
+                if wrapper.root is not None:  # a detached unit's invocation span
+                    wrapper.root.set_attributes(entries)
         if depth < 0 and tr.root is not None:
             tr.root.set_attributes(entries)
 
-    def _detached_root(self, event: Any, tr: _Trace, entry: str) -> Span:
+    def _detached_root(self, event: Any, tr: _Trace, entry: str,
+                       user: Mapping[str, Any]) -> Span:
+        """A detached trace's invocation span: the §5.1 set (the run's invocation id,
+        the unit's entry node) plus the caller metadata in scope (§5.6)."""
         return self.tracer.start_span(
             INVOCATION_SPAN_NAME, context=otel_context.Context(),
-            attributes=self._invocation_attrs(event.invocation_id, entry, tr.correlation_id))
+            attributes={**self._invocation_attrs(event.invocation_id, entry, tr.correlation_id),
+                        **user})
 
     # --- node spans -------------------------------------------------------------------
 
