@@ -308,3 +308,10 @@ async def test_detached_invocation_spans_carry_the_caller_metadata_in_scope() ->
                         if (r.attributes or {})["openarmature.graph.entry_node"] == "step"]
     # an addition made inside the detached unit reaches its (still open) invocation span
     assert (detached_root.attributes or {}).get("openarmature.user.stage") == "inner"
+
+
+def test_detached_options_take_collections_of_names() -> None:
+    with pytest.raises(TypeError):
+        OTelObserver(detached_subgraphs="long_running")
+    with pytest.raises(TypeError):
+        OTelObserver(detached_fan_outs="fan")

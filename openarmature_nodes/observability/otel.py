@@ -25,7 +25,10 @@ synthesized on the first inner event (a subgraph span carries
 one ``openarmature.llm.complete`` span per
 LLM call (from :class:`~openarmature_nodes.events.LlmCompletionEvent` /
 :class:`~openarmature_nodes.events.LlmFailedEvent`, backdated by the call's
-latency) and one ``openarmature.tool.call`` span per tool execution. Spans are
+latency) -- one per *attempt*, siblings, when the call-level retry loop ran several
+(the event's ``attempts``: each with ``openarmature.llm.attempt_index``,
+``openarmature.llm.retry_reason`` and its own outcome) -- and one
+``openarmature.tool.call`` span per tool execution. Spans are
 parented by lineage: the key of a span is ``(namespace, fan_out_index_chain,
 branch_name_chain)``, so same-named nodes in concurrent instances or branches
 never collide; an LLM or tool span whose calling node's span is not open
@@ -256,6 +259,10 @@ class OTelObserver:
         self.semconv = not disable_genai_semconv
         self.convention: GenAIConvention = genai_convention or convention_from_env()
         self.payload_cap = payload_cap
+        for option, names in (("detached_subgraphs", detached_subgraphs),
+                              ("detached_fan_outs", detached_fan_outs)):
+            if isinstance(names, str):
+                raise TypeError(f"{option} takes a collection of names, not the string {names!r}")
         self.detached_subgraphs = frozenset(detached_subgraphs)
         self.detached_fan_outs = frozenset(detached_fan_outs)
         self._traces: dict[str, _Trace] = {}

@@ -15,9 +15,14 @@ directives of :mod:`.composition` and the middleware types of
   ``TracerProvider`` with an in-memory exporter, and an in-memory metric reader;
 - ``typed_observers`` collectors (§5.5 typed-event collector directives);
 - expectations ``span_tree`` (hierarchical, attribute subsets, placeholders
-  per §5.10), ``observers.<collector>`` (``contains_event`` and the count
-  forms), ``metrics``, ``no_spans_emitted``, ``no_llm_provider_span`` and the
-  invariant predicates of :mod:`.observability_checks` (:data:`INVARIANTS`).
+  per §5.10; ``children: []`` asserts none, a non-empty list asserts each listed
+  child; ``links`` match each Link's target trace id, ``link_count`` counts them),
+  ``traces`` (every trace the run produced, each by its ``trace_id`` binding token
+  and its own ``span_tree``), ``parent_trace`` / ``detached_trace_count`` (the
+  invocation's own trace -- the one no Link targets -- and how many others),
+  ``observers.<collector>`` (``contains_event`` and the count forms), ``metrics``,
+  ``no_spans_emitted``, ``no_llm_provider_span`` and the invariant predicates of
+  :mod:`.observability_checks` (:data:`INVARIANTS`).
 
 A directive or invariant this adapter does not know fails the case naming it
 (:class:`UnknownDirective`); nothing here looks at fixture names.
