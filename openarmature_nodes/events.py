@@ -76,6 +76,10 @@ class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):
         fan_out_index_chain / branch_name_chain: the full lineage, one entry per
             dispatch boundary (``len(namespace) - 1`` entries), ``None`` where a
             boundary is not a fan-out instance / branch.
+        subgraph_name_chain: the name of the graph entered at each of those
+            boundaries, outermost first (a nested graph's ``CompiledGraph.name``,
+            ``""`` for an unnamed one), so an observer can tell which compiled
+            subgraph a subgraph node, fan-out instance or branch runs.
         correlation_id: the caller-supplied correlation id, if any.
     """
 
@@ -87,6 +91,7 @@ class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):
     fan_out_index_chain: tuple[int | None, ...] = ()
     branch_name_chain: tuple[str | None, ...] = ()
     correlation_id: str | None = None
+    subgraph_name_chain: tuple[str, ...] = ()
 
 
 class LlmCallEvent(ObserverEvent, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated, Any
 
+import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -16,6 +17,8 @@ from opentelemetry.trace import StatusCode
 
 from openarmature_nodes.graph import END, GraphBuilder, GraphRuntimeError, NodeEvent, State
 from openarmature_nodes.graph.reducers import append
+from openarmature_nodes.llm import OpenAIProvider, UserMessage
+from openarmature_nodes.llm.transport import HttpxTransport
 from openarmature_nodes.metadata import set_invocation_metadata
 from openarmature_nodes.middleware import RetryMiddleware
 from openarmature_nodes.observability.otel import OTelObserver
@@ -315,3 +318,33 @@ def test_detached_options_take_collections_of_names() -> None:
         OTelObserver(detached_subgraphs="long_running")
     with pytest.raises(TypeError):
         OTelObserver(detached_fan_outs="fan")
+
+
+async def test_an_orphan_llm_call_opening_a_named_detached_subgraph_is_detached() -> None:
+    """The first event of the subgraph is the LLM call of its first node's middleware
+    (before the node's span opens): it carries the subgraph's name too, so the subgraph
+    still renders detached, the call's span under the detached subgraph span."""
+    body = {"id": "cc-1", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    provider = OpenAIProvider("http://mock.test", "m", transport=HttpxTransport(
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body))))
+
+    async def guard(state: Any, nxt: Any) -> Any:
+        await provider.complete([UserMessage(content="is this ok?")])
+        return await nxt(state)
+
+    inner = (GraphBuilder(S, name="long_running").add_node("step", bump, middleware=[guard])
+             .add_edge("step", END).set_entry("step").compile())
+    graph = (GraphBuilder(S).add_subgraph("dispatch", inner).add_edge("dispatch", END)
+             .set_entry("dispatch").compile())
+    spans, error = await run(graph, S(), detached_subgraphs={"long_running"})
+    await provider.aclose()
+    assert error is None
+    groups = traces(spans)
+    assert len(groups) == 2
+    (detached,) = [g for g in groups.values() if any(s.name == "long_running" for s in g)]
+    llm = one(detached, "openarmature.llm.complete")
+    assert parent_of(detached, llm).name == "long_running"  # the orphan fallback (§5.5)
+    assert parent_of(detached, one(detached, "step")).name == "long_running"

@@ -317,6 +317,7 @@ class Step:
             branch_name=level.branch_name,
             fan_out_index_chain=level.fan_out_chain,
             branch_name_chain=level.branch_chain,
+            subgraph_name_chain=level.subgraph_names,
         )
 
     def emit(self, event: object) -> bool:

@@ -77,11 +77,6 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     state at the moment it entered the subgraph leading here. ``update`` is, on
     a successful ``completed`` event of a graph node, the partial update the
     node returned (an empty mapping for ``None``); ``None`` elsewhere.
-    ``subgraph_name_chain`` holds, outermost first, the name of each graph
-    entered along ``namespace`` (one entry per dispatch boundary, like the
-    lineage chains): a nested graph's ``CompiledGraph.name``, ``""`` for an
-    unnamed one, so an observer can tell which compiled subgraph a subgraph
-    node (or fan-out instance, or branch) runs.
     """
 
     phase: Phase
@@ -95,7 +90,6 @@ class NodeEvent(ObserverEvent, frozen=True, kw_only=True):
     fan_out_config: FanOutConfig | None = None
     parallel_branches_config: ParallelBranchesConfig | None = None
     update: Any = None
-    subgraph_name_chain: tuple[str, ...] = ()
 
 
 class FanOutInstanceEvent(ObserverEvent, frozen=True, kw_only=True):

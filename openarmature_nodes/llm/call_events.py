@@ -199,6 +199,7 @@ def step_identity(*, require_invocation: bool = True) -> dict[str, Any] | None:
         "branch_name": lineage.branch_name,
         "fan_out_index_chain": lineage.fan_out_index_chain,
         "branch_name_chain": lineage.branch_name_chain,
+        "subgraph_name_chain": lineage.subgraph_name_chain,
         "correlation_id": getattr(scope, "correlation_id", None),
         "caller_invocation_metadata": (get_invocation_metadata()
                                        if getattr(scope, "include_caller_metadata", False)

@@ -51,7 +51,7 @@ window) and linked from the dispatch span that stays in the enclosing trace::
 
 ``detached_subgraphs`` names **compiled subgraphs** (``GraphBuilder(State,
 name="long_running_workflow")``, carried to observers in
-``NodeEvent.subgraph_name_chain``), so one subgraph is detached wherever it
+every event's ``subgraph_name_chain``), so one subgraph is detached wherever it
 runs; a name also matches the subgraph *node* that runs it, which is how an
 unnamed subgraph is detached. The detached subgraph span is named after the
 compiled subgraph (its node's name when it has none); ``detached_fan_outs``
