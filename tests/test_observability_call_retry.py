@@ -54,7 +54,7 @@ def provider_with(*statuses: int) -> OpenAIProvider:
                           transport=HttpxTransport(transport=httpx.MockTransport(handler)))
 
 
-async def run(provider: OpenAIProvider, attempts: int) -> tuple[
+async def run(provider: OpenAIProvider, attempts: int, **observer: Any) -> tuple[
         list[ReadableSpan], list[Any], list[tuple[str, dict[str, Any]]], BaseException | None]:
     async def ask(state: S) -> dict[str, Any]:
         response = await provider.complete(
@@ -66,7 +66,7 @@ async def run(provider: OpenAIProvider, attempts: int) -> tuple[
     exporter = InMemorySpanExporter()
     reader = InMemoryMetricReader()
     otel = OTelObserver(span_processors=[SimpleSpanProcessor(exporter)], enable_metrics=True,
-                        metric_readers=[reader])
+                        metric_readers=[reader], **observer)
     events: list[Any] = []
 
     async def collect(event: Any) -> None:
@@ -162,6 +162,19 @@ async def test_a_call_that_succeeds_first_time_keeps_one_span() -> None:
     (done,) = [e for e in events if isinstance(e, LlmCompletionEvent)]
     assert done.attempts == ()
     assert len(durations) == 1
+
+
+async def test_opted_in_payload_reaches_every_attempt_span_never_the_key() -> None:
+    spans, _, _, error = await run(provider_with(503, 200), attempts=2,
+                                   disable_provider_payload=False)
+    assert error is None
+    attempts = llm_spans(spans)
+    assert len(attempts) == 2
+    for span in attempts:  # each attempt sent the same messages
+        assert "hello" in str((span.attributes or {})["openarmature.llm.input.messages"])
+    assert "openarmature.llm.output.content" not in (attempts[0].attributes or {})
+    assert (attempts[1].attributes or {})["openarmature.llm.output.content"] == "hi"
+    assert SECRET not in strings(spans)
 
 
 def test_an_attempt_record_is_plain_data() -> None:

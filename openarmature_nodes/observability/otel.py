@@ -691,8 +691,11 @@ class OTelObserver:
         parent = self._call_parent(tr, event)
         start, end = now - int(latency * 1_000_000), now
         if attempts:  # call-level retry: one span per attempt, siblings (§5.5 / llm-provider §7.1)
+            sent = attrs if self.disable_provider_payload else {**attrs, **payload_attributes(
+                input_messages=event.input_messages, request_extras=event.request_extras,
+                cap=self.payload_cap)}  # what each attempt sent, when payloads are opted in
             for earlier in attempts[:-1]:
-                self._failed_attempt_span(earlier, attrs, parent)
+                self._failed_attempt_span(earlier, sent, parent)
             start, end = attempts[-1].start_ns, attempts[-1].end_ns
             attrs.update(attempt_attributes(attempts[-1].attempt_index,
                                             attempts[-1].retry_reason))
