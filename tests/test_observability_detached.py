@@ -348,3 +348,39 @@ async def test_an_orphan_llm_call_opening_a_named_detached_subgraph_is_detached(
     llm = one(detached, "openarmature.llm.complete")
     assert parent_of(detached, llm).name == "long_running"  # the orphan fallback (§5.5)
     assert parent_of(detached, one(detached, "step")).name == "long_running"
+
+
+async def test_a_failed_instance_of_a_collecting_detached_fan_out_errors_its_own_trace() -> None:
+    class Collected(State):
+        items: list[int] = []
+        results: Annotated[list[int], append] = []
+        errors: Annotated[list[Any], append] = []
+
+    async def score(state: Any) -> dict[str, Any]:
+        if state.item == 2:
+            raise RuntimeError("bad item")
+        return {"out": state.item}
+
+    per_item = chain("per_item", ("score", score), state=One)
+    graph = (GraphBuilder(Collected)
+             .add_fan_out_node("fan", per_item, items_field="items", item_field="item",
+                               collect_field="out", target_field="results",
+                               error_policy="collect", errors_field="errors")
+             .add_edge("fan", END).set_entry("fan").compile())
+    spans, error = await run(graph, Collected(items=[1, 2]), detached_fan_outs={"fan"})
+    assert error is None  # the fan-out node collects the failure and carries on
+    (fan,) = [s for s in spans if s.name == "fan" and s.links]
+    assert fan.status.status_code is StatusCode.OK and len(fan.links) == 2
+    groups = traces(spans)
+    by_index = {}
+    for link in fan.links:
+        instance_trace = groups[link.context.trace_id]
+        instance = one(instance_trace, "fan")
+        by_index[(instance.attributes or {})["openarmature.node.fan_out_index"]] = instance_trace
+    ok_root, failed_root = root_of(by_index[0]), root_of(by_index[1])
+    assert ok_root.status.status_code is StatusCode.OK
+    # §4.2: the detached invocation span carries its own unit's outcome
+    assert failed_root.status.status_code is StatusCode.ERROR
+    assert failed_root.status.description == "node_exception"
+    assert any(e.name == "exception" for e in failed_root.events)
+    assert one(by_index[1], "fan").status.status_code is StatusCode.ERROR

@@ -4,7 +4,7 @@ the preceding node's span; each ERROR span carries its category and an exception
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -14,6 +14,7 @@ from opentelemetry.trace import StatusCode
 
 from openarmature_nodes.graph import END, GraphBuilder, GraphRuntimeError, State
 from openarmature_nodes.graph.errors import StateValidationError
+from openarmature_nodes.graph.reducers import append
 from openarmature_nodes.observability.otel import OTelObserver
 
 pytestmark = pytest.mark.anyio
@@ -77,3 +78,28 @@ async def test_an_edge_failure_errors_the_preceding_node_span(route: Any, catego
     assert set(by_name) == {"openarmature.invocation", "a"}
     assert_error(by_name["a"], category)
     assert by_name["openarmature.invocation"].status.status_code is StatusCode.ERROR
+
+
+async def test_a_failed_branch_of_a_collecting_node_errors_its_dispatch_span() -> None:
+    class P(State):
+        x: int = 0
+        errors: Annotated[list[Any], append] = []
+
+    async def fails(state: Any) -> dict[str, Any]:
+        raise RuntimeError("branch boom")
+
+    good = GraphBuilder(S).add_node("work", ok).add_edge("work", END).set_entry("work").compile()
+    bad = GraphBuilder(S).add_node("work", fails).add_edge("work", END).set_entry("work")
+    graph = (GraphBuilder(P)
+             .add_parallel_branches_node("both", {"good": good, "bad": bad.compile()},
+                                         error_policy="collect", errors_field="errors")
+             .add_edge("both", END).set_entry("both").compile())
+    exporter = InMemorySpanExporter()
+    otel = OTelObserver(span_processors=[SimpleSpanProcessor(exporter)])
+    final = await graph.invoke(P(), observers=[otel])
+    otel.shutdown()
+    assert len(final.errors) == 1
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["both"].status.status_code is StatusCode.OK  # the node collected it
+    assert spans["good"].status.status_code is StatusCode.OK
+    assert_error(spans["bad"], "node_exception")  # the branch itself failed

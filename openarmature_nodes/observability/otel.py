@@ -499,14 +499,18 @@ class OTelObserver:
             _finish(dispatch.span, failure)
 
     def _note_child(self, tr: _Trace, event: NodeEvent, ns: tuple[str, ...]) -> None:
-        """Remember a direct child's outcome on its synthesized subgraph span."""
+        """Remember a direct child's outcome on the synthesized span wrapping it (a
+        subgraph span, a fan-out instance span, a branch dispatch span): the unit failed
+        when its last node did, even where its dispatching node carries on (a fan-out
+        or parallel-branches node under ``error_policy="collect"``), so that span and
+        a detached unit's invocation span report the failure (§4.2)."""
         depth = len(ns) - 1
         if depth == 0:
             return
         wkey = (ns[:depth], _pad(event.fan_out_index_chain, depth),
                 _pad(event.branch_name_chain, depth))
         w = tr.wrappers.get(wkey)
-        if w is not None and w.subgraph:
+        if w is not None and not w.callable:
             w.error = event.error
 
     # --- caller metadata (§3.4 / §5.6) ------------------------------------------------------
