@@ -384,3 +384,31 @@ async def test_a_failed_instance_of_a_collecting_detached_fan_out_errors_its_own
     assert failed_root.status.description == "node_exception"
     assert any(e.name == "exception" for e in failed_root.events)
     assert one(by_index[1], "fan").status.status_code is StatusCode.ERROR
+
+
+async def test_each_detached_instance_trace_closes_with_its_own_instance() -> None:
+    async def double(state: Any) -> dict[str, Any]:
+        return {"out": state.item * 2}
+
+    per_item = chain("per_item", ("score", double), state=One)
+    graph = (GraphBuilder(Items)
+             .add_fan_out_node("fan", per_item, items_field="items", item_field="item",
+                               collect_field="out", target_field="results", concurrency=1)
+             .add_edge("fan", END).set_entry("fan").compile())
+    spans, error = await run(graph, Items(items=[1, 2]), detached_fan_outs={"fan"})
+    assert error is None
+    (fan,) = [s for s in spans if s.name == "fan" and s.links]
+    groups = traces(spans)
+    per_index = {}
+    for link in fan.links:
+        group = groups[link.context.trace_id]
+        index = (one(group, "fan").attributes or {})["openarmature.node.fan_out_index"]
+        per_index[index] = group
+    first_root, first_instance = root_of(per_index[0]), one(per_index[0], "fan")
+    second_score = one(per_index[1], "score")
+    # §4.1: a detached instance's invocation span spans its own instance's window:
+    # with one instance at a time, the first has closed before the second starts
+    assert first_root.end_time is not None and second_score.start_time is not None
+    assert first_root.end_time <= second_score.start_time
+    assert first_instance.end_time is not None and first_instance.end_time <= first_root.end_time
+    assert fan.end_time is not None and first_root.end_time <= fan.end_time

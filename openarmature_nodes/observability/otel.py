@@ -20,7 +20,8 @@ is not duplicated. Pass your own providers to share them deliberately.
 a subgraph node's span wrapping its inner nodes, one instance span per fan-out
 instance (named after the fan-out node, ``openarmature.node.fan_out_index``)
 and one dispatch span per parallel branch (named after the branch), both
-synthesized on the first inner event (a subgraph span carries
+synthesized on the first inner event (an instance span closes when its instance
+finishes: the observer subscribes to the ``fan_out_instance`` phase) (a subgraph span carries
 ``openarmature.subgraph.name``: the compiled subgraph's name, ``""`` if unnamed);
 one ``openarmature.llm.complete`` span per
 LLM call (from :class:`~openarmature_nodes.events.LlmCompletionEvent` /
@@ -99,7 +100,7 @@ from openarmature_nodes.events import (
     ToolCallEvent,
     ToolCallFailedEvent,
 )
-from openarmature_nodes.graph.events import InvocationEvent, NodeEvent
+from openarmature_nodes.graph.events import FanOutInstanceEvent, InvocationEvent, NodeEvent
 from openarmature_nodes.llm.genai import (
     DEFAULT_PAYLOAD_CAP,
     LLM_SPAN_NAME,
@@ -208,7 +209,8 @@ class OTelObserver:
     """
 
     observer_phases = frozenset(
-        ("started", "completed", "suspended", "invocation_started", "invocation_completed")
+        ("started", "completed", "suspended", "invocation_started", "invocation_completed",
+         "fan_out_instance")
     )
 
     def __init__(
@@ -301,6 +303,8 @@ class OTelObserver:
             elif event.phase == "suspended":
                 self._trace(event).suspended = True
                 self._node_completed(event, suspension=suspension_attributes(event.descriptor))
+        elif isinstance(event, FanOutInstanceEvent):
+            self._instance_done(event)
         elif isinstance(event, InvocationEvent):
             if event.phase == "invocation_started":
                 self._invocation_started(event)
@@ -485,6 +489,31 @@ class OTelObserver:
                 done.append(wkey)
         for wkey in sorted(done, key=lambda k: -len(k[0])):
             self._close_wrapper(tr, wkey)
+
+    def _instance_done(self, event: FanOutInstanceEvent) -> None:
+        """A fan-out instance finished: its instance span (and, detached, its trace's
+        invocation span) closes now, at the end of the instance's own window (§4.1),
+        after anything still open inside it. A failed instance whose failure no inner
+        node reported stays open: the fan-out node's ``completed`` closes it with that
+        node's error."""
+        tr = self._traces.get(event.invocation_id)
+        if tr is None or event.fan_out_index is None:
+            return
+        ns = _ns(event)
+        depth = len(ns) - 1
+        wkey: Key = (ns, (*_pad(event.fan_out_index_chain, depth), event.fan_out_index),
+                     (*_pad(event.branch_name_chain, depth), None))
+        w = tr.wrappers.get(wkey)
+        if w is None or (event.outcome == "failed" and w.error is None):
+            return
+        n = len(ns)
+        inside = [k for k in tr.wrappers if len(k[0]) > n and k[0][:n] == ns
+                  and k[1][:n] == wkey[1] and k[2][:n] == wkey[2]]
+        for k in sorted(inside, key=lambda k: -len(k[0])):
+            self._close_wrapper(tr, k)
+        if event.outcome == "ok":
+            w.error = None  # the instance returned (a degraded update counts as returned)
+        self._close_wrapper(tr, wkey)
 
     def _close_wrapper(self, tr: _Trace, wkey: Any, error: Any = None) -> None:
         w = tr.wrappers.pop(wkey, None)
