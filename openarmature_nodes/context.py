@@ -28,6 +28,7 @@ follow the task that sets them):
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,7 @@ __all__ = [
     "call_attempt",
     "current_lineage",
     "emit_framework_event",
+    "mint_uuid4",
     "run_scope",
 ]
 
@@ -132,3 +134,15 @@ def emit_framework_event(event: object) -> bool:
     """
     scope = run_scope.get()
     return scope.emit(event) if scope is not None else False
+
+
+def mint_uuid4() -> str:
+    """A new random (version 4, RFC 4122 variant) UUID as its canonical string.
+
+    Same distribution and format as ``str(uuid.uuid4())`` (16 bytes from
+    :func:`os.urandom`, version and variant bits set), without building a
+    ``UUID`` object: an observed invocation mints two (its invocation and
+    correlation ids), so this is on every observed ``invoke()``.
+    """
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"

@@ -13,7 +13,6 @@ bookkeeping of §6); which one runs is decided once per invocation.
 from __future__ import annotations
 
 import inspect
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Generic, NoReturn, TypeVar
@@ -21,7 +20,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 import anyio
 import msgspec
 
-from openarmature_nodes.context import run_scope
+from openarmature_nodes.context import mint_uuid4, run_scope
 from openarmature_nodes.metadata import (
     bind_invocation_metadata,
     get_invocation_metadata,
@@ -52,7 +51,7 @@ from .checkpoint.records import CheckpointRecord
 from .errors import StateValidationError
 from .events import InvocationEvent, NodeError
 from .mermaid import to_mermaid
-from .nodes import Inner, NodeKind
+from .nodes import FunctionNode, Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
 from .streaming import GraphStream, resolve_modes
@@ -67,8 +66,8 @@ class _Node:
     """A compiled node: its kind, middleware, and resolved outgoing edge."""
 
     __slots__ = (
-        "call", "destinations", "kind", "middleware", "name", "next", "route", "route_async",
-        "routes",
+        "call", "destinations", "fast", "kind", "middleware", "name", "next", "observed", "route",
+        "route_async", "routes",
     )
 
     def __init__(self, name: str, kind: NodeKind, middleware: Sequence[Middleware[Any, Any]]):
@@ -76,6 +75,15 @@ class _Node:
         self.kind = kind
         self.middleware = tuple(middleware)
         self.call: Inner = compose(self.middleware, kind.plain())
+        # A kind whose observed inner finds its step in the run scope composes once; a
+        # function node without middleware is bracketed by the observed loop itself.
+        shared = getattr(kind, "observed_shared", None)
+        self.fast: Inner | None = (
+            kind.fn if isinstance(kind, FunctionNode) and not self.middleware else None
+        )
+        self.observed: Inner | None = (
+            compose(self.middleware, shared()) if shared is not None else None
+        )
         self.next: _Node | None = None
         self.route: Callable[[Any], Any] | None = None
         self.route_async = False
@@ -83,6 +91,9 @@ class _Node:
         self.destinations: tuple[Any, ...] | None = None  # as declared (END included)
 
     def observed_call(self, step: Step) -> Inner:
+        """The chain for one observed step (composed once, when the kind allows)."""
+        if self.observed is not None:
+            return self.observed
         return compose(self.middleware, self.kind.observed(step))
 
 
@@ -309,14 +320,14 @@ class CompiledGraph(Generic[S]):
         durable: Durable | None = None
         if cp is not None:
             if correlation_id is None:
-                correlation_id = str(uuid.uuid4())
+                correlation_id = mint_uuid4()
             durable = Durable(
                 cp, declared_version(self.schema.cls), correlation_id, plan, positions
             )
         subs = tuple(subscribe(o) for o in observers) if observers else ()
         snapshot = {id(g): g._observers for g in self._graphs if g._observers}
         if (subs or snapshot) and correlation_id is None:
-            correlation_id = str(uuid.uuid4())  # observability §3.1: one per observed run
+            correlation_id = mint_uuid4()  # observability §3.1: one per observed run
         run = Run(
             invocation_id, correlation_id, None, subs, snapshot, step_limit=limit,
             durable=durable,
@@ -350,7 +361,7 @@ class CompiledGraph(Generic[S]):
         then it raises."""
         subs = tuple(subscribe(o) for o in observers)
         snapshot = {id(g): g._observers for g in self._graphs if g._observers}
-        run = Run(invocation_id, correlation_id or str(uuid.uuid4()), None, subs, snapshot,
+        run = Run(invocation_id, correlation_id or mint_uuid4(), None, subs, snapshot,
                   step_limit=self.step_limit)
         token = run_scope.set(run)
         try:
