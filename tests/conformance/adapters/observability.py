@@ -15,8 +15,10 @@ directives of :mod:`.composition` and the middleware types of
   ``TracerProvider`` with an in-memory exporter, and an in-memory metric reader;
 - ``typed_observers`` collectors (§5.5 typed-event collector directives);
 - expectations ``span_tree`` (hierarchical, attribute subsets, placeholders
-  per §5.10; ``children: []`` asserts none, a non-empty list asserts each listed
-  child; ``links`` match each Link's target trace id, ``link_count`` counts them),
+  per §5.10; ``children`` exactly, ``children: []`` none; in the per-trace trees
+  of ``traces`` / ``parent_trace`` a non-empty list asserts each listed child, a
+  fixture there may leave out one it is not about; ``links`` match each Link's
+  target trace id, ``link_count`` counts them),
   ``traces`` (every trace the run produced, each by its ``trace_id`` binding token
   and its own ``span_tree``), ``parent_trace`` / ``detached_trace_count`` (the
   invocation's own trace -- the one no Link targets -- and how many others),
@@ -572,6 +574,9 @@ class Run:
         self.scratch: dict[str, Any] = {}
         self.global_spans: list[ReadableSpan] = []
         self.logs: list[Any] = []
+        # inside `traces` / `parent_trace` trees a non-empty `children` list names the
+        # children the fixture is about (058 leaves out a later sibling node)
+        self.partial_children = False
 
 
 async def run_case(case: Case) -> None:
@@ -754,13 +759,18 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
             assert got.get(key) == want, f"{where}.final_state.{key}: {got.get(key)!r}"
     if "span_tree" in expected:
         _match_forest(run, list(expected["span_tree"]), _roots(run.spans), f"{where}.span_tree")
-    if "traces" in expected:
-        _check_traces(run, list(expected["traces"] or ()), f"{where}.traces")
-    if "parent_trace" in expected:
-        spec = expected["parent_trace"]
-        check_directives(spec, {"span_tree"}, f"{where}.parent_trace")
-        _match_forest(run, list(spec["span_tree"]), _roots(traces(run)[parent_trace_id(run)]),
-                      f"{where}.parent_trace.span_tree")
+    run.partial_children = True
+    try:
+        if "traces" in expected:
+            _check_traces(run, list(expected["traces"] or ()), f"{where}.traces")
+        if "parent_trace" in expected:
+            spec = expected["parent_trace"]
+            check_directives(spec, {"span_tree"}, f"{where}.parent_trace")
+            _match_forest(run, list(spec["span_tree"]),
+                          _roots(traces(run)[parent_trace_id(run)]),
+                          f"{where}.parent_trace.span_tree")
+    finally:
+        run.partial_children = False
     if "detached_trace_count" in expected:
         n = len(traces(run)) - 1
         assert n == expected["detached_trace_count"], f"{where}: {n} detached traces"
@@ -924,12 +934,13 @@ def _match_span(run: Run, want: Mapping[str, Any], span: ReadableSpan, where: st
     if "link_count" in want:
         assert len(span.links) == want["link_count"], f"{where}: {len(span.links)} links"
     if "children" in want:
-        # `children: []` asserts there are none; a non-empty list asserts each listed
-        # child (a fixture may leave out children it is not about, e.g. a later sibling
-        # node), each matched by its own span
+        # `children: []` asserts there are none; otherwise exactly the listed children,
+        # except in a per-trace tree (`traces` / `parent_trace`), where a non-empty list
+        # asserts each listed child, each matched by its own span
         kids = _children(run, span)
         wanted = list(want["children"] or ())
-        assert len(kids) >= len(wanted) and (wanted or not kids), (
+        enough = len(kids) >= len(wanted) if run.partial_children else len(kids) == len(wanted)
+        assert enough and (wanted or not kids), (
             f"{where}: children {[k.name for k in kids]}, expected "
             f"{[w.get('name') for w in wanted]}")
         errors: list[str] = []
