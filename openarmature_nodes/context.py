@@ -76,8 +76,9 @@ class Lineage:
 
     ``fan_out_index`` / ``branch_name`` are the innermost ones; the ``*_chain``
     fields hold one entry per enclosing graph level (outermost first, ``None``
-    where that level was neither). ``invocation_id`` is ``None`` outside a
-    graph run.
+    where that level was neither); ``subgraph_name_chain`` holds the name of the
+    graph entered at each of those levels (``""`` for an unnamed one).
+    ``invocation_id`` is ``None`` outside a graph run.
     """
 
     invocation_id: str | None = None
@@ -87,6 +88,7 @@ class Lineage:
     branch_name: str | None = None
     fan_out_index_chain: tuple[int | None, ...] = ()
     branch_name_chain: tuple[str | None, ...] = ()
+    subgraph_name_chain: tuple[str, ...] = ()
 
 
 class RunScope(Protocol):

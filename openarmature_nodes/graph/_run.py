@@ -182,7 +182,7 @@ class Level:
 
     __slots__ = (
         "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
-        "parent_states", "prefix", "run", "targets",
+        "parent_states", "prefix", "run", "subgraph_names", "targets",
     )
 
     def __init__(
@@ -195,6 +195,7 @@ class Level:
         branch_chain: tuple[str | None, ...] = (),
         fan_out_index: int | None = None,
         branch_name: str | None = None,
+        subgraph_names: tuple[str, ...] = (),
     ) -> None:
         self.run = run
         self.graph_subs = graph_subs
@@ -205,6 +206,7 @@ class Level:
         self.branch_chain = branch_chain
         self.fan_out_index = fan_out_index
         self.branch_name = branch_name
+        self.subgraph_names = subgraph_names  # each nested graph's name, outermost first
 
     @classmethod
     def root(cls, run: Run, graph: Any) -> Level:
@@ -236,6 +238,7 @@ class Level:
             (*self.branch_chain, branch_name),
             fan_out_index if fan_out_index is not None else self.fan_out_index,
             branch_name if branch_name is not None else self.branch_name,
+            (*self.subgraph_names, getattr(graph, "name", "")),  # "" for a callable
         )
 
     def node_event(self, node_name: str, **fields: Any) -> NodeEvent | None:
@@ -272,6 +275,7 @@ class Level:
             correlation_id=run.correlation_id,
             node_name=node_name,
             parent_states=self.parent_states,
+            subgraph_name_chain=self.subgraph_names,
             phase="started",
             step=step,
             attempt_index=attempt,
@@ -349,6 +353,7 @@ class Step:
             branch_name=level.branch_name,
             fan_out_index_chain=level.fan_out_chain,
             branch_name_chain=level.branch_chain,
+            subgraph_name_chain=level.subgraph_names,
         )
 
     def emit(self, event: object) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import anyio
 import msgspec
@@ -48,6 +48,7 @@ from .checkpoint.errors import (
 from .checkpoint.migrations import MigrationRegistry
 from .checkpoint.protocol import Checkpointer
 from .checkpoint.records import CheckpointRecord
+from .errors import StateValidationError
 from .events import InvocationEvent, NodeError
 from .mermaid import to_mermaid
 from .nodes import FunctionNode, Inner, NodeKind
@@ -111,7 +112,12 @@ class CompiledGraph(Generic[S]):
         nodes: dict[str, _Node],
         entry: _Node,
         warnings: Sequence[Any] = (),
+        *,
+        name: str = "",
     ) -> None:
+        self.name = name
+        """The graph's name (``GraphBuilder(..., name=...)``; ``""``: unnamed). Node
+        events of a graph run as a subgraph carry it in ``subgraph_name_chain``."""
         self.schema = schema
         self._nodes = nodes
         self._entry = entry
@@ -304,7 +310,13 @@ class CompiledGraph(Generic[S]):
             positions = record.completed_positions
             state: Any = plan.states[0]
         else:
-            state = self.schema.coerce(initial_state, where="invoke() initial state")
+            try:
+                state = self.schema.coerce(initial_state, where="invoke() initial state")
+            except StateValidationError as exc:
+                if not observers and not self._observed():
+                    raise
+                # observed: the failure ends the invocation's window (observability §4.2)
+                await self._entry_failed(exc, observers, invocation_id, correlation_id)
         durable: Durable | None = None
         if cp is not None:
             if correlation_id is None:
@@ -340,6 +352,23 @@ class CompiledGraph(Generic[S]):
             )
         finally:
             run_scope.reset(token)
+
+    async def _entry_failed(self, error: StateValidationError, observers: Iterable[Any],
+                            invocation_id: str | None, correlation_id: str | None) -> NoReturn:
+        """The initial state was invalid in an observed run: no node runs, but the
+        observers subscribed to the invocation phases see its window open and close
+        with the error (a tracer's invocation span carries ``state_validation_error``);
+        then it raises."""
+        subs = tuple(subscribe(o) for o in observers)
+        snapshot = {id(g): g._observers for g in self._graphs if g._observers}
+        run = Run(invocation_id, correlation_id or mint_uuid4(), None, subs, snapshot,
+                  step_limit=self.step_limit)
+        token = run_scope.set(run)
+        try:
+            await self._drive_observed(None, run, None, failure=error)
+        finally:
+            run_scope.reset(token)
+        raise error  # not reached: the bracket re-raises ``error``
 
     async def _load(self, invocation_id: str, signal: bool) -> CheckpointRecord:
         cp = self.checkpointer
@@ -381,37 +410,42 @@ class CompiledGraph(Generic[S]):
             return None, await self._suspended(run, sig)
 
     async def _drive_observed(
-        self, state: Any, run: Run, plan: ResumePlan | None
+        self, state: Any, run: Run, plan: ResumePlan | None,
+        failure: Exception | None = None,
     ) -> tuple[Any, Suspended[S] | None]:
         inv = run.inv = Invocation(run.invocation_id)
         if self._delivery.running:
             self._delivery.start(inv, None)
             try:
-                return await self._drive_bracketed(state, run, plan)
+                return await self._drive_bracketed(state, run, plan, failure)
             finally:
                 inv.close()
-        failure: Exception | None = None
+        raised: Exception | None = None
         async with anyio.create_task_group() as tg:
             self._delivery.start(inv, tg)
             try:
-                result = await self._drive_bracketed(state, run, plan)
+                result = await self._drive_bracketed(state, run, plan, failure)
             except Exception as exc:
-                failure = exc
+                raised = exc
             finally:
                 inv.close()
-        if failure is not None:
-            raise failure
+        if raised is not None:
+            raise raised
         return result
 
     async def _drive_bracketed(
-        self, state: Any, run: Run, plan: ResumePlan | None
+        self, state: Any, run: Run, plan: ResumePlan | None,
+        failure: Exception | None = None,
     ) -> tuple[Any, Suspended[S] | None]:
         """:meth:`_drive`, bracketed by :class:`InvocationEvent` s for the observers
-        that subscribe to them (a tracer needs the invocation's window)."""
+        that subscribe to them (a tracer needs the invocation's window). ``failure``:
+        the invocation failed before its first node (raised inside the bracket)."""
         inv = run.inv
         subs = run.invocation_subs + run.snapshot.get(id(self), ())
         targets = tuple(s for s in subs if "invocation_started" in s.phases)
         if not targets or inv is None:
+            if failure is not None:
+                raise failure
             return await self._drive(state, run, plan)
         entry = self._entry.name if self._entry is not None else ""
         started = InvocationEvent(
@@ -421,6 +455,8 @@ class CompiledGraph(Generic[S]):
         )
         inv.emit(started, targets)
         try:
+            if failure is not None:
+                raise failure
             result = await self._drive(state, run, plan)
         except Exception as exc:
             category = str(getattr(exc, "category", None) or "node_exception")
