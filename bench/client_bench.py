@@ -18,7 +18,10 @@ Rows (same request everywhere: system + user message, temperature 0, max_tokens 
   raw_aiohttp   aiohttp.ClientSession POST + .json()        (asyncio only)
   openai        AsyncOpenAI().chat.completions.create()     (asyncio only)
   openarmature  openarmature 0.17 OpenAIProvider.complete() (asyncio only)
-On trio: ours, ours_httpx, ours_fast and raw_httpx.
+  floor         the same request bytes and reply over raw non-blocking sockets, httptools +
+                msgspec, nothing else (bench/_floor.py): asyncio Protocol / trio.socket
+  floor_sock    the same on asyncio's loop.sock_sendall / sock_recv (asyncio only)
+On trio: ours, ours_httpx, ours_fast, raw_httpx and floor.
 
 Usage: client_bench.py [--n 2000] [--c 1,32] [--repeats 3] [--only ours,raw_httpx:trio] [--json F]
 Profile one row: client_bench.py --child ours_fast --backend asyncio --conc 32 --profile 25
@@ -44,14 +47,18 @@ MATRIX = [
     ("raw_aiohttp", "asyncio"),
     ("openai", "asyncio"),
     ("openarmature", "asyncio"),
+    ("floor", "asyncio"),
+    ("floor_sock", "asyncio"),
     ("ours", "trio"),
     ("ours_httpx", "trio"),
     ("ours_fast", "trio"),
     ("raw_httpx", "trio"),
+    ("floor", "trio"),
 ]
 # Opt-in reference rows (--only): httpx with a keep-alive pool of 100 (httpx 0.28's big-pool cost).
 EXTRA = [("raw_httpx_bigpool", "asyncio"), ("raw_httpx_bigpool", "trio")]
 OURS = ("ours", "ours_httpx", "ours_fast")
+FLOORS = ("floor", "floor_sock")
 WIRE_MESSAGES = [{"role": "system", "content": C.SYSTEM}, {"role": "user", "content": C.USER}]
 WIRE_BODY = {"model": "bench-model", "messages": WIRE_MESSAGES, "temperature": 0, "max_tokens": 64}
 
@@ -176,6 +183,10 @@ def make_ours(kind: str) -> Any:
 def factory(client: str, backend: str) -> Any:
     if client in OURS:
         return make_ours(client)
+    if client in FLOORS:
+        from _floor import make_floor
+
+        return make_floor(client, backend, C.STUB_URL)
     try:
         return globals()[f"make_{client}"](backend)
     except ImportError as e:
@@ -318,6 +329,21 @@ def report(runs: list[dict[str, Any]], conc: int, matrix: list[tuple[str, str]],
             for cl, be in ours
         ]
         out.append(C.table(["ours"] + [f"{p[0]} / {p[1]}" for p in peers], rows))
+    floors = [(cl, be) for cl, be in ours if any((f, be) in med for f in FLOORS)]
+    if floors:
+        out.append(
+            f"\nThe floor, concurrency {conc}: our CPU µs/call ÷ the floor's on the same loop"
+            " (raw sockets + httptools + msgspec, bench/_floor.py; 1.00 = nothing added)\n"
+        )
+        rows = []
+        for cl, be in floors:
+            m = med[(cl, be)]["cpu_us"]
+            rows.append([f"{cl} / {be}", C.fmt(m, 1)] + [
+                f"{C.ratio(m / med[(f, be)]['cpu_us'])} ({C.fmt(med[(f, be)]['cpu_us'], 1)})"
+                if (f, be) in med else "—"
+                for f in FLOORS
+            ])
+        out.append(C.table(["ours", "CPU µs/call"] + [f"÷ {f} (µs)" for f in FLOORS], rows))
     used = sorted(
         {r["transport"] for r in runs if r.get("client") == "ours" and r.get("transport")}
     )

@@ -3,10 +3,10 @@
 #
 #   bench/run.sh                 # full run, ~8 minutes on a 2-core machine
 #   QUICK=1 bench/run.sh         # smoke run (1 repeat, small N), ~2 minutes
-#   bench/run.sh client engine   # only some stages: client memory engine onion checkpoint
+#   bench/run.sh client engine   # only some stages: client memory engine onion checkpoint streaming
 #   bench/run.sh distributed     # opt-in stage: the Dask fan-out executor (distributed_bench.py)
 #
-# Knobs: REPEATS=3 N=2000 K=500 ITEMS=10000 CALLS=1000 STEPS=200 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
+# Knobs: REPEATS=3 N=2000 K=500 ITEMS=10000 CALLS=1000 STEPS=200 STREAM_N=200 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
 # (the checkpoint stage adds a PostgreSQL row when OPENARMATURE_POSTGRES_URL is set)
 #
 # What it does:
@@ -16,7 +16,8 @@
 #      dependencies: the project's own .venv is not touched.
 #   2. installs nginx with apt-get if it is missing (needs root), starts the stub (bench/stub.sh)
 #      on 127.0.0.1:$STUB_PORT, and stops it again at the end if this script started it.
-#   3. runs client_bench.py, memory_bench.py, engine_bench.py and onion_bench.py, each in
+#   3. runs client_bench.py, memory_bench.py, engine_bench.py, onion_bench.py, checkpoint_bench.py
+#      and streaming_bench.py, each in
 #      fresh child processes, prints their Markdown tables, then summary.py checks the
 #      issue targets against this run's figures.
 set -euo pipefail
@@ -28,11 +29,11 @@ export STUB_PORT="${STUB_PORT:-18090}"
 export STUB_URL="http://127.0.0.1:$STUB_PORT"
 if [[ "${QUICK:-0}" == 1 ]]; then
   REPEATS="${REPEATS:-1}"; N="${N:-300}"; K="${K:-200}"; ITEMS="${ITEMS:-1000}"; ONION_N="${ONION_N:-500}"
-  STEPS="${STEPS:-50}"
+  STEPS="${STEPS:-50}"; STREAM_N="${STREAM_N:-40}"
 fi
 REPEATS="${REPEATS:-3}"; N="${N:-2000}"; K="${K:-500}"; ITEMS="${ITEMS:-10000}"
-CALLS="${CALLS:-1000}"; ONION_N="${ONION_N:-3000}"; STEPS="${STEPS:-200}"
-STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(client memory engine onion checkpoint)
+CALLS="${CALLS:-1000}"; ONION_N="${ONION_N:-3000}"; STEPS="${STEPS:-200}"; STREAM_N="${STREAM_N:-200}"
+STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(client memory engine onion checkpoint streaming)
 
 log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
@@ -104,9 +105,10 @@ for s in "${STAGES[@]}"; do
     engine) stage engine 400 "$PY" "$HERE/engine_bench.py" --k "$K" --items "$ITEMS" --repeats "$REPEATS" ;;
     onion)  stage onion 200 "$PY" "$HERE/onion_bench.py" --n "$ONION_N" --repeats "$REPEATS" ;;
     checkpoint) stage checkpoint 400 "$PY" "$HERE/checkpoint_bench.py" --steps "$STEPS" --repeats "$REPEATS" ;;
+    streaming) stage streaming 400 "$PY" "$HERE/streaming_bench.py" --n "$STREAM_N" --repeats "$REPEATS" ;;
     # opt-in (not in the default list): starts Dask LocalClusters of 1 and 2 workers
     distributed) stage distributed 400 "$PY" "$HERE/distributed_bench.py" --repeats "$REPEATS" ;;
-    *) echo "unknown stage $s (client memory engine onion checkpoint distributed)" >&2; exit 2 ;;
+    *) echo "unknown stage $s (client memory engine onion checkpoint streaming distributed)" >&2; exit 2 ;;
   esac
 done
 log "targets"

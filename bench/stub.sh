@@ -26,8 +26,9 @@ PY
 start() {
   if alive; then echo "stub already running on $URL (pid $(cat "$PIDFILE"))"; return 0; fi
   [[ -x "$NGINX" ]] || { echo "nginx not found (apt-get install -y nginx-light)" >&2; exit 1; }
-  mkdir -p "$DIR/logs" "$DIR/tmp"
+  mkdir -p "$DIR/logs" "$DIR/tmp" "$DIR/sse"
   sed "s/@PORT@/$PORT/" "$HERE/nginx.conf.in" >"$DIR/nginx.conf"
+  python3 "$HERE/_sse_body.py" 256 >"$DIR/sse/256.txt"   # the streamed reply (/stream/...)
   "$NGINX" -t -q -p "$DIR/" -e "$DIR/logs/error.log" -c "$DIR/nginx.conf"
   local pin=()
   if command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from openarmature_nodes.llm.transport import _conn
 from openarmature_nodes.llm.transport._base import (
     Timeouts,
     TransportConnectError,
+    TransportDeadline,
     TransportProtocolError,
     TransportRequestMaybeSent,
     TransportTimeout,
@@ -772,6 +774,34 @@ async def test_read_timeout_bounds_each_wait_not_the_whole_response() -> None:
         response = await transport.request("GET", server.url, [], None)
         assert response.body == b"." * 8
         assert transport.idle_count == 1
+        await transport.aclose()
+
+
+async def test_stream_deadline_bounds_the_whole_body_then_the_connection_is_pooled_again() -> None:
+    # The first stream's body drips (a piece every 0.05 s, 2 s in all) under a 0.3 s deadline
+    # that no single wait comes near the read timeout of; the next stream has none.
+    async def handler(peer: Peer) -> None:
+        await peer.read_request()
+        if peer.server.accepted == 1:
+            await peer.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(40):
+                await anyio.sleep(0.05)
+                await peer.send(b"1\r\n.\r\n")
+            await peer.wait_client_close()
+        else:
+            await peer.send(ok(b"second"))
+            await keepalive(peer)
+
+    async with serving(handler) as server:
+        transport = FastTransport(timeouts=Timeouts(read=5.0))
+        with pytest.raises(TransportDeadline):
+            stream = transport.stream("GET", server.url, [], None, deadline=time.monotonic() + 0.3)
+            async with stream as response:
+                assert response.status == 200
+                await response.aread()
+        async with transport.stream("GET", server.url, [], None) as response:
+            assert await response.aread() == b"second"
+        assert transport.idle_count == 1  # the second connection, back in the pool
         await transport.aclose()
 
 

@@ -174,6 +174,26 @@ def test_sse_parser_close_dispatches_an_unterminated_last_event() -> None:
     assert parser.close() == [SSEEvent(None, b"[DONE]")]
 
 
+def test_sse_parser_iter_feed_hands_out_each_event_before_parsing_the_next() -> None:
+    parser = SSEParser()
+    events = parser.iter_feed(b"data: a\n\nevent: e\ndata: b\n\ndata: c\n")
+    assert next(events) == SSEEvent(None, b"a")
+    assert list(events) == [SSEEvent("e", b"b")]
+    assert parser.feed(b"\n") == [SSEEvent(None, b"c")]  # the rest of the piece was kept
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_sse_parser_iter_feed_matches_feed_for_every_split(newline: bytes) -> None:
+    data = STREAM_TEXT.replace(b"\n", newline)
+    for step in (1, 5, len(data)):
+        lazy, whole = SSEParser(), SSEParser()
+        got, want = [], []
+        for i in range(0, len(data), step):
+            got.extend(lazy.iter_feed(data[i : i + step]))
+            want.extend(whole.feed(data[i : i + step]))
+        assert got + lazy.close() == want + whole.close() == EXPECTED_EVENTS, (newline, step)
+
+
 def test_sse_parser_bounds_an_event() -> None:
     parser = SSEParser(max_event_bytes=64)
     parser.feed(b"data: " + b"x" * 40 + b"\n")
@@ -748,3 +768,29 @@ async def test_conflicting_extras_are_refused_before_sending() -> None:
             await provider.complete(
                 HI, config={"extras": {"stream_options": {"include_usage": False}}}, stream=True
             )
+
+
+# --- feed_each: deltas reported as their events are parsed ---------------------------------
+
+
+def test_feed_each_reports_the_same_deltas_and_response_as_feed() -> None:
+    for step in (1, 9, len(HELLO)):
+        asm = ChatStreamAssembler()
+        reported: list[tuple[str, str]] = []
+        for i in range(0, len(HELLO), step):
+            piece = HELLO[i : i + step]
+            asm.feed_each(piece, lambda *delta, out=reported: out.append(delta))
+        want, deltas = assemble(HELLO)
+        assert reported == list(deltas) == [("content", "Hello"), ("content", ", "),
+                                            ("content", "world.")]
+        assert asm.done
+        assert asm.response() == want
+
+
+def test_feed_each_reports_a_delta_before_a_later_bad_event_of_the_same_piece() -> None:
+    asm = ChatStreamAssembler()
+    reported: list[str] = []
+    body = sse(chunk({"content": "early"}), b"not json", done=False)
+    with pytest.raises(ProviderInvalidResponse, match="not JSON"):
+        asm.feed_each(body, lambda kind, text: reported.append(text))
+    assert reported == ["early"]

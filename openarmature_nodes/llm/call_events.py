@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 
+_replace = msgspec.structs.replace
+
 _PARAMS = ("temperature", "max_tokens", "top_p", "seed", "frequency_penalty", "presence_penalty")
 
 
@@ -313,10 +315,17 @@ class CallEventMiddleware:
         log_token = _ATTEMPT_LOG.set(log)
         try:
             if getattr(request, "stream", False):
+                # One event built in full per call; each delta's is a copy with
+                # its three fields replaced (about 4x cheaper than every field by keyword).
+                template = LlmTokenEvent(**call, chunk_index=0, delta_kind="content", delta="")
+                # The step's run scope, looked up once: the deltas are reported
+                # from this same task, inside the same step.
+                scope = run_scope.get()
+                emit = scope.emit if scope is not None else emit_framework_event
 
                 def on_delta(delta: TokenDelta) -> None:
-                    emit_framework_event(LlmTokenEvent(
-                        **call, chunk_index=delta.index, delta_kind=delta.kind,
+                    emit(_replace(
+                        template, chunk_index=delta.index, delta_kind=delta.kind,
                         delta=delta.text,
                     ))
 

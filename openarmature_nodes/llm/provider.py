@@ -557,7 +557,7 @@ class OpenAIProvider:
             deadline >= 0
         ):
             raise ProviderInvalidRequest(f"deadline must be seconds >= 0, got {deadline!r}")
-        if self._native_deadline and deadline is not None and not request.stream:
+        if self._native_deadline and deadline is not None:
             return await self._call_native(request, deadline)
         limiter = self._limiter
         with anyio.move_on_after(math.inf if deadline is None else deadline) as scope:
@@ -584,22 +584,28 @@ class OpenAIProvider:
 
     async def _call_native(self, request: CompletionRequest, deadline: float) -> Response:
         """:meth:`call` over the fast transport: its watchdog enforces the
-        deadline, so the common case needs no cancel scope (only a wait for a
-        place under the in-flight limit gets one)."""
+        deadline (of a whole reply or of a whole stream), so the common case
+        needs no cancel scope (only a wait for a place under the in-flight
+        limit gets one)."""
         ends = _monotonic() + deadline
         limiter = self._limiter
         url = self._chat_url
         try:
             tools = await self._prepare(request)
-            body = encode_chat_request(
-                self.model, request, fallback=self._fallback, dialect=self._dialect
-            )
+            if request.stream:
+                body = self._streaming_body(request)
+            else:
+                body = encode_chat_request(
+                    self.model, request, fallback=self._fallback, dialect=self._dialect
+                )
             if not limiter.try_acquire():
                 with anyio.move_on_after(deadline) as scope:
                     await limiter.acquire()
                 if scope.cancelled_caught:
                     raise self._timeout("POST", url, deadline, scope)
             try:
+                if request.stream:
+                    return await self._call_streaming(request, tools, body, ends)
                 transport = cast(FastTransport, self._transport)
                 raw = await transport.request("POST", url, self._headers, body, deadline=ends)
             except TransportDeadline:
@@ -697,14 +703,27 @@ class OpenAIProvider:
         )
 
     async def _call_streaming(
-        self, request: CompletionRequest, tools: dict[str, Tool], body: bytes
+        self,
+        request: CompletionRequest,
+        tools: dict[str, Tool],
+        body: bytes,
+        ends: float | None = None,
     ) -> Response:
-        transport = cast(StreamingTransport, self._transport)
+        """The streamed exchange. ``ends``: the call's deadline as a
+        ``time.monotonic()`` instant, enforced by the fast transport's
+        watchdog (it then raises ``TransportDeadline`` for the caller to
+        report); ``None``: the caller's cancel scope enforces it."""
         sinks = current_token_sinks()
         url = self._chat_url
         asm = ChatStreamAssembler(tools=tools, response_schema=request.response_schema, url=url)
+        if ends is None:
+            transport = cast(StreamingTransport, self._transport)
+            stream = transport.stream("POST", url, self._stream_headers, body)
+        else:
+            fast = cast(FastTransport, self._transport)
+            stream = fast.stream("POST", url, self._stream_headers, body, deadline=ends)
         try:
-            async with transport.stream("POST", url, self._stream_headers, body) as reply:
+            async with stream as reply:
                 if not 200 <= reply.status < 300:
                     raise self._reply_error(
                         request, reply.status, reply.headers, await reply.aread()
@@ -716,6 +735,8 @@ class OpenAIProvider:
                     )
                 await consume_stream(reply, asm, sinks, idle_timeout=self.stream_idle_timeout)
         except TransportError as exc:
+            if ends is not None and isinstance(exc, TransportDeadline):
+                raise  # the caller's: it knows the deadline in seconds
             raise _provider_error("POST", url, exc) from exc
         return asm.response()
 

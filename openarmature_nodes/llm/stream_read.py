@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -62,13 +63,18 @@ async def consume_stream(
     try:
         with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
             seen = asm.chunks
+            report = partial(emit_delta, sinks) if sinks else None
             async for piece in pieces:
-                deltas = asm.feed(piece)
+                if report is not None:
+                    # Each delta goes out as its event is parsed: a piece holding
+                    # many events (a fast server, a proxy's buffer) does not hold
+                    # the first token back until the last one is decoded.
+                    asm.feed_each(piece, report)
+                else:
+                    asm.feed(piece)
                 if asm.chunks != seen:
                     seen = asm.chunks
                     scope.deadline = anyio.current_time() + idle
-                if sinks:
-                    _report(sinks, deltas)
                 if asm.done:
                     break
             else:

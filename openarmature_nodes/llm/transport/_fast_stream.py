@@ -22,16 +22,29 @@ from ._pool import Pool
 from ._stream_context import StreamContext
 
 if TYPE_CHECKING:
-    # Used in the (string) base-class subscript below, which ruff does not read.
-    from .fast import FastTransport  # noqa: F401
+    from .fast import FastTransport
 
 __all__ = ["FastStream"]
+
+_INF = float("inf")
 
 
 class FastStream(StreamContext["FastTransport", "_FastStreamingResponse"]):
     """The ``async with`` of :meth:`FastTransport.stream`."""
 
-    __slots__ = ()
+    __slots__ = ("_deadline",)
+
+    def __init__(
+        self,
+        owner: FastTransport,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        deadline: float | None = None,
+    ) -> None:
+        super().__init__(owner, method, url, headers, body)
+        self._deadline = _INF if deadline is None else deadline
 
     async def _open(
         self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None
@@ -40,7 +53,9 @@ class FastStream(StreamContext["FastTransport", "_FastStreamingResponse"]):
         pool, data, head_only = owner._encode(method, url, headers, body)
         if head_only:
             raise ValueError("stream() does not do HEAD requests; use request()")
-        conn, _ = await owner._exchange(pool, Connection.open_stream, data, False)
+        # The connection keeps the deadline (``call_deadline``) while the body
+        # is read: the watchdog bounds every wait by it, until aclose().
+        conn, _ = await owner._exchange(pool, Connection.open_stream, data, False, self._deadline)
         return _FastStreamingResponse(pool, conn, owner._timeouts)
 
 
@@ -77,6 +92,7 @@ class _FastStreamingResponse:
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        conn.call_deadline = _INF
         pool = self._pool
         if not (conn.end_stream() and pool.release(conn)):
             pool.discard(conn)

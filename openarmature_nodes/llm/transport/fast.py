@@ -263,6 +263,8 @@ class FastTransport(ClosesOnExit):
         url: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
+        *,
+        deadline: float | None = None,
     ) -> FastStream:
         """Send one request; hand out the response while its body arrives.
 
@@ -270,8 +272,13 @@ class FastTransport(ClosesOnExit):
         :class:`~openarmature_nodes.llm.transport.StreamingTransport`). Bad
         requests raise ``ValueError`` when the context is entered, before
         anything is sent.
+
+        ``deadline``: as for :meth:`request`, a ``time.monotonic()`` instant
+        by which the whole exchange must be over, the body included: a wait
+        for the connection, the head or the next piece of the body that would
+        end after it fails with ``TransportDeadline``.
         """
-        return FastStream(self, method, url, headers, body)
+        return FastStream(self, method, url, headers, body, deadline)
 
     async def _exchange(
         self,

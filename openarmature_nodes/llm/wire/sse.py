@@ -27,6 +27,8 @@ instead of growing the buffer without bound.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msgspec
 
 from openarmature_nodes.llm.errors import ProviderInvalidResponse
@@ -37,6 +39,7 @@ _BOM = b"\xef\xbb\xbf"
 _LF = 0x0A
 _COLON = 0x3A
 _DATA = b"data"
+_DATA_SPACE = b"data: "
 _EVENT = b"event"
 
 
@@ -76,18 +79,43 @@ class SSEParser:
             and b"\r" not in data
         ):
             return [SSEEvent(None, data[6:-2])]
+        return list(self.iter_feed(data))
+
+    def iter_feed(self, data: bytes) -> Iterator[SSEEvent]:
+        """Parse ``data``, yielding each event as soon as it is complete.
+
+        The lazy form of :meth:`feed`, for a reader that acts on an event
+        before the rest of a large piece is parsed (a whole reply that
+        arrives at once then hands out its first token after one event's
+        work, not after all of them). Exhaust the iterator before feeding
+        again; an iterator abandoned part-way leaves the rest of its piece
+        unparsed (fine once the stream is over, as after ``[DONE]``).
+        """
         buf = self._buf + data if self._buf else data
         if not self._started:
             if len(buf) < len(_BOM) and _BOM.startswith(buf):
                 self._buf = buf  # too short to tell whether it is a BOM
-                return []
+                return
             self._started = True
             if buf.startswith(_BOM):
                 buf = buf[len(_BOM) :]
-        events: list[SSEEvent] = []
+        self._buf = b""
         pos, n = 0, len(buf)
         while pos < n:
             nl = buf.find(b"\n", pos)
+            if (
+                # A whole ``data: X`` event (one line, then the blank one) at an
+                # event boundary: dispatched without the field-by-field walk.
+                nl >= 0
+                and buf.startswith(_DATA_SPACE, pos)
+                and buf.startswith(b"\n", nl + 1)
+                and not self._data
+                and self._event is None
+                and buf.find(b"\r", pos, nl) < 0
+            ):
+                start, pos = pos + len(_DATA_SPACE), nl + 2
+                yield SSEEvent(None, buf[start:nl])
+                continue
             cr = buf.find(b"\r", pos, nl if nl >= 0 else n)
             if cr >= 0:
                 if cr == n - 1:
@@ -97,35 +125,42 @@ class SSEParser:
                 end, pos_next = nl, nl + 1
             else:
                 break
-            self._line(buf[pos:end], events)
+            event = self._line(buf[pos:end])
             pos = pos_next
+            if event is not None:
+                yield event
         self._buf = buf[pos:] if pos < n else b""
         if len(self._buf) + self._data_size > self.max_event_bytes:
             raise ProviderInvalidResponse(
                 f"a server-sent event exceeds {self.max_event_bytes} bytes"
             )
-        return events
 
     def close(self) -> list[SSEEvent]:
         """End of the body: dispatch what is left (leniently; see the module docs)."""
         events: list[SSEEvent] = []
         rest, self._buf = self._buf, b""
         if rest:
-            self._line(rest.rstrip(b"\r"), events)
-        self._line(b"", events)
+            event = self._line(rest.rstrip(b"\r"))
+            if event is not None:
+                events.append(event)
+        event = self._line(b"")
+        if event is not None:
+            events.append(event)
         return events
 
-    def _line(self, line: bytes, events: list[SSEEvent]) -> None:
+    def _line(self, line: bytes) -> SSEEvent | None:
+        """Apply one line; returns the event a blank line dispatches."""
         if not line:
+            event = None
             if self._data:
                 data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-                events.append(SSEEvent(self._event, data))
+                event = SSEEvent(self._event, data)
                 self._data = []
                 self._data_size = 0
             self._event = None
-            return
+            return event
         if line[0] == _COLON:
-            return  # a comment: keep-alive ping
+            return None  # a comment: keep-alive ping
         colon = line.find(b":")
         if colon < 0:
             field, value = line, b""
@@ -138,3 +173,4 @@ class SSEParser:
             self._data_size += len(value) + 1
         elif field == _EVENT:
             self._event = value.decode("utf-8", "replace")
+        return None

@@ -42,7 +42,7 @@ on a non-2xx reply; after part of the answer it ends the reply with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -218,6 +218,24 @@ class ChatStreamAssembler:
                 break
         return out
 
+    def feed_each(self, data: bytes, report: Callable[[DeltaKind, str], object]) -> None:
+        """Parse a piece of the body, calling ``report(kind, text)`` for each
+        text delta as soon as its event is applied, before the next event of
+        the piece is parsed (:meth:`feed` returns them all at the end). An
+        exception ``report`` raises propagates; the rest of the piece is then
+        not parsed (the call is over)."""
+        if self.done:
+            return
+        out: list[Delta] = []
+        for event in self._parser.iter_feed(data):
+            self.feed_event(event, out)
+            if out:
+                for kind, text in out:
+                    report(kind, text)
+                out.clear()
+            if self.done:
+                break
+
     def feed_eof(self) -> Sequence[Delta]:
         """The body ended; dispatch an event left without its blank line."""
         out: list[Delta] = []
@@ -231,7 +249,7 @@ class ChatStreamAssembler:
     def feed_event(self, event: SSEEvent, out: list[Delta]) -> None:
         """Apply one server-sent event, appending its deltas to ``out``."""
         data = event.data
-        if data == b"[DONE]" or data.strip() == b"[DONE]":
+        if data == b"[DONE]" or (len(data) < 64 and data.strip() == b"[DONE]"):
             self.done = True
             return
         try:
