@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 
 BODY = (
     b'{"id":"chatcmpl-delay","object":"chat.completion","created":1700000000,'
@@ -85,9 +86,9 @@ class Conn(asyncio.Protocol):
             self.transport.write(OK)
 
 
-async def main(delay: float) -> None:
+async def main(delay: float, port: int) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Conn(delay), "127.0.0.1", 0, backlog=4096)
+    server = await loop.create_server(lambda: Conn(delay), "127.0.0.1", port, backlog=65535)
     print("PORT", server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
@@ -96,7 +97,11 @@ async def main(delay: float) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--delay", type=float, default=0.3)
+    ap.add_argument("--port", type=int, default=0, help="0: any free port")
     a = ap.parse_args()
+    # One socket per in-flight request: 10,000 in flight need more than the usual 1,024 files.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if (
         hasattr(os, "sched_setaffinity")
         and (os.cpu_count() or 1) >= 2
@@ -104,4 +109,4 @@ if __name__ == "__main__":
     ):
         os.sched_setaffinity(0, {(os.cpu_count() or 2) - 1})
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main(a.delay))
+        asyncio.run(main(a.delay, a.port))
