@@ -22,7 +22,7 @@ Two questions, each row in a fresh child process pinned to CPU 0:
   (``StateGraph`` with ``Annotated[list, operator.add]``, asyncio). Slope: least squares of µs
   per step against M, per 1,000 messages.
 
-``--trace N``: instead of timing, run one ``trivial`` fan-out of N instances under tracemalloc
+``--trace N [--shape waiting]``: instead of timing, run one fan-out of N instances under tracemalloc
 and print where the memory held per pending instance goes (a snapshot taken inside the last
 instance, when every result is pending, and the peak of the whole invoke).
 
@@ -183,11 +183,11 @@ def child_fanout(a: argparse.Namespace) -> None:
     C.emit(row)
 
 
-def trace_fanout(n: int, backend: str, top: int = 12) -> None:
-    """Where the memory of N pending ``trivial`` instances goes (tracemalloc, by line)."""
+def trace_fanout(n: int, backend: str, shape: str, top: int = 12) -> None:
+    """Where the memory of N pending instances goes (tracemalloc, by line)."""
     import tracemalloc
 
-    invoke, check = build_fanout("trivial")
+    invoke, check = build_fanout(shape)
 
     async def main() -> None:
         items = list(range(n))
@@ -211,7 +211,7 @@ def trace_fanout(n: int, backend: str, top: int = 12) -> None:
             rows.append([where, C.fmt(st.size_diff / n, 1), C.fmt(st.count_diff / n, 2)])
         held = sum(s.size_diff for s in snap.compare_to(base, "filename"))
         kept = sum(s.size_diff for s in after.compare_to(base, "filename"))
-        print(f"### Where the memory of {n:,} pending fan-out instances goes ({backend})\n")
+        print(f"### Where the memory of {n:,} pending `{shape}` instances goes ({backend})\n")
         print(
             f"tracemalloc, snapshot inside the last instance (all results pending) minus before "
             f"the invoke: {held / n:,.1f} B/instance; peak over the invoke "
@@ -498,7 +498,7 @@ def main() -> None:
     a = ap.parse_args()
     a.backends = [b for b in a.backends.split(",") if b]
     if a.trace:
-        return trace_fanout(a.trace, a.backend)
+        return trace_fanout(a.trace, a.backend, a.shape)
     if a.child == "fanout":
         return child_fanout(a)
     if a.child == "agent":
