@@ -28,6 +28,8 @@ from openarmature_nodes.graph import (
 pytestmark = pytest.mark.anyio
 
 STEPS = 6
+# The engine copies short lists anyway: start long enough for the in-place path to be taken.
+BASE = tuple(f"b{i}" for i in range(_inplace.MIN_LENGTH))
 
 
 class Chat(State):
@@ -47,7 +49,7 @@ def turn(state: Any) -> dict[str, Any]:
     return {"messages": [f"m{state.turns}"], "turns": state.turns + 1}
 
 
-def expected(n: int, start: tuple[str, ...] = ()) -> list[str]:
+def expected(n: int, start: tuple[str, ...] = BASE) -> list[str]:
     return [*start, *(f"m{i}" for i in range(n))]
 
 
@@ -64,7 +66,7 @@ async def test_a_kept_state_never_sees_later_appends() -> None:
         kept.append(state)
         return turn(state)
 
-    final = await loop(node).invoke(Chat())
+    final = await loop(node).invoke(Chat(messages=list(BASE)))
     assert final.messages == expected(STEPS)
     assert [s.messages for s in kept] == [expected(i) for i in range(STEPS)]
 
@@ -76,27 +78,27 @@ async def test_a_kept_list_never_sees_later_appends() -> None:
         kept.append(state.messages)
         return turn(state)
 
-    final = await loop(node).invoke(Chat())
+    final = await loop(node).invoke(Chat(messages=list(BASE)))
     assert final.messages == expected(STEPS)
     assert kept == [expected(i) for i in range(STEPS)]
 
 
 async def test_the_callers_initial_state_and_list_stay_as_given() -> None:
-    given = ["a", "b"]
+    given = list(BASE)
     initial = Chat(messages=given)
     final = await loop(lambda s: turn(s)).invoke(initial)
-    assert final.messages == expected(STEPS, ("a", "b"))
-    assert initial.messages == ["a", "b"] and given == ["a", "b"]
+    assert final.messages == expected(STEPS)
+    assert initial.messages == list(BASE) and given == list(BASE)
     again = await loop(lambda s: turn(s)).invoke(final)
-    assert final.messages == expected(STEPS, ("a", "b"))  # reused as an input: untouched
-    assert len(again.messages) == 2 + STEPS + 1  # turns already at STEPS: one more step
+    assert final.messages == expected(STEPS)  # reused as an input: untouched
+    assert len(again.messages) == len(BASE) + STEPS + 1  # turns already at STEPS: one more
 
 
 async def test_two_invocations_from_one_mapping_do_not_share_a_list() -> None:
     graph = loop(lambda s: turn(s))
-    first = await graph.invoke({"messages": ["x"]})
-    second = await graph.invoke({"messages": ["x"]})
-    assert first.messages == second.messages == expected(STEPS, ("x",))
+    first = await graph.invoke({"messages": list(BASE)})
+    second = await graph.invoke({"messages": list(BASE)})
+    assert first.messages == second.messages == expected(STEPS)
     assert first.messages is not second.messages
 
 
@@ -120,7 +122,7 @@ async def test_a_failing_merge_leaves_the_recoverable_state_unextended() -> None
         return turn(state)
 
     with pytest.raises(ReducerError) as info:
-        await loop(node, Two).invoke(Two())
+        await loop(node, Two).invoke(Two(messages=list(BASE)))
     assert info.value.recoverable_state.messages == expected(3)
 
 
@@ -131,7 +133,7 @@ async def test_a_wrong_item_type_leaves_the_recoverable_state_unextended() -> No
         return turn(state)
 
     with pytest.raises(StateValidationError) as info:
-        await loop(node).invoke(Chat())
+        await loop(node).invoke(Chat(messages=list(BASE)))
     assert info.value.recoverable_state.messages == expected(3)
 
 
@@ -141,7 +143,7 @@ async def test_appending_the_list_to_itself_doubles_it() -> None:
             return {"messages": state.messages, "turns": 3}
         return turn(state)
 
-    final = await loop(node, steps=3).invoke(Chat())
+    final = await loop(node, steps=3).invoke(Chat(messages=list(BASE)))
     assert final.messages == expected(2) * 2
 
 
@@ -155,9 +157,9 @@ async def test_a_subclass_post_init_still_sees_every_state() -> None:
         def __post_init__(self) -> None:
             seen.append(self.messages)
 
-    final = await loop(lambda s: turn(s), Checked).invoke(Checked())
+    final = await loop(lambda s: turn(s), Checked).invoke(Checked(messages=list(BASE)))
     assert final.messages == expected(STEPS)
-    assert [len(m) for m in seen] == list(range(STEPS + 1))
+    assert [len(m) - len(BASE) for m in seen] == list(range(STEPS + 1))
     assert seen[-1] == expected(STEPS)
     assert seen[2] == expected(2)
 
@@ -169,7 +171,7 @@ async def test_observed_events_keep_their_states() -> None:
         events.append(event)
 
     graph = loop(lambda s: turn(s))
-    final = await graph.invoke(Chat(), observers=[observer])
+    final = await graph.invoke(Chat(messages=list(BASE)), observers=[observer])
     assert final.messages == expected(STEPS)
     done = [e for e in events if getattr(e, "phase", None) == "completed"]
     assert [e.pre_state.messages for e in done] == [expected(i) for i in range(STEPS)]
@@ -205,6 +207,8 @@ async def test_a_fan_out_collects_into_an_append_field() -> None:
     b.set_entry("fan")
     b.add_edge("fan", "bump")
     b.add_conditional_edge("bump", lambda s: "fan" if s.turns < 3 else END)
-    final = await b.compile().invoke(Parent(items=[1, 2, 3]))
-    assert final.results == [2, 4, 6] * 3
-    assert kept == [[2, 4, 6] * i for i in (1, 2, 3)]
+    items = list(range(_inplace.MIN_LENGTH))
+    doubled = [2 * i for i in items]
+    final = await b.compile().invoke(Parent(items=items))
+    assert final.results == doubled * 3
+    assert kept == [doubled * i for i in (1, 2, 3)]

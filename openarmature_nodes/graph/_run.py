@@ -36,6 +36,7 @@ from openarmature_nodes.context import Lineage, attempt_index, run_scope
 from ._inplace import APPEND as _APPEND
 from ._inplace import ENABLED as _INPLACE
 from ._inplace import LIST_REFS as _LIST_REFS
+from ._inplace import MIN_LENGTH as _INPLACE_MIN
 from ._inplace import STATE_REFS as _STATE_REFS
 from ._inplace import refcount as _refcount
 from .errors import (
@@ -412,7 +413,7 @@ def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeExceptio
 
 
 def merge(
-    plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str, *, sole: bool = False
+    plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str, sole: bool = False
 ) -> Any:
     """Merge ``update`` into ``state`` field by field through each field's reducer.
 
@@ -423,7 +424,9 @@ def merge(
     ``sole``: the caller holds ``state`` in exactly one local variable and
     replaces it with the result (the plain loop). An ``append`` field whose old
     state and list nobody else holds is then extended in place rather than
-    copied (see :mod:`._inplace`); no one can tell the difference.
+    copied (see :mod:`._inplace`); no one can tell the difference. Positional,
+    not keyword-only: CPython 3.11-3.12 specialize only positional calls, and
+    the plain loop makes this call once per step.
     """
     if update.__class__ is not dict and not isinstance(update, Mapping):
         raise StateValidationError(
@@ -448,10 +451,12 @@ def merge(
                 raise _wrong_type(spec, value, node_name, state)
             changes[key] = value
             continue
-        if fn is _APPEND and sole and value.__class__ is list and _INPLACE:
+        if fn is _APPEND and sole and _INPLACE:
             prior = getattr(state, key)
             if (
                 prior.__class__ is list
+                and len(prior) >= _INPLACE_MIN
+                and value.__class__ is list
                 and _refcount(prior) == _LIST_REFS
                 and _refcount(state) == _STATE_REFS
                 and state.__class__.__post_init__ is _STATE_POST_INIT
@@ -518,7 +523,7 @@ async def run_plain(graph: CompiledGraph[Any], state: Any) -> Any:
         except Exception as exc:
             raise node_failure(node.name, exc, state)  # noqa: B904 (cause set by node_failure)
         if update:
-            state = merge(fields, state, update, node.name, sole=True)
+            state = merge(fields, state, update, node.name, True)  # sole: see merge()
         if node.route is None:
             node = node.next
         else:
