@@ -161,8 +161,10 @@ def build(client: str, url: str, calls: int) -> Any:
     return call, p.aclose
 
 
-def server_stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as r:
+def server_stats(url: str, hold: int = 0) -> dict[str, int]:
+    """The server's counters (resets its high-water mark); ``hold``: gate the next burst until
+    that many requests are in flight at once (see _delay_server.py)."""
+    with urllib.request.urlopen(url + "/stats" + (f"?hold={hold}" if hold else ""), timeout=5) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
 
 
@@ -211,7 +213,10 @@ def child(a: argparse.Namespace) -> None:
         gc.collect()
         before = current_rss_kb()
         high[0] = before
-        server_stats(a.url)  # resets the server's high-water mark
+        # Resets the server's high-water mark. The backpressure rows also gate the burst: the
+        # server answers nothing until min(limit, calls) requests are held together.
+        hold = min(int(INFO["max_in_flight"]), a.calls) if "max_in_flight" in INFO else 0
+        server_stats(a.url, hold)
         cpu0, t0 = time.process_time(), time.perf_counter()
         if a.backend == "trio":
             import trio
