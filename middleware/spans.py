@@ -3,7 +3,7 @@
 A call-level middleware that opens a span named ``openarmature.llm.complete``
 (kind ``CLIENT``) around the rest of the chain, as a child of whatever span is
 current (the calling node's span, when the graph is traced), and records the
-GenAI semantic-convention attributes of :mod:`openarmature_nodes.observability.genai`:
+GenAI semantic-convention attributes of :mod:`openarmature_nodes.llm.genai`:
 operation, system/provider name, request model and sampling parameters, server
 address and port; then the response id, model, finish reasons and token usage,
 or, on failure, ``error.type`` (the error category), ``ERROR`` status and an
@@ -32,7 +32,7 @@ from openarmature_nodes.llm.call_events import (
     message_records,
     request_params,
 )
-from openarmature_nodes.observability.genai import (
+from openarmature_nodes.llm.genai import (
     DEFAULT_PAYLOAD_CAP,
     LLM_SPAN_NAME,
     GenAIConvention,
@@ -58,7 +58,7 @@ class SpanMiddleware:
     ``server_port`` (read once, here). ``operation`` is ``gen_ai.operation.name``
     (default ``"chat"``). ``convention`` picks the GenAI naming generation
     (default: from ``OTEL_SEMCONV_STABILITY_OPT_IN``, see
-    :mod:`openarmature_nodes.observability.genai`).
+    :mod:`openarmature_nodes.llm.genai`).
     """
 
     __slots__ = ("_cap", "_convention", "_provider", "_static", "_static_attempt0",

@@ -28,6 +28,7 @@ follow the task that sets them):
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,7 @@ __all__ = [
     "call_attempt",
     "current_lineage",
     "emit_framework_event",
+    "mint_uuid4",
     "run_scope",
 ]
 
@@ -74,8 +76,9 @@ class Lineage:
 
     ``fan_out_index`` / ``branch_name`` are the innermost ones; the ``*_chain``
     fields hold one entry per enclosing graph level (outermost first, ``None``
-    where that level was neither). ``invocation_id`` is ``None`` outside a
-    graph run.
+    where that level was neither); ``subgraph_name_chain`` holds the name of the
+    graph entered at each of those levels (``""`` for an unnamed one).
+    ``invocation_id`` is ``None`` outside a graph run.
     """
 
     invocation_id: str | None = None
@@ -85,6 +88,7 @@ class Lineage:
     branch_name: str | None = None
     fan_out_index_chain: tuple[int | None, ...] = ()
     branch_name_chain: tuple[str | None, ...] = ()
+    subgraph_name_chain: tuple[str, ...] = ()
 
 
 class RunScope(Protocol):
@@ -130,3 +134,15 @@ def emit_framework_event(event: object) -> bool:
     """
     scope = run_scope.get()
     return scope.emit(event) if scope is not None else False
+
+
+def mint_uuid4() -> str:
+    """A new random (version 4, RFC 4122 variant) UUID as its canonical string.
+
+    Same distribution and format as ``str(uuid.uuid4())`` (16 bytes from
+    :func:`os.urandom`, version and variant bits set), without building a
+    ``UUID`` object: an observed invocation mints two (its invocation and
+    correlation ids), so this is on every observed ``invoke()``.
+    """
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"

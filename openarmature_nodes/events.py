@@ -38,6 +38,7 @@ import msgspec
 
 __all__ = [
     "DeltaKind",
+    "LlmAttempt",
     "LlmCallEvent",
     "LlmCompletionEvent",
     "LlmFailedEvent",
@@ -75,6 +76,10 @@ class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):
         fan_out_index_chain / branch_name_chain: the full lineage, one entry per
             dispatch boundary (``len(namespace) - 1`` entries), ``None`` where a
             boundary is not a fan-out instance / branch.
+        subgraph_name_chain: the name of the graph entered at each of those
+            boundaries, outermost first (a nested graph's ``CompiledGraph.name``,
+            ``""`` for an unnamed one), so an observer can tell which compiled
+            subgraph a subgraph node, fan-out instance or branch runs.
         correlation_id: the caller-supplied correlation id, if any.
     """
 
@@ -86,6 +91,7 @@ class ObserverEvent(msgspec.Struct, frozen=True, kw_only=True):
     fan_out_index_chain: tuple[int | None, ...] = ()
     branch_name_chain: tuple[str | None, ...] = ()
     correlation_id: str | None = None
+    subgraph_name_chain: tuple[str, ...] = ()
 
 
 class LlmCallEvent(ObserverEvent, frozen=True, kw_only=True):
@@ -108,6 +114,27 @@ class LlmCallEvent(ObserverEvent, frozen=True, kw_only=True):
     caller_invocation_metadata: Mapping[str, Any] | None = None
 
 
+class LlmAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of an LLM call run under call-level retry (llm-provider §7.1).
+
+    Attributes:
+        attempt_index: 0, 1, 2 ... within the call (``openarmature.llm.attempt_index``).
+        retry_reason: why this attempt was scheduled: ``"transient"`` or ``"reask"``
+            (``None`` for attempt 0).
+        start_ns / end_ns: the attempt's wall-clock window (ns since the epoch).
+        error_category / error_type / error_message: the attempt's failure (all
+            ``None`` for the attempt that produced the response).
+    """
+
+    attempt_index: int
+    retry_reason: str | None = None
+    start_ns: int
+    end_ns: int
+    error_category: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+
 class _LlmRequestSide(LlmCallEvent, frozen=True, kw_only=True):
     """Request-side fields shared by the completion and failure events.
 
@@ -121,6 +148,9 @@ class _LlmRequestSide(LlmCallEvent, frozen=True, kw_only=True):
             a missing key means "not supplied".
         request_extras: the vendor-specific extras the caller passed through.
         latency_ms: wall-clock from ``complete()`` entry to the outcome.
+        attempts: every attempt, in order, when the call-level retry loop ran more
+            than one (the last is the one this event reports); empty otherwise.
+            The OpenTelemetry observer renders one span per attempt from it.
         active_prompt / active_prompt_group / token_budget: prompt identity
             (prompt management is not part of this toolkit: always ``None``).
     """
@@ -129,6 +159,7 @@ class _LlmRequestSide(LlmCallEvent, frozen=True, kw_only=True):
     request_params: Mapping[str, Any] = msgspec.field(default_factory=dict)
     request_extras: Mapping[str, Any] = msgspec.field(default_factory=dict)
     latency_ms: float | None = None
+    attempts: tuple[LlmAttempt, ...] = ()
     active_prompt: Mapping[str, Any] | None = None
     active_prompt_group: Mapping[str, Any] | None = None
     token_budget: Mapping[str, Any] | None = None

@@ -123,7 +123,8 @@ def set_invocation_metadata(**entries: Any) -> None:
             invocation_id=lineage.invocation_id, namespace=lineage.namespace,
             attempt_index=lineage.attempt_index, fan_out_index=lineage.fan_out_index,
             branch_name=lineage.branch_name, fan_out_index_chain=lineage.fan_out_index_chain,
-            branch_name_chain=lineage.branch_name_chain, entries=MappingProxyType(checked),
+            branch_name_chain=lineage.branch_name_chain,
+            subgraph_name_chain=lineage.subgraph_name_chain, entries=MappingProxyType(checked),
         ))
 
 

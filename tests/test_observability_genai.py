@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from openarmature_nodes.llm.response import Usage
-from openarmature_nodes.observability.genai import (
+from openarmature_nodes.llm.genai import (
     convention_from_env,
     request_attributes,
     response_attributes,
     truncate,
 )
+from openarmature_nodes.llm.response import Usage
 
 
 def test_convention_follows_otel_semconv_stability_opt_in() -> None:

@@ -278,6 +278,22 @@ async def test_echoed_key_is_redacted_everywhere(
         assert KEY not in repr(provider)
 
 
+async def test_key_echoed_in_a_successful_reply_is_redacted(kind: Kind) -> None:
+    # A hostile or debugging server may echo the request's credentials into a 2xx
+    # body: a debug field, or the completion text itself.
+    async with server_and_provider(kind, api_key=KEY) as (server, provider):
+        body = completion_body(f"your key is {KEY}; header was Bearer abc.def-ghi")
+        body["debug"] = {"authorization": f"Bearer {KEY}", "echo": KEY}
+        server.enqueue(Reply(200, body))
+        response = await provider.call(CompletionRequest(HI))
+        for text in (repr(response), repr(response.raw), str(response.message.content)):
+            assert KEY not in text and "abc.def-ghi" not in text
+        assert "[REDACTED]" in str(response.message.content)
+        server.enqueue(Reply(200, completion_body("nothing secret here")))
+        clean = await provider.call(CompletionRequest(HI))
+        assert clean.message.content == "nothing secret here"
+
+
 # --- 5. bad arguments: categorized, before anything is sent ------------------------------
 # Before: AttributeError / TypeError / msgspec errors, some after the request was sent.
 

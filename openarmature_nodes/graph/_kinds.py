@@ -239,7 +239,7 @@ def view_step(step: Step, state: Any, *, fan_out_index: int | None = None,
     level = Level(
         lv.run, lv.graph_subs, lv.prefix, lv.parent_states, lv.fan_out_chain, lv.branch_chain,
         fan_out_index if fan_out_index is not None else lv.fan_out_index,
-        branch_name if branch_name is not None else lv.branch_name,
+        branch_name if branch_name is not None else lv.branch_name, lv.subgraph_names,
     )
     return Step(level, step.node_name, state)
 

@@ -22,7 +22,6 @@ route per step, nothing else.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ import anyio.lowlevel
 from msgspec.structs import force_setattr as _force_setattr
 from msgspec.structs import replace as _struct_replace
 
-from openarmature_nodes.context import Lineage, attempt_index, run_scope
+from openarmature_nodes.context import Lineage, attempt_index, mint_uuid4, run_scope
 
 from ._inplace import APPEND as _APPEND
 from ._inplace import ENABLED as _INPLACE
@@ -50,7 +49,7 @@ from .errors import (
 )
 from .events import INSTANCE_PHASE, FanOutInstanceEvent, NodeError, NodeEvent
 from .state import FieldSpec, MergePlan, State, _type_name
-from .suspension import SuspendSignal, find_suspension
+from .suspension import SuspendSignal, find_suspension, in_node_body
 
 if TYPE_CHECKING:
     from ._durable import Durable
@@ -161,7 +160,7 @@ class Run:
     def invocation_id(self) -> str:
         """Minted (UUIDv4) on first use unless the caller supplied one."""
         if self._id is None:
-            self._id = str(uuid.uuid4())
+            self._id = mint_uuid4()
         return self._id
 
     def next_step(self) -> int:
@@ -189,7 +188,7 @@ class Level:
 
     __slots__ = (
         "branch_chain", "branch_name", "fan_out_chain", "fan_out_index", "graph_subs",
-        "parent_states", "prefix", "run", "targets",
+        "parent_states", "prefix", "run", "subgraph_names", "targets",
     )
 
     def __init__(
@@ -202,6 +201,7 @@ class Level:
         branch_chain: tuple[str | None, ...] = (),
         fan_out_index: int | None = None,
         branch_name: str | None = None,
+        subgraph_names: tuple[str, ...] = (),
     ) -> None:
         self.run = run
         self.graph_subs = graph_subs
@@ -212,6 +212,7 @@ class Level:
         self.branch_chain = branch_chain
         self.fan_out_index = fan_out_index
         self.branch_name = branch_name
+        self.subgraph_names = subgraph_names  # each nested graph's name, outermost first
 
     @classmethod
     def root(cls, run: Run, graph: Any) -> Level:
@@ -243,26 +244,57 @@ class Level:
             (*self.branch_chain, branch_name),
             fan_out_index if fan_out_index is not None else self.fan_out_index,
             branch_name if branch_name is not None else self.branch_name,
+            (*self.subgraph_names, getattr(graph, "name", "")),  # "" for a callable
         )
 
-    def node_event(self, node_name: str, **fields: Any) -> None:
-        """Build and queue a :class:`NodeEvent` if anyone at this level listens."""
-        inv = self.run.inv
+    def node_event(self, node_name: str, **fields: Any) -> NodeEvent | None:
+        """Build and queue a :class:`NodeEvent` if anyone at this level listens
+        (and return it; ``None`` when nobody does)."""
+        started = self.started_event(node_name, fields.pop("step"), fields.pop("attempt_index"),
+                                     fields.pop("pre_state"), _NO_EXTRA, queue=False)
+        if started is None:
+            return None
+        event = _struct_replace(started, **fields)
+        self.run.inv.emit(event, self.targets)  # type: ignore[union-attr]
+        return event
+
+    def started_event(
+        self, node_name: str, step: int, attempt: int, pre_state: Any,
+        extra: Mapping[str, Any], *, queue: bool = True,
+    ) -> NodeEvent | None:
+        """Build (and, with ``queue``, queue) a node's ``started`` event if anyone at
+        this level listens; ``None`` when nobody does.
+
+        The hot path of an observed run: the keywords are spelled out, because
+        unpacking a mapping into a struct costs several times its construction."""
+        run = self.run
+        inv = run.inv
         if inv is None or not self.targets:
-            return
+            return None
         event = NodeEvent(
-            invocation_id=self.run.invocation_id,
+            invocation_id=run._id,  # type: ignore[arg-type]  # minted when ``inv`` was made
             namespace=(*self.prefix, node_name),
             fan_out_index=self.fan_out_index,
             branch_name=self.branch_name,
             fan_out_index_chain=self.fan_out_chain,
             branch_name_chain=self.branch_chain,
-            correlation_id=self.run.correlation_id,
+            correlation_id=run.correlation_id,
             node_name=node_name,
             parent_states=self.parent_states,
-            **fields,
+            subgraph_name_chain=self.subgraph_names,
+            phase="started",
+            step=step,
+            attempt_index=attempt,
+            pre_state=pre_state,
         )
-        inv.emit(event, self.targets)
+        if extra:
+            event = _struct_replace(event, **extra)
+        if queue:
+            inv.emit(event, self.targets)
+        return event
+
+
+_NO_EXTRA: dict[str, Any] = {}
 
 
 class Step:
@@ -275,22 +307,30 @@ class Step:
     calls :meth:`finish_ok` after the merge and the edge succeed, or
     :meth:`finish_error`; a step whose body never ran (a middleware
     short-circuit) dispatches nothing.
+
+    This is the observed loop's per-step cost, so it is kept lean: the
+    ``completed`` event is the attempt's ``started`` event with the outcome
+    fields replaced, and nothing is built when no observer listens here.
     """
 
     __slots__ = (
-        "attempt", "extra", "level", "node_name", "number", "open", "pending", "pre", "state",
+        "attempt", "extra", "level", "node_name", "number", "open", "pending", "pre", "started",
+        "state",
     )
 
     def __init__(self, level: Level, node_name: str, state: Any) -> None:
         self.level = level
+        self.advance(node_name, state)
+
+    def advance(self, node_name: str, state: Any) -> None:
+        """Stand for the next step of the same level: node ``node_name`` from ``state``."""
         self.node_name = node_name
         self.state = state  # the engine's state at dispatch (pre-merge)
         self.number = -1
         self.attempt = 0
-        self.pre: Any = None
         self.open = False
         self.pending: BaseException | None = None
-        self.extra: dict[str, Any] = {}  # begin()'s extra fields, repeated on completed
+        self.started: NodeEvent | None = None  # the open attempt's started event
 
     # The RunScope protocol (openarmature_nodes.context) while this step runs:
     @property
@@ -319,6 +359,7 @@ class Step:
             branch_name=level.branch_name,
             fan_out_index_chain=level.fan_out_chain,
             branch_name_chain=level.branch_chain,
+            subgraph_name_chain=level.subgraph_names,
         )
 
     def emit(self, event: object) -> bool:
@@ -339,14 +380,15 @@ class Step:
             err = node_failure(self.node_name, exc, self.state)
             self._completed(error=NodeError(err.category, err))
         if self.number < 0:
-            self.number = self.level.run.next_step()
-        self.attempt = attempt_index.get()
+            run = self.level.run
+            self.number = run.step
+            run.step += 1
+        self.attempt = attempt = attempt_index.get()
         self.pre = node_state
         self.open = True
-        self.extra = extra
-        self.level.node_event(
-            self.node_name, phase="started", step=self.number, attempt_index=self.attempt,
-            pre_state=node_state, **extra,
+        self.extra = extra or _NO_EXTRA
+        self.started = self.level.started_event(
+            self.node_name, self.number, attempt, node_state, self.extra
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -354,17 +396,27 @@ class Step:
         this attempt's ``completed``; otherwise the step's finish closes the attempt."""
         self.pending = exc
 
-    def finish_ok(self, post_state: Any, **extra: Any) -> None:
-        """Dispatch the open attempt's ``completed`` with the merged state."""
-        if self.open:
-            self.pending = None
-            self._completed(post_state=post_state, **extra)
+    def finish_ok(self, post_state: Any, update: Any = None) -> None:
+        """Dispatch the open attempt's ``completed`` with the merged state (and, for a
+        graph node, the partial ``update`` it returned)."""
+        if not self.open:
+            return
+        self.open = False
+        self.pending = None
+        started = self.started
+        if started is not None:
+            self.started = None
+            level = self.level
+            level.run.inv.emit(  # type: ignore[union-attr]
+                _struct_replace(started, phase="completed", post_state=post_state, update=update),
+                level.targets,
+            )
 
-    def finish_error(self, err: GraphRuntimeError, **extra: Any) -> None:
+    def finish_error(self, err: GraphRuntimeError) -> None:
         """Dispatch the open attempt's ``completed`` carrying ``err``."""
         if self.open:
             self.pending = None
-            self._completed(error=NodeError(err.category, err), **extra)
+            self._completed(error=NodeError(err.category, err))
 
     def suspended(self, descriptor: Any) -> None:
         """Dispatch the open attempt's ``suspended`` event (instead of ``completed``)."""
@@ -376,12 +428,16 @@ class Step:
                 pre_state=self.pre, descriptor=descriptor, **self.extra,
             )
 
-    def _completed(self, **fields: Any) -> None:
+    def _completed(self, **outcome: Any) -> None:
         self.open = False
-        self.level.node_event(
-            self.node_name, phase="completed", step=self.number, attempt_index=self.attempt,
-            pre_state=self.pre, **{**self.extra, **fields},
-        )
+        started = self.started
+        if started is None:  # nobody listens at this level
+            return
+        self.started = None
+        level = self.level
+        inv = level.run.inv
+        if inv is not None:
+            inv.emit(_struct_replace(started, phase="completed", **outcome), level.targets)
 
 
 def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeException:
@@ -545,6 +601,11 @@ async def run_observed(
     ``done`` that node has already completed and the run routes on from it.
     With a checkpointer registered (``Run.durable``) every completed node is
     saved before the next one starts (pipeline-utilities §10.3).
+
+    One :class:`Step` serves the whole loop as its run scope: it is advanced
+    to each node in turn (:meth:`Step.advance`) rather than made and installed
+    anew (a contextvar set and reset and an object per step saved). The steps of one graph
+    run are sequential, so the cursor is never shared by two of them.
     """
     fields = graph.schema.plan
     base_attempt = attempt_index.get()
@@ -554,50 +615,72 @@ async def run_observed(
     node: _Node | None = graph._entry if start is None else start
     if done and node is not None:
         node = node.next if node.route is None else await route(node, state)
-    recent: list[str] = []  # the last node names, kept from step limit - 4 on
-    n, near = 0, limit - 4
-    while node is not None:
-        n += 1
-        if not n & _YIELD_MASK:
-            await anyio.lowlevel.checkpoint()
-        if n >= near:
-            _near_limit(node, n, limit, recent, state)
-        step = Step(level, node.name, state)
-        step_token = run_scope.set(step)
-        try:
-            update = await node.observed_call(step)(state)
-        except SuspendSignal as sig:
-            if not sig.attributed:
-                await _attribute(sig, fields, level, step, node.name, state)
-            raise
-        except Exception as exc:
-            err = node_failure(node.name, exc, state)
-            step.finish_error(err)
-            if durable is not None:
-                await durable.node_failed(level, node.name, state)
-            raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
-        except BaseExceptionGroup as group:  # e.g. a tool suspended inside the node's task group
-            found = find_suspension(group)
-            if found is None:
+    step = Step(level, "", state)
+    scope = run_scope.set(step)
+    try:
+        recent: list[str] = []  # the last node names, kept from step limit - 4 on
+        n, near = 0, limit - 4
+        while node is not None:
+            n += 1
+            if not n & _YIELD_MASK:
+                await anyio.lowlevel.checkpoint()
+            if n >= near:
+                _near_limit(node, n, limit, recent, state)
+            step.advance(node.name, state)
+            try:
+                fn = node.fast
+                if fn is not None:
+                    # A function node without middleware: the bracket of
+                    # FunctionNode.observed_shared, inlined. ``in_node_body`` only
+                    # matters to suspend(), which needs a checkpointer first.
+                    step.begin(state)
+                    body = in_node_body.set(True) if durable is not None else None
+                    try:
+                        update = await fn(state)
+                    except Exception as exc:
+                        step.fail(exc)
+                        raise
+                    finally:
+                        if body is not None:
+                            in_node_body.reset(body)
+                else:
+                    call = node.observed
+                    update = await (call if call is not None else node.observed_call(step))(state)
+            except SuspendSignal as sig:
+                if not sig.attributed:
+                    await _attribute(sig, fields, level, step, node.name, state)
                 raise
-            if not found.attributed:
-                await _attribute(found, fields, level, step, node.name, state)
-            raise found from None
-        finally:
-            run_scope.reset(step_token)
-            if attempt_index.get() != base_attempt:
-                attempt_index.set(base_attempt)
-        try:
-            new = merge(fields, state, update, node.name) if update else state
-            nxt = node.next if node.route is None else await route(node, new)
-        except GraphRuntimeError as err:
-            step.finish_error(err)
-            raise
-        step.finish_ok(new, update=update if update is not None else _NO_UPDATE)
-        if durable is not None and step.number >= 0:
-            await durable.node_done(level, node.name, step.number, step.attempt, new, nxt is None)
-        state, node = new, nxt
-    return state
+            except Exception as exc:
+                err = node_failure(node.name, exc, state)
+                step.finish_error(err)
+                if durable is not None:
+                    await durable.node_failed(level, node.name, state)
+                raise err  # noqa: B904 (node_failure set __cause__; err may be exc itself)
+            except BaseExceptionGroup as group:  # e.g. a tool suspended in the node's task group
+                found = find_suspension(group)
+                if found is None:
+                    raise
+                if not found.attributed:
+                    await _attribute(found, fields, level, step, node.name, state)
+                raise found from None
+            finally:
+                if attempt_index.get() != base_attempt:
+                    attempt_index.set(base_attempt)
+            try:
+                new = merge(fields, state, update, node.name) if update else state
+                nxt = node.next if node.route is None else await route(node, new)
+            except GraphRuntimeError as err:
+                step.finish_error(err)
+                raise
+            step.finish_ok(new, update if update is not None else _NO_UPDATE)
+            if durable is not None and step.number >= 0:
+                await durable.node_done(
+                    level, node.name, step.number, step.attempt, new, nxt is None
+                )
+            state, node = new, nxt
+        return state
+    finally:
+        run_scope.reset(scope)
 
 
 async def _attribute(

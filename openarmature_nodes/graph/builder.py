@@ -86,10 +86,21 @@ class GraphBuilder(Generic[S]):
     """Collects a graph definition over state type ``S``."""
 
     def __init__(
-        self, state: type[S], *, middleware: Iterable[Middleware[Any, Any]] = ()
+        self,
+        state: type[S],
+        *,
+        middleware: Iterable[Middleware[Any, Any]] = (),
+        name: str = "",
     ) -> None:
+        """``name`` labels the compiled graph (``CompiledGraph.name``): observers see it
+        as the subgraph's name when the graph runs inside another one (the OTel
+        observer's ``openarmature.subgraph.name`` and detached-trace selection,
+        observability §4.4 / §5.3). Empty by default: an unnamed graph."""
         check_state_class(state)
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
         self.state = state
+        self.name = name
         self._middleware: list[Middleware[Any, Any]] = list(middleware)
         self._nodes: dict[str, tuple[NodeKind, tuple[Middleware[Any, Any], ...]]] = {}
         self._edges: dict[str, list[_Edge]] = {}
@@ -318,7 +329,8 @@ class GraphBuilder(Generic[S]):
         self._migrations.check_unambiguous()
         for w in found:
             warnings.warn(w, stacklevel=2)
-        graph: CompiledGraph[S] = CompiledGraph(schema, nodes, nodes[self._entry], found)
+        graph: CompiledGraph[S] = CompiledGraph(schema, nodes, nodes[self._entry], found,
+                                                name=self.name)
         graph.migrations = self._migrations
         if self._checkpointer is not None:
             graph.with_checkpointer(self._checkpointer)

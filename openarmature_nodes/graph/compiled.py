@@ -13,15 +13,14 @@ bookkeeping of §6); which one runs is decided once per invocation.
 from __future__ import annotations
 
 import inspect
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 import anyio
 import msgspec
 
-from openarmature_nodes.context import run_scope
+from openarmature_nodes.context import mint_uuid4, run_scope
 from openarmature_nodes.metadata import (
     bind_invocation_metadata,
     get_invocation_metadata,
@@ -49,9 +48,10 @@ from .checkpoint.errors import (
 from .checkpoint.migrations import MigrationRegistry
 from .checkpoint.protocol import Checkpointer
 from .checkpoint.records import CheckpointRecord
+from .errors import StateValidationError
 from .events import InvocationEvent, NodeError
 from .mermaid import to_mermaid
-from .nodes import Inner, NodeKind
+from .nodes import FunctionNode, Inner, NodeKind
 from .observers import Delivery, DrainSummary, Invocation, Subscription, subscribe
 from .state import Schema, State
 from .streaming import GraphStream, resolve_modes
@@ -66,8 +66,8 @@ class _Node:
     """A compiled node: its kind, middleware, and resolved outgoing edge."""
 
     __slots__ = (
-        "call", "destinations", "kind", "middleware", "name", "next", "route", "route_async",
-        "routes",
+        "call", "destinations", "fast", "kind", "middleware", "name", "next", "observed", "route",
+        "route_async", "routes",
     )
 
     def __init__(self, name: str, kind: NodeKind, middleware: Sequence[Middleware[Any, Any]]):
@@ -75,6 +75,15 @@ class _Node:
         self.kind = kind
         self.middleware = tuple(middleware)
         self.call: Inner = compose(self.middleware, kind.plain())
+        # A kind whose observed inner finds its step in the run scope composes once; a
+        # function node without middleware is bracketed by the observed loop itself.
+        shared = getattr(kind, "observed_shared", None)
+        self.fast: Inner | None = (
+            kind.fn if isinstance(kind, FunctionNode) and not self.middleware else None
+        )
+        self.observed: Inner | None = (
+            compose(self.middleware, shared()) if shared is not None else None
+        )
         self.next: _Node | None = None
         self.route: Callable[[Any], Any] | None = None
         self.route_async = False
@@ -82,6 +91,9 @@ class _Node:
         self.destinations: tuple[Any, ...] | None = None  # as declared (END included)
 
     def observed_call(self, step: Step) -> Inner:
+        """The chain for one observed step (composed once, when the kind allows)."""
+        if self.observed is not None:
+            return self.observed
         return compose(self.middleware, self.kind.observed(step))
 
 
@@ -100,7 +112,12 @@ class CompiledGraph(Generic[S]):
         nodes: dict[str, _Node],
         entry: _Node,
         warnings: Sequence[Any] = (),
+        *,
+        name: str = "",
     ) -> None:
+        self.name = name
+        """The graph's name (``GraphBuilder(..., name=...)``; ``""``: unnamed). Node
+        events of a graph run as a subgraph carry it in ``subgraph_name_chain``."""
         self.schema = schema
         self._nodes = nodes
         self._entry = entry
@@ -293,18 +310,24 @@ class CompiledGraph(Generic[S]):
             positions = record.completed_positions
             state: Any = plan.states[0]
         else:
-            state = self.schema.coerce(initial_state, where="invoke() initial state")
+            try:
+                state = self.schema.coerce(initial_state, where="invoke() initial state")
+            except StateValidationError as exc:
+                if not observers and not self._observed():
+                    raise
+                # observed: the failure ends the invocation's window (observability §4.2)
+                await self._entry_failed(exc, observers, invocation_id, correlation_id)
         durable: Durable | None = None
         if cp is not None:
             if correlation_id is None:
-                correlation_id = str(uuid.uuid4())
+                correlation_id = mint_uuid4()
             durable = Durable(
                 cp, declared_version(self.schema.cls), correlation_id, plan, positions
             )
         subs = tuple(subscribe(o) for o in observers) if observers else ()
         snapshot = {id(g): g._observers for g in self._graphs if g._observers}
         if (subs or snapshot) and correlation_id is None:
-            correlation_id = str(uuid.uuid4())  # observability §3.1: one per observed run
+            correlation_id = mint_uuid4()  # observability §3.1: one per observed run
         run = Run(
             invocation_id, correlation_id, None, subs, snapshot, step_limit=limit,
             durable=durable,
@@ -329,6 +352,23 @@ class CompiledGraph(Generic[S]):
             )
         finally:
             run_scope.reset(token)
+
+    async def _entry_failed(self, error: StateValidationError, observers: Iterable[Any],
+                            invocation_id: str | None, correlation_id: str | None) -> NoReturn:
+        """The initial state was invalid in an observed run: no node runs, but the
+        observers subscribed to the invocation phases see its window open and close
+        with the error (a tracer's invocation span carries ``state_validation_error``);
+        then it raises."""
+        subs = tuple(subscribe(o) for o in observers)
+        snapshot = {id(g): g._observers for g in self._graphs if g._observers}
+        run = Run(invocation_id, correlation_id or mint_uuid4(), None, subs, snapshot,
+                  step_limit=self.step_limit)
+        token = run_scope.set(run)
+        try:
+            await self._drive_observed(None, run, None, failure=error)
+        finally:
+            run_scope.reset(token)
+        raise error  # not reached: the bracket re-raises ``error``
 
     async def _load(self, invocation_id: str, signal: bool) -> CheckpointRecord:
         cp = self.checkpointer
@@ -370,37 +410,42 @@ class CompiledGraph(Generic[S]):
             return None, await self._suspended(run, sig)
 
     async def _drive_observed(
-        self, state: Any, run: Run, plan: ResumePlan | None
+        self, state: Any, run: Run, plan: ResumePlan | None,
+        failure: Exception | None = None,
     ) -> tuple[Any, Suspended[S] | None]:
         inv = run.inv = Invocation(run.invocation_id)
         if self._delivery.running:
             self._delivery.start(inv, None)
             try:
-                return await self._drive_bracketed(state, run, plan)
+                return await self._drive_bracketed(state, run, plan, failure)
             finally:
                 inv.close()
-        failure: Exception | None = None
+        raised: Exception | None = None
         async with anyio.create_task_group() as tg:
             self._delivery.start(inv, tg)
             try:
-                result = await self._drive_bracketed(state, run, plan)
+                result = await self._drive_bracketed(state, run, plan, failure)
             except Exception as exc:
-                failure = exc
+                raised = exc
             finally:
                 inv.close()
-        if failure is not None:
-            raise failure
+        if raised is not None:
+            raise raised
         return result
 
     async def _drive_bracketed(
-        self, state: Any, run: Run, plan: ResumePlan | None
+        self, state: Any, run: Run, plan: ResumePlan | None,
+        failure: Exception | None = None,
     ) -> tuple[Any, Suspended[S] | None]:
         """:meth:`_drive`, bracketed by :class:`InvocationEvent` s for the observers
-        that subscribe to them (a tracer needs the invocation's window)."""
+        that subscribe to them (a tracer needs the invocation's window). ``failure``:
+        the invocation failed before its first node (raised inside the bracket)."""
         inv = run.inv
         subs = run.invocation_subs + run.snapshot.get(id(self), ())
         targets = tuple(s for s in subs if "invocation_started" in s.phases)
         if not targets or inv is None:
+            if failure is not None:
+                raise failure
             return await self._drive(state, run, plan)
         entry = self._entry.name if self._entry is not None else ""
         started = InvocationEvent(
@@ -410,6 +455,8 @@ class CompiledGraph(Generic[S]):
         )
         inv.emit(started, targets)
         try:
+            if failure is not None:
+                raise failure
             result = await self._drive(state, run, plan)
         except Exception as exc:
             category = str(getattr(exc, "category", None) or "node_exception")

@@ -134,6 +134,7 @@ class FanOutBatch:
                 "branch_name": event.branch_name or level.branch_name,
                 "fan_out_index_chain": (*level.fan_out_chain, *event.fan_out_index_chain),
                 "branch_name_chain": (*level.branch_chain, *event.branch_name_chain),
+                "subgraph_name_chain": (*level.subgraph_names, *event.subgraph_name_chain),
             }
             if isinstance(event, NodeEvent):
                 key = (index, event.invocation_id, event.step)
@@ -165,6 +166,7 @@ class FanOutBatch:
             branch_name=lineage.branch_name or lv.branch_name,
             fan_out_index_chain=(*lv.fan_out_chain, *lineage.fan_out_index_chain),
             branch_name_chain=(*lv.branch_chain, *lineage.branch_name_chain),
+            subgraph_name_chain=(*lv.subgraph_names, *lineage.subgraph_name_chain),
         )
         inv.emit(_dc_replace(event, lineage=restamped), lv.targets)  # type: ignore[type-var]
 

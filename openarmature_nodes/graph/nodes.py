@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.to_thread
 
+from openarmature_nodes.context import run_scope
+
 from ._kinds import need_field
 from ._run import run_observed, run_plain
 from .errors import ConflictingProjectionForms, GraphCompileWarning
@@ -104,20 +106,12 @@ class FunctionNode:
 
     def observed(self, step: Step) -> Inner:
         """The function between ``step.begin`` and, if it raises, ``step.fail``."""
-        fn = self.fn
+        return _bracketed(self.fn, lambda: step)
 
-        async def inner(state: Any) -> Any:
-            step.begin(state)
-            token = in_node_body.set(True)
-            try:
-                return await fn(state)
-            except Exception as exc:
-                step.fail(exc)
-                raise
-            finally:
-                in_node_body.reset(token)
-
-        return inner
+    def observed_shared(self) -> Inner:
+        """:meth:`observed` for every step at once (built once, at compile time): the
+        step is the run scope the observed loop set before calling the chain."""
+        return _bracketed(self.fn, run_scope.get)  # type: ignore[arg-type]
 
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
         """None."""
@@ -252,6 +246,25 @@ class SubgraphNode:
     def subgraphs(self) -> Sequence[CompiledGraph[Any]]:
         """The one subgraph."""
         return (self.graph,)
+
+
+def _bracketed(fn: Callable[[Any], Awaitable[Any]], current: Callable[[], Step]) -> Inner:
+    """``fn`` between ``step.begin`` and, if it raises, ``step.fail``; ``current()``
+    gives the step (called once per dispatch)."""
+
+    async def inner(state: Any) -> Any:
+        step = current()
+        step.begin(state)
+        token = in_node_body.set(True)
+        try:
+            return await fn(state)
+        except Exception as exc:
+            step.fail(exc)
+            raise
+        finally:
+            in_node_body.reset(token)
+
+    return inner
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

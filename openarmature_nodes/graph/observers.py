@@ -146,7 +146,10 @@ class Invocation:
             return
         self._queue.append((event, targets))
         self.emitted += 1
-        self._kick()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
 
     def close(self) -> None:
         """The run is over: the worker ends once the queue is delivered."""
@@ -167,6 +170,7 @@ class Invocation:
             with self.scope:
                 queue = self._queue
                 popleft = queue.popleft
+                waiters = self._waiters  # the list object; _release keeps it
                 while True:
                     while queue:
                         # Inlined delivery (the hot loop: one pass per event, no helper
@@ -175,14 +179,13 @@ class Invocation:
                         event, targets = popleft()
                         phase = getattr(event, "phase", None)
                         for sub in targets:
-                            if phase is not None and phase not in sub.phases:
-                                continue
-                            try:
-                                await sub.fn(event)
-                            except Exception as exc:
-                                _warn(sub, event, exc)
+                            if phase is None or phase in sub.phases:
+                                try:
+                                    await sub.fn(event)
+                                except Exception as exc:
+                                    _warn(sub, event, exc)
                         self.delivered += 1
-                        if self._waiters:
+                        if waiters:
                             self._release()
                     if self.closed:
                         break
@@ -204,7 +207,7 @@ class Invocation:
                 waiter.set()
             else:
                 keep.append((target, waiter))
-        self._waiters = keep
+        self._waiters[:] = keep  # in place: the worker holds this list
 
     async def wait_delivered(self, timeout: float | None) -> DrainSummary:  # noqa: ASYNC109
         """Wait until every event emitted so far is delivered (snapshot semantics)."""

@@ -38,7 +38,6 @@ produced.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Collection, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar
@@ -47,6 +46,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from openarmature_nodes.context import mint_uuid4
 from openarmature_nodes.events import LlmTokenEvent
 
 from .events import NodeEvent
@@ -229,7 +229,7 @@ class GraphStream(Generic[S]):
 
         phases = None if "events" in modes or "tokens" in modes else {"completed"}
         sub = subscribe(forward, phases)
-        invocation_id = self._invocation_id or str(uuid.uuid4())
+        invocation_id = self._invocation_id or mint_uuid4()
         graph = self._graph
         async with send:
             try:

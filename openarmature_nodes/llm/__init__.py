@@ -12,6 +12,10 @@ The layer knows nothing of graphs. Its pieces, bottom up:
 - :mod:`.dialects`: what each server family accepts (the table; the encoding
   follows it) and :mod:`.dialect_probe`, the ``dialect="auto"`` probe;
 - :mod:`.tokens`: token deltas of streamed calls and the sinks that get them;
+- :mod:`.genai`: the one LLM-call -> OpenTelemetry attribute mapping (GenAI
+  semantic conventions, ``openarmature.llm.*``), shared by the span middleware
+  and the OTel observer (imported on its own; it needs only the OTel
+  semantic-conventions package);
 - :mod:`.wire`: the sans-IO mapping (pre-send validation, schemas, request
   encoding, reply / error / stream decoding, SSE); it imports no I/O library;
 - :mod:`.transport`: the seam to the network;

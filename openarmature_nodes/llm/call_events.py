@@ -25,12 +25,14 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
 
 from openarmature_nodes.context import current_lineage, emit_framework_event, run_scope
 from openarmature_nodes.events import (
+    LlmAttempt,
     LlmCompletionEvent,
     LlmFailedEvent,
     LlmTokenEvent,
@@ -44,6 +46,7 @@ from .tokens import TokenDelta, token_sink
 
 __all__ = [
     "CallEventMiddleware",
+    "attempt_log",
     "completion_fields",
     "failure_fields",
     "message_records",
@@ -196,6 +199,7 @@ def step_identity(*, require_invocation: bool = True) -> dict[str, Any] | None:
         "branch_name": lineage.branch_name,
         "fan_out_index_chain": lineage.fan_out_index_chain,
         "branch_name_chain": lineage.branch_name_chain,
+        "subgraph_name_chain": lineage.subgraph_name_chain,
         "correlation_id": getattr(scope, "correlation_id", None),
         "caller_invocation_metadata": (get_invocation_metadata()
                                        if getattr(scope, "include_caller_metadata", False)
@@ -242,6 +246,43 @@ def scrub_error(exc: BaseException, secrets: tuple[str, ...]) -> None:
         seen += 1
 
 
+class AttemptLog:
+    """The attempts of one observed call, noted by the call-level retry loop
+    (:mod:`.call_retry`) and reported on the call's terminal event (``attempts``)."""
+
+    __slots__ = ("records", "secrets")
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self.secrets = secrets
+        self.records: list[LlmAttempt] = []
+
+    def note(self, index: int, reason: str | None, start_ns: int,
+             error: BaseException | None = None) -> None:
+        """Record attempt ``index`` (started at ``start_ns``), ending now; ``error``:
+        how it failed (its message with the provider's credential removed)."""
+        failure = failure_fields(error) if error is not None else None
+        if error is not None and failure is None:
+            failure = {"error_category": None, "error_type": type(error).__name__,
+                       "error_message": str(error)}
+        self.records.append(LlmAttempt(
+            attempt_index=index, retry_reason=reason, start_ns=start_ns, end_ns=time.time_ns(),
+            error_category=failure["error_category"] if failure else None,
+            error_type=failure["error_type"] if failure else None,
+            error_message=(_scrub_text(str(failure["error_message"]), self.secrets)
+                           if failure else None),
+        ))
+
+
+_ATTEMPT_LOG: ContextVar[AttemptLog | None] = ContextVar("openarmature_llm_attempts",
+                                                         default=None)
+
+
+def attempt_log() -> AttemptLog | None:
+    """The attempt log of the observed call running here, if any (the retry loop
+    notes its attempts in it; nothing is recorded for an unobserved call)."""
+    return _ATTEMPT_LOG.get()
+
+
 class CallEventMiddleware:
     """Emit the typed LLM events of each call through this layer (see module docs).
 
@@ -268,6 +309,8 @@ class CallEventMiddleware:
         call = {**identity, "call_id": new_call_id(), "provider": self.system,
                 "model": self.model}
         started = time.perf_counter()
+        log = AttemptLog(self._secrets)
+        log_token = _ATTEMPT_LOG.set(log)
         try:
             if getattr(request, "stream", False):
 
@@ -288,12 +331,21 @@ class CallEventMiddleware:
                 emit_framework_event(LlmFailedEvent(
                     **call, **request_fields(request), **failure,
                     latency_ms=(time.perf_counter() - started) * 1000.0,
+                    attempts=_retried(log),
                 ))
             raise
+        finally:
+            _ATTEMPT_LOG.reset(log_token)
         emit_framework_event(LlmCompletionEvent(
             **call, **request_fields(request), **completion_fields(response),
             latency_ms=(time.perf_counter() - started) * 1000.0,
+            attempts=_retried(log),
         ))
         return response
+
+
+def _retried(log: AttemptLog) -> tuple[LlmAttempt, ...]:
+    """The attempts to report: all of them when the call was retried, else none."""
+    return tuple(log.records) if len(log.records) > 1 else ()
 
 

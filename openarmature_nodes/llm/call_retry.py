@@ -29,6 +29,7 @@ span layer placed inside the loop records one span per attempt.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ import msgspec
 from openarmature_nodes.context import CallAttempt, call_attempt
 from openarmature_nodes.retrying import RetryConfig, run_with_retry
 
+from .call_events import AttemptLog, attempt_log
 from .config import RuntimeConfig
 from .errors import StructuredOutputInvalid
 from .messages import AssistantMessage, Message, UserMessage
@@ -101,6 +103,9 @@ async def complete_with_retry(
         raise TypeError(f"retry must be a RetryConfig, not {type(retry).__name__}")
     schedule = retry.per_attempt_override
     builder = retry.reask
+    log = attempt_log()
+    if log is not None:  # an observed call: note every attempt for its terminal event
+        send = _noting(send, log)
     if not schedule and builder is None:
         # A plain §6.1 record: every attempt sends the same request.
         async def plain(index: int) -> Response:
@@ -147,3 +152,21 @@ async def complete_with_retry(
         state=request,
         also_retry=_is_reaskable if builder is not None else None,
     )
+
+
+def _noting(send: Send, log: AttemptLog) -> Send:
+    """``send``, noting each attempt's window and outcome in ``log`` (the attempt's
+    index and retry reason are the ones :data:`call_attempt` holds around it)."""
+
+    async def noted(request: CompletionRequest) -> Response:
+        current = call_attempt.get()
+        start = time.time_ns()
+        try:
+            response = await send(request)
+        except Exception as exc:
+            log.note(current.index, current.retry_reason, start, exc)
+            raise
+        log.note(current.index, current.retry_reason, start)
+        return response
+
+    return noted

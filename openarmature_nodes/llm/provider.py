@@ -655,7 +655,7 @@ class OpenAIProvider:
         return decode_chat_response(
             raw.status,
             raw.headers,
-            raw.body,
+            self._redactor.body(raw.body),
             tools=tools,
             response_schema=request.response_schema,
             url=self._chat_url,

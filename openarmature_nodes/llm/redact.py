@@ -25,16 +25,34 @@ REDACTED = "[REDACTED]"
 
 # "Bearer <token>" in any case, as proxies and echoing servers write it.
 _BEARER = re.compile(r"(?i)(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
+_BEARER_BYTES = re.compile(rb"(?i)(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*")
+_REDACTED_BYTES = REDACTED.encode()
 
 
 class Redactor:
     """Removes ``secrets`` (and bearer tokens) from text and parsed JSON."""
 
-    __slots__ = ("_secrets",)
+    __slots__ = ("_secret_bytes", "_secrets")
 
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         # Longest first, so a secret containing another is removed whole.
         self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._secret_bytes = tuple(s.encode() for s in self._secrets)
+
+    def body(self, value: bytes) -> bytes:
+        """A reply body with every secret and bearer token replaced by ``[REDACTED]``
+        (``value`` itself, untouched, when it holds none: a scan per secret).
+
+        Applied to a successful reply before it is decoded, so a server that
+        echoes the key into a 2xx body (a debug field, the completion text) puts
+        it nowhere: not in ``Response.raw``, the message, a ``repr``, an event or
+        a span."""
+        for secret in self._secret_bytes:
+            if secret in value:
+                value = value.replace(secret, _REDACTED_BYTES)
+        if b"earer" in value or b"EARER" in value:
+            value = _BEARER_BYTES.sub(lambda m: m.group(1) + m.group(2) + _REDACTED_BYTES, value)
+        return value
 
     def text(self, value: str) -> str:
         """``value`` with every secret and bearer token replaced by ``[REDACTED]``."""

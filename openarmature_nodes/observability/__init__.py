@@ -1,8 +1,9 @@
 """Observability: the OpenTelemetry mapping of the spec.
 
-- :mod:`.genai`: the one LLM-call -> attribute mapping (GenAI semantic
-  conventions and ``openarmature.llm.*``), shared by the span middleware and
-  the observer.
+- The one LLM-call -> attribute mapping (GenAI semantic conventions and
+  ``openarmature.llm.*``) lives a layer down, in :mod:`openarmature_nodes.llm.genai`,
+  so the span middleware and the observer both import it downward; its span
+  names and convention switch are re-exported here.
 - :mod:`.otel`: ``OTelObserver``, an observer that turns the engine's events
   into spans (and, opt-in, GenAI metrics) on its own private providers. It
   needs the OpenTelemetry SDK (extra ``otel``), so it is imported from there:
@@ -12,7 +13,7 @@
   correlation (§7).
 """
 
-from .genai import (
+from openarmature_nodes.llm.genai import (
     LLM_SPAN_NAME,
     TOOL_SPAN_NAME,
     GenAIConvention,

@@ -49,6 +49,7 @@ class RunLogHandler(logging.Handler):
             branch_name=lineage.branch_name,
             fan_out_index_chain=lineage.fan_out_index_chain,
             branch_name_chain=lineage.branch_name_chain,
+            subgraph_name_chain=lineage.subgraph_name_chain,
             correlation_id=getattr(run_scope.get(), "correlation_id", None),
             body=body,
             severity_text=record.levelname,

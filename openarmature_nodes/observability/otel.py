@@ -20,10 +20,16 @@ is not duplicated. Pass your own providers to share them deliberately.
 a subgraph node's span wrapping its inner nodes, one instance span per fan-out
 instance (named after the fan-out node, ``openarmature.node.fan_out_index``)
 and one dispatch span per parallel branch (named after the branch), both
-synthesized on the first inner event; one ``openarmature.llm.complete`` span per
+synthesized on the first inner event (an instance span closes when its instance
+finishes: the observer subscribes to the ``fan_out_instance`` phase) (a subgraph span carries
+``openarmature.subgraph.name``: the compiled subgraph's name, ``""`` if unnamed);
+one ``openarmature.llm.complete`` span per
 LLM call (from :class:`~openarmature_nodes.events.LlmCompletionEvent` /
 :class:`~openarmature_nodes.events.LlmFailedEvent`, backdated by the call's
-latency) and one ``openarmature.tool.call`` span per tool execution. Spans are
+latency) -- one per *attempt*, siblings, when the call-level retry loop ran several
+(the event's ``attempts``: each with ``openarmature.llm.attempt_index``,
+``openarmature.llm.retry_reason`` and its own outcome) -- and one
+``openarmature.tool.call`` span per tool execution. Spans are
 parented by lineage: the key of a span is ``(namespace, fan_out_index_chain,
 branch_name_chain)``, so same-named nodes in concurrent instances or branches
 never collide; an LLM or tool span whose calling node's span is not open
@@ -31,10 +37,29 @@ never collide; an LLM or tool span whose calling node's span is not open
 Every span carries ``openarmature.correlation_id``. Status is ``OK``, or
 ``ERROR`` with the error category as description and an exception event.
 
-**Detached trace mode (§4.4).** Subgraph / fan-out node names in
-``detached_subgraphs`` / ``detached_fan_outs`` render into their own trace(s),
-rooted in their own ``openarmature.invocation`` span, linked from the dispatch
-span in the parent trace.
+**Detached trace mode (§4.4).** A subgraph listed in ``detached_subgraphs``, and
+each instance of a fan-out node listed in ``detached_fan_outs``, renders into a
+trace of its own, rooted in its own ``openarmature.invocation`` span (the same
+``openarmature.invocation_id``, the unit's entry node, open for the unit's
+window) and linked from the dispatch span that stays in the enclosing trace::
+
+    graph = GraphBuilder(Outer).add_subgraph("dispatch", long_running_workflow) ...
+    OTelObserver(detached_subgraphs={"long_running_workflow"},
+                 detached_fan_outs={"per_document_scoring"})
+
+    parent trace:   openarmature.invocation -> dispatch (Link ->)
+    detached trace: openarmature.invocation -> long_running_workflow -> step
+
+``detached_subgraphs`` names **compiled subgraphs** (``GraphBuilder(State,
+name="long_running_workflow")``, carried to observers in
+every event's ``subgraph_name_chain``), so one subgraph is detached wherever it
+runs; a name also matches the subgraph *node* that runs it, which is how an
+unnamed subgraph is detached. The detached subgraph span is named after the
+compiled subgraph (its node's name when it has none); ``detached_fan_outs``
+names fan-out nodes. Detached units nest: a detached subgraph inside another
+makes a third trace, linked from the second. On failure both the dispatch
+span and the detached invocation span are ``ERROR`` with the category and an
+exception event (§4.2).
 
 **Privacy (§5.5.4).** By default no payload is recorded: no messages, no output
 text, no tool arguments or results, no extras (``disable_provider_payload=True``).
@@ -67,6 +92,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from openarmature_nodes import __version__
 from openarmature_nodes.events import (
+    LlmAttempt,
     LlmCompletionEvent,
     LlmFailedEvent,
     LlmTokenEvent,
@@ -74,10 +100,8 @@ from openarmature_nodes.events import (
     ToolCallEvent,
     ToolCallFailedEvent,
 )
-from openarmature_nodes.graph.events import InvocationEvent, NodeEvent
-from openarmature_nodes.metadata import MetadataAugmentedEvent
-
-from .genai import (
+from openarmature_nodes.graph.events import FanOutInstanceEvent, InvocationEvent, NodeEvent
+from openarmature_nodes.llm.genai import (
     DEFAULT_PAYLOAD_CAP,
     LLM_SPAN_NAME,
     MIN_PAYLOAD_CAP,
@@ -91,6 +115,7 @@ from .genai import (
     response_attributes,
     tool_attributes,
 )
+from openarmature_nodes.metadata import MetadataAugmentedEvent
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -175,15 +200,17 @@ class OTelObserver:
         genai_convention: GenAI naming generation (default from
             ``OTEL_SEMCONV_STABILITY_OPT_IN``; see :mod:`.genai`).
         payload_cap: byte cap per payload attribute (>= 256; default 64 KiB).
-        detached_subgraphs / detached_fan_outs: node names rendered into their
-            own traces (§4.4).
+        detached_subgraphs: compiled-subgraph names (or subgraph node names)
+            rendered into their own traces (§4.4; see the module docs).
+        detached_fan_outs: fan-out node names whose instances each get a trace.
         log_processors: OpenTelemetry log-record processors; given any, a private
             Logs provider emits each :class:`~openarmature_nodes.events.LogRecordEvent`
             (see :mod:`.logs`) under the span of the step that wrote it (§7).
     """
 
     observer_phases = frozenset(
-        ("started", "completed", "suspended", "invocation_started", "invocation_completed")
+        ("started", "completed", "suspended", "invocation_started", "invocation_completed",
+         "fan_out_instance")
     )
 
     def __init__(
@@ -234,6 +261,10 @@ class OTelObserver:
         self.semconv = not disable_genai_semconv
         self.convention: GenAIConvention = genai_convention or convention_from_env()
         self.payload_cap = payload_cap
+        for option, names in (("detached_subgraphs", detached_subgraphs),
+                              ("detached_fan_outs", detached_fan_outs)):
+            if isinstance(names, str):
+                raise TypeError(f"{option} takes a collection of names, not the string {names!r}")
         self.detached_subgraphs = frozenset(detached_subgraphs)
         self.detached_fan_outs = frozenset(detached_fan_outs)
         self._traces: dict[str, _Trace] = {}
@@ -272,6 +303,8 @@ class OTelObserver:
             elif event.phase == "suspended":
                 self._trace(event).suspended = True
                 self._node_completed(event, suspension=suspension_attributes(event.descriptor))
+        elif isinstance(event, FanOutInstanceEvent):
+            self._instance_done(event)
         elif isinstance(event, InvocationEvent):
             if event.phase == "invocation_started":
                 self._invocation_started(event)
@@ -391,7 +424,8 @@ class OTelObserver:
         parent_ctx = trace.set_span_in_context(owner_span)
         root: Span | None = None
         if index is not None and owner_ns[-1] in self.detached_fan_outs:
-            root = self._detached_root(event, tr, event.namespace[d + 1])
+            root = self._detached_root(event, tr, event.namespace[d + 1],
+                                       self._user(tr, owner_ns, fchain, bchain))
             owner_span.add_link(root.get_span_context())
             parent_ctx = trace.set_span_in_context(root)
         span = self.tracer.start_span(name, context=parent_ctx, attributes=attrs)
@@ -405,28 +439,33 @@ class OTelObserver:
         d = len(owner_ns) - 1
         wkey: Key = (owner_ns, fchain, bchain)
         parent = self._enclosing(tr, event, owner_ns, fchain[:d], bchain[:d])
+        node = owner_ns[-1]
+        names = getattr(event, "subgraph_name_chain", ())
+        graph_name = str(names[d]) if d < len(names) else ""  # "" unnamed or unknown (§5.3)
         attrs: dict[str, Any] = {
-            "openarmature.node.name": owner_ns[-1],
+            "openarmature.node.name": node,
             "openarmature.node.namespace": list(owner_ns),
-            "openarmature.subgraph.name": owner_ns[-1],
+            "openarmature.subgraph.name": graph_name,
             "openarmature.correlation_id": tr.correlation_id,
             **self._user(tr, owner_ns, fchain, bchain),
         }
         context = trace.set_span_in_context(parent)
         entry = event.namespace[d + 1]
-        if owner_ns[-1] in self.detached_subgraphs:
-            # §4.4: the dispatch span stays in the parent trace, linked to a new trace
-            # whose invocation span roots this subgraph's own span.
-            root = self._detached_root(event, tr, entry)
-            dispatch = self.tracer.start_span(owner_ns[-1], context=context, attributes=attrs,
+        if graph_name in self.detached_subgraphs or node in self.detached_subgraphs:
+            # §4.4: the dispatch span (named after the node) stays in the parent trace,
+            # linked to a new trace whose invocation span roots the subgraph's own span
+            # (named after the compiled subgraph; the node's name if it has none).
+            root = self._detached_root(event, tr, entry, self._user(tr, owner_ns, fchain, bchain))
+            dispatch = self.tracer.start_span(node, context=context, attributes=attrs,
                                               links=[Link(root.get_span_context())])
-            inner = self.tracer.start_span(owner_ns[-1], context=trace.set_span_in_context(root),
+            inner = self.tracer.start_span(graph_name or node,
+                                           context=trace.set_span_in_context(root),
                                            attributes=attrs)
             tr.wrappers[(*wkey, "dispatch")] = _Wrapper(  # type: ignore[index]
                 dispatch, wkey, 0, None, True, False)
             tr.wrappers[wkey] = _Wrapper(inner, wkey, 0, root, True, True)
             return inner
-        span = self.tracer.start_span(owner_ns[-1], context=context, attributes=attrs)
+        span = self.tracer.start_span(node, context=context, attributes=attrs)
         tr.wrappers[wkey] = _Wrapper(span, wkey, 0, None, True, True)
         return span
 
@@ -451,6 +490,31 @@ class OTelObserver:
         for wkey in sorted(done, key=lambda k: -len(k[0])):
             self._close_wrapper(tr, wkey)
 
+    def _instance_done(self, event: FanOutInstanceEvent) -> None:
+        """A fan-out instance finished: its instance span (and, detached, its trace's
+        invocation span) closes now, at the end of the instance's own window (§4.1),
+        after anything still open inside it. A failed instance whose failure no inner
+        node reported stays open: the fan-out node's ``completed`` closes it with that
+        node's error."""
+        tr = self._traces.get(event.invocation_id)
+        if tr is None or event.fan_out_index is None:
+            return
+        ns = _ns(event)
+        depth = len(ns) - 1
+        wkey: Key = (ns, (*_pad(event.fan_out_index_chain, depth), event.fan_out_index),
+                     (*_pad(event.branch_name_chain, depth), None))
+        w = tr.wrappers.get(wkey)
+        if w is None or (event.outcome == "failed" and w.error is None):
+            return
+        n = len(ns)
+        inside = [k for k in tr.wrappers if len(k[0]) > n and k[0][:n] == ns
+                  and k[1][:n] == wkey[1] and k[2][:n] == wkey[2]]
+        for k in sorted(inside, key=lambda k: -len(k[0])):
+            self._close_wrapper(tr, k)
+        if event.outcome == "ok":
+            w.error = None  # the instance returned (a degraded update counts as returned)
+        self._close_wrapper(tr, wkey)
+
     def _close_wrapper(self, tr: _Trace, wkey: Any, error: Any = None) -> None:
         w = tr.wrappers.pop(wkey, None)
         if w is None:
@@ -464,14 +528,18 @@ class OTelObserver:
             _finish(dispatch.span, failure)
 
     def _note_child(self, tr: _Trace, event: NodeEvent, ns: tuple[str, ...]) -> None:
-        """Remember a direct child's outcome on its synthesized subgraph span."""
+        """Remember a direct child's outcome on the synthesized span wrapping it (a
+        subgraph span, a fan-out instance span, a branch dispatch span): the unit failed
+        when its last node did, even where its dispatching node carries on (a fan-out
+        or parallel-branches node under ``error_policy="collect"``), so that span and
+        a detached unit's invocation span report the failure (§4.2)."""
         depth = len(ns) - 1
         if depth == 0:
             return
         wkey = (ns[:depth], _pad(event.fan_out_index_chain, depth),
                 _pad(event.branch_name_chain, depth))
         w = tr.wrappers.get(wkey)
-        if w is not None and w.subgraph:
+        if w is not None and not w.callable:
             w.error = event.error
 
     # --- caller metadata (§3.4 / §5.6) ------------------------------------------------------
@@ -510,13 +578,19 @@ class OTelObserver:
             n = len(w_ns)
             if ns[:n] == w_ns and fchain[:n] == w_f and bchain[:n] == w_b:
                 wrapper.span.set_attributes(entries)
+                if wrapper.root is not None:  # a detached unit's invocation span
+                    wrapper.root.set_attributes(entries)
         if depth < 0 and tr.root is not None:
             tr.root.set_attributes(entries)
 
-    def _detached_root(self, event: Any, tr: _Trace, entry: str) -> Span:
+    def _detached_root(self, event: Any, tr: _Trace, entry: str,
+                       user: Mapping[str, Any]) -> Span:
+        """A detached trace's invocation span: the §5.1 set (the run's invocation id,
+        the unit's entry node) plus the caller metadata in scope (§5.6)."""
         return self.tracer.start_span(
             INVOCATION_SPAN_NAME, context=otel_context.Context(),
-            attributes=self._invocation_attrs(event.invocation_id, entry, tr.correlation_id))
+            attributes={**self._invocation_attrs(event.invocation_id, entry, tr.correlation_id),
+                        **user})
 
     # --- node spans -------------------------------------------------------------------
 
@@ -629,8 +703,13 @@ class OTelObserver:
         now = time.time_ns()
         latency = event.latency_ms or 0.0
         failed = isinstance(event, LlmFailedEvent)
+        attempts = event.attempts
         if self.enable_metrics:
-            self._record_metrics(event, failed)
+            for earlier in attempts[:-1]:  # §11: one duration sample per attempt
+                self._duration.record((earlier.end_ns - earlier.start_ns) / 1e9,
+                                      {**self._dims(event), "error.type": _attempt_error(earlier)})
+            final = attempts[-1] if attempts else None
+            self._record_metrics(event, failed, final)
         tr = self._trace(event)
         first = tr.first_chunk.pop(event.call_id, None)
         if first is not None and self.enable_metrics:
@@ -640,9 +719,21 @@ class OTelObserver:
             return
         attrs = request_attributes(event.provider, event.model, event.request_params,
                                    semconv=self.semconv, convention=self.convention)
-        attrs.update(attempt_attributes(0))
         attrs["openarmature.correlation_id"] = tr.correlation_id
         attrs.update(self._user(tr, *_key(_ns(event), event)))
+        parent = self._call_parent(tr, event)
+        start, end = now - int(latency * 1_000_000), now
+        if attempts:  # call-level retry: one span per attempt, siblings (§5.5 / llm-provider §7.1)
+            sent = attrs if self.disable_provider_payload else {**attrs, **payload_attributes(
+                input_messages=event.input_messages, request_extras=event.request_extras,
+                cap=self.payload_cap)}  # what each attempt sent, when payloads are opted in
+            for earlier in attempts[:-1]:
+                self._failed_attempt_span(earlier, sent, parent)
+            start, end = attempts[-1].start_ns, attempts[-1].end_ns
+            attrs.update(attempt_attributes(attempts[-1].attempt_index,
+                                            attempts[-1].retry_reason))
+        else:
+            attrs.update(attempt_attributes(0))
         tool_calls = event.output_tool_calls if isinstance(event, LlmCompletionEvent) else None
         attrs.update(response_attributes(
             response_model=event.response_model, response_id=event.response_id,
@@ -656,10 +747,9 @@ class OTelObserver:
         if failed:
             assert isinstance(event, LlmFailedEvent)
             attrs.update(error_attributes(event.error_category, event.error_type))
-        parent = self._call_parent(tr, event)
         span = self.tracer.start_span(
             LLM_SPAN_NAME, context=trace.set_span_in_context(parent), kind=SpanKind.CLIENT,
-            attributes=attrs, start_time=now - int(latency * 1_000_000))
+            attributes=attrs, start_time=start)
         if failed:
             assert isinstance(event, LlmFailedEvent)
             span.add_event("exception", {"exception.type": event.error_type or "",
@@ -667,15 +757,31 @@ class OTelObserver:
             span.set_status(Status(StatusCode.ERROR, event.error_category))
         else:
             span.set_status(Status(StatusCode.OK))
-        span.end(end_time=now)
+        span.end(end_time=end)
+
+    def _failed_attempt_span(self, attempt: LlmAttempt, base: dict[str, Any],
+                             parent: Span) -> None:
+        """The span of an attempt the call-level retry loop failed and retried: the
+        call's request attributes, its own index, retry reason, category and window."""
+        attrs = {**base, **attempt_attributes(attempt.attempt_index, attempt.retry_reason),
+                 **error_attributes(attempt.error_category, attempt.error_type)}
+        span = self.tracer.start_span(
+            LLM_SPAN_NAME, context=trace.set_span_in_context(parent), kind=SpanKind.CLIENT,
+            attributes=attrs, start_time=attempt.start_ns)
+        span.add_event("exception", {"exception.type": attempt.error_type or "",
+                                     "exception.message": attempt.error_message or ""})
+        span.set_status(Status(StatusCode.ERROR, _attempt_error(attempt)))
+        span.end(end_time=attempt.end_ns)
 
     def _dims(self, event: Any) -> dict[str, Any]:
         return {"openarmature.gen_ai.operation": "chat", "gen_ai.request.model": event.model,
                 "gen_ai.system": event.provider}
 
-    def _record_metrics(self, event: LlmCompletionEvent | LlmFailedEvent, failed: bool) -> None:
+    def _record_metrics(self, event: LlmCompletionEvent | LlmFailedEvent, failed: bool,
+                        final: LlmAttempt | None = None) -> None:
         dims = self._dims(event)
-        seconds = (event.latency_ms or 0.0) / 1000.0
+        seconds = ((final.end_ns - final.start_ns) / 1e9 if final is not None
+                   else (event.latency_ms or 0.0) / 1000.0)
         if failed:
             assert isinstance(event, LlmFailedEvent)
             self._duration.record(seconds, {**dims, "error.type": event.error_category})
@@ -714,6 +820,11 @@ class OTelObserver:
                                          "exception.message": event.error_message})
             span.set_status(Status(StatusCode.ERROR, event.error_type or "error"))
         span.end(end_time=now)
+
+
+def _attempt_error(attempt: LlmAttempt) -> str:
+    """A failed attempt's ``error.type``: its §7 category, else its error's type."""
+    return attempt.error_category or attempt.error_type or "error"
 
 
 def _severity(level: int) -> SeverityNumber:

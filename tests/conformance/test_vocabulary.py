@@ -39,11 +39,7 @@ PROSE: dict[str, str] = {
 
 # In-scope names implemented by other issues; each helper removes its entries as it
 # registers them (see tests/conformance/vocabulary.py).
-PENDING_OTHER_ISSUES: dict[str, str] = {
-    # issue 13: observability (OTel / typed events / metadata / LLM-span harness)
-    "update_pure_from_state": "issue 13",
-    "augment_metadata_from_field": "issue 13",
-}
+PENDING_OTHER_ISSUES: dict[str, str] = {}
 
 # Capabilities SCOPE.md leaves out of this project (sessions, retrieval-provider,
 # prompt-management, Langfuse).

@@ -288,7 +288,10 @@ GRAPH_KEYS: set[str] = {
 def build_graph(ctx: BuildContext, gdef: Mapping[str, Any], *, name: str) -> GraphBuilder[Any]:
     """A GraphBuilder for one graph definition (outer graph or subgraph)."""
     check_directives(gdef, GRAPH_KEYS | CASE_LEVEL_KEYS if name == "outer" else GRAPH_KEYS, name)
-    builder: GraphBuilder[Any] = GraphBuilder(state_class(ctx, gdef.get("state"), name))
+    # a subgraph compiles under its declared name (the fixture's `subgraph: {name}` /
+    # `subgraphs:` key): observers see it as the compiled subgraph's name
+    builder: GraphBuilder[Any] = GraphBuilder(state_class(ctx, gdef.get("state"), name),
+                                              name="" if name == "outer" else name)
     if name == "outer":
         builder.use(_execution_recorder_outer)  # outermost: one entry per step, not per attempt
     mw = gdef.get("middleware") or {}
@@ -327,7 +330,10 @@ def _add_node(ctx: BuildContext, builder: GraphBuilder[Any], nb: NodeBuild) -> N
     if "subgraph" in nb.subgraph_options:
         opts = dict(nb.subgraph_options)
         graph = ctx.subgraph(opts.pop("subgraph"))
-        builder.add_subgraph(nb.name, graph, middleware=nb.middleware, **opts)
+        middleware = list(nb.middleware)
+        if nb.actions:  # body directives beside `subgraph:` run first, then the dispatch
+            middleware.append(_before_dispatch(tuple(nb.actions)))
+        builder.add_subgraph(nb.name, graph, middleware=middleware, **opts)
         return
     actions = tuple(nb.actions)
 
@@ -340,6 +346,22 @@ def _add_node(ctx: BuildContext, builder: GraphBuilder[Any], nb: NodeBuild) -> N
         return out
 
     builder.add_node(nb.name, body, middleware=nb.middleware)
+
+
+def _before_dispatch(actions: tuple[Any, ...]) -> Middleware:
+    """A subgraph node's own body directives (e.g. ``emits_log``): run in order before
+    the subgraph dispatches; their partial updates merge under the subgraph's."""
+
+    async def run_first(state: Any, nxt: Any) -> Any:
+        own: dict[str, Any] = {}
+        for act in actions:
+            part = await act(state)
+            if part:
+                own.update(part)
+        out = await nxt(state)
+        return {**own, **(out or {})} if own else out
+
+    return run_first
 
 
 EDGE_KEYS = frozenset({"from", "to", "condition"})

@@ -15,9 +15,16 @@ directives of :mod:`.composition` and the middleware types of
   ``TracerProvider`` with an in-memory exporter, and an in-memory metric reader;
 - ``typed_observers`` collectors (§5.5 typed-event collector directives);
 - expectations ``span_tree`` (hierarchical, attribute subsets, placeholders
-  per §5.10), ``observers.<collector>`` (``contains_event`` and the count
-  forms), ``metrics``, ``no_spans_emitted``, ``no_llm_provider_span`` and the
-  invariant predicates of :mod:`.observability_checks` (:data:`INVARIANTS`).
+  per §5.10; ``children`` exactly, ``children: []`` none; in the per-trace trees
+  of ``traces`` / ``parent_trace`` a non-empty list asserts each listed child, a
+  fixture there may leave out one it is not about; ``links`` match each Link's
+  target trace id, ``link_count`` counts them),
+  ``traces`` (every trace the run produced, each by its ``trace_id`` binding token
+  and its own ``span_tree``), ``parent_trace`` / ``detached_trace_count`` (the
+  invocation's own trace -- the one no Link targets -- and how many others),
+  ``observers.<collector>`` (``contains_event`` and the count forms), ``metrics``,
+  ``no_spans_emitted``, ``no_llm_provider_span`` and the invariant predicates of
+  :mod:`.observability_checks` (:data:`INVARIANTS`).
 
 A directive or invariant this adapter does not know fails the case naming it
 (:class:`UnknownDirective`); nothing here looks at fixture names.
@@ -442,6 +449,64 @@ def _augment_metadata(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> Non
     nb.actions.append(act)
 
 
+def _augment_metadata_from_field(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    """``augment_metadata_from_field: {<key>: <state_field>}``: the node reads each field
+    from its state and calls ``set_invocation_metadata(<key>=<value>)`` (§3.4)."""
+    if not isinstance(value, Mapping) or not value:
+        raise UnknownDirective(f"{nb.graph_name}.{nb.name}.augment_metadata_from_field: "
+                               f"a mapping of metadata key -> state field, got {value!r}")
+    pairs = {str(k): str(v) for k, v in value.items()}
+
+    async def act(state: Any) -> None:
+        entries = {key: getattr(state, field) for key, field in pairs.items()}
+        try:
+            set_invocation_metadata(**entries)
+        except (ValueError, TypeError) as exc:
+            ctx.scratch.setdefault("augment_rejections", []).append(exc)
+            raise
+        return None
+
+    nb.actions.append(act)
+
+
+_NUMBER_WORDS = {w: i for i, w in enumerate((
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve"))}
+_NUMBER_WORDS.update({"twenty": 20, "hundred": 100, "thousand": 1000})
+_OPERATION = re.compile(
+    r"^(?P<field>[a-z_][a-z0-9_]*?)_(?P<op>times|plus|minus)_(?P<n>[a-z0-9]+)$")
+_ARITHMETIC: dict[str, Callable[[Any, int], Any]] = {
+    "times": lambda v, n: v * n, "plus": lambda v, n: v + n, "minus": lambda v, n: v - n}
+
+
+def harness_operation(name: str, where: str) -> Callable[[Any], Any]:
+    """A named harness operation of ``update_pure_from_state`` (conformance-adapter §5.1):
+    ``<field>_<times|plus|minus>_<n>`` reads state field ``<field>`` and applies the
+    arithmetic (``input_times_two``: ``input * 2``); ``n`` is digits or a number word.
+    Any other name fails the case naming it."""
+    match = _OPERATION.match(name)
+    n_text = match.group("n") if match else ""
+    n = int(n_text) if n_text.isdigit() else _NUMBER_WORDS.get(n_text)
+    if match is None or n is None:
+        raise UnknownDirective(f"{where}: unknown harness operation {name!r}")
+    field, apply = match.group("field"), _ARITHMETIC[match.group("op")]
+    return lambda state: apply(getattr(state, field), n)
+
+
+def _update_pure_from_state(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
+    """``update_pure_from_state: {<output_field>: <harness_operation>}``: the node returns
+    each output field set to its operation's value over the node's input state."""
+    where = f"{nb.graph_name}.nodes.{nb.name}.update_pure_from_state"
+    if not isinstance(value, Mapping) or not value:
+        raise UnknownDirective(f"{where}: a mapping of output field -> operation, got {value!r}")
+    ops = {str(out): harness_operation(str(op), where) for out, op in value.items()}
+
+    async def act(state: Any) -> dict[str, Any]:
+        return {out: op(state) for out, op in ops.items()}
+
+    nb.actions.append(act)
+
+
 def _capture_metadata(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> None:
     field = str(value)
 
@@ -456,6 +521,8 @@ def _capture_metadata(ctx: gb.BuildContext, nb: gb.NodeBuild, value: Any) -> Non
 gb.MIDDLEWARE_TYPES["retry"] = _retry
 gb.NODE_DIRECTIVES.update({
     "augment_metadata": _augment_metadata,
+    "augment_metadata_from_field": _augment_metadata_from_field,
+    "update_pure_from_state": _update_pure_from_state,
     "capture_invocation_metadata_into": _capture_metadata,
     "flaky": _flaky,
     "fan_out": _fan_out,
@@ -507,6 +574,9 @@ class Run:
         self.scratch: dict[str, Any] = {}
         self.global_spans: list[ReadableSpan] = []
         self.logs: list[Any] = []
+        # inside `traces` / `parent_trace` trees a non-empty `children` list names the
+        # children the fixture is about (058 leaves out a later sibling node)
+        self.partial_children = False
 
 
 async def run_case(case: Case) -> None:
@@ -649,7 +719,10 @@ EXPECTED_KEYS = {
     "span_tree", "observers", "invariants", "metrics", "no_spans_emitted", "final_state",
     "no_llm_provider_span", "no_langfuse_observations_emitted", "llm_span_attributes",
     "llm_span_attributes_absent", "response_usage", "observer_event_invariants", "log_records",
+    "traces", "parent_trace", "detached_trace_count",
 }
+TRACE_KEYS = {"trace_id", "span_tree"}
+LINK_KEYS = {"target_trace_id"}
 
 
 def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) -> None:
@@ -686,6 +759,21 @@ def _check(ctx: gb.BuildContext, data: Mapping[str, Any], run: Run, where: str) 
             assert got.get(key) == want, f"{where}.final_state.{key}: {got.get(key)!r}"
     if "span_tree" in expected:
         _match_forest(run, list(expected["span_tree"]), _roots(run.spans), f"{where}.span_tree")
+    run.partial_children = True
+    try:
+        if "traces" in expected:
+            _check_traces(run, list(expected["traces"] or ()), f"{where}.traces")
+        if "parent_trace" in expected:
+            spec = expected["parent_trace"]
+            check_directives(spec, {"span_tree"}, f"{where}.parent_trace")
+            _match_forest(run, list(spec["span_tree"]),
+                          _roots(traces(run)[parent_trace_id(run)]),
+                          f"{where}.parent_trace.span_tree")
+    finally:
+        run.partial_children = False
+    if "detached_trace_count" in expected:
+        n = len(traces(run)) - 1
+        assert n == expected["detached_trace_count"], f"{where}: {n} detached traces"
     if "span_tree_private" in expected:
         _match_forest(run, list(expected["span_tree_private"]), _roots(run.spans),
                       f"{where}.span_tree_private")
@@ -755,7 +843,7 @@ def _children(run: Run, span: ReadableSpan) -> list[ReadableSpan]:
 
 
 _STATUS = {"OK": StatusCode.OK, "ERROR": StatusCode.ERROR, "UNSET": StatusCode.UNSET}
-SPAN_KEYS = {"name", "attributes", "attributes_absent", "status", "children", "links",
+SPAN_KEYS = {"name", "attributes", "attributes_absent", "status", "children", "links", "link_count",
              "status_description", "events", "attributes_present", "attribute_parses_as_messages",
              "attribute_parses_as_object", "exception_recorded", "attribute_truncation",
              "attribute_does_not_contain"}
@@ -773,10 +861,11 @@ def _match_forest(run: Run, want: list[Any], got: list[ReadableSpan], where: str
 
 def _try_match(run: Run, want: list[Any], got: list[ReadableSpan], where: str,
                errors: list[str]) -> bool:
-    """Match ``want`` to ``got`` in order, else in any order (concurrent siblings)."""
+    """Match each of ``want`` to its own span of ``got`` (as many or more): in order,
+    else in any order (concurrent siblings)."""
     saved = dict(run.bindings)
     try:
-        for i, (w, g) in enumerate(zip(want, got, strict=True)):
+        for i, (w, g) in enumerate(zip(want, got[:len(want)], strict=True)):
             _match_span(run, w, g, f"{where}[{i}]")
         return True
     except AssertionError as exc:
@@ -841,16 +930,114 @@ def _match_span(run: Run, want: Mapping[str, Any], span: ReadableSpan, where: st
     if want.get("exception_recorded"):
         assert any(e.name == "exception" for e in span.events), f"{where}: no exception event"
     if "links" in want:
-        assert len(span.links) == len(want["links"]), f"{where}: {len(span.links)} links"
+        _match_links(run, list(want["links"] or ()), span, f"{where}.links")
+    if "link_count" in want:
+        assert len(span.links) == want["link_count"], f"{where}: {len(span.links)} links"
     if "children" in want:
+        # `children: []` asserts there are none; otherwise exactly the listed children,
+        # except in a per-trace tree (`traces` / `parent_trace`), where a non-empty list
+        # asserts each listed child, each matched by its own span
         kids = _children(run, span)
         wanted = list(want["children"] or ())
-        assert len(kids) == len(wanted), (
+        enough = len(kids) >= len(wanted) if run.partial_children else len(kids) == len(wanted)
+        assert enough and (wanted or not kids), (
             f"{where}: children {[k.name for k in kids]}, expected "
             f"{[w.get('name') for w in wanted]}")
         errors: list[str] = []
         if not _try_match(run, wanted, kids, f"{where}.children", errors):
             raise AssertionError(errors[0] if errors else where)
+
+
+def _match_links(run: Run, want: list[Any], span: ReadableSpan, where: str) -> None:
+    """The span's OTel Links, one per expected entry (any order): each entry's
+    ``target_trace_id`` matches (binds) the linked span's trace id."""
+    links = list(span.links)
+    assert len(links) == len(want), f"{where}: {len(links)} links, expected {len(want)}"
+    for i, w in enumerate(want):
+        check_directives(w, LINK_KEYS, f"{where}[{i}]")
+    used: set[int] = set()
+
+    def place(i: int) -> bool:
+        if i == len(want):
+            return True
+        for j, link in enumerate(links):
+            if j in used:
+                continue
+            before = dict(run.bindings)
+            try:
+                if "target_trace_id" in want[i]:
+                    match_value(run, want[i]["target_trace_id"],
+                                format_trace_id(link.context.trace_id), f"{where}[{i}]")
+            except AssertionError:
+                run.bindings = before
+                continue
+            used.add(j)
+            if place(i + 1):
+                return True
+            used.discard(j)
+            run.bindings = before
+        return False
+
+    assert place(0), f"{where}: links {[format_trace_id(x.context.trace_id) for x in links]}"
+
+
+# --- traces (detached trace mode, observability §4.4) -------------------------------------------
+
+
+def traces(run: Run) -> dict[int, list[ReadableSpan]]:
+    """The case's spans grouped by trace id (in the order each trace first appears)."""
+    out: dict[int, list[ReadableSpan]] = {}
+    for span in sorted(run.spans, key=lambda s: s.start_time or 0):
+        out.setdefault(span.context.trace_id, []).append(span)
+    return out
+
+
+def parent_trace_id(run: Run) -> int:
+    """The invocation's own trace: rooted in an invocation span no Link targets
+    (a detached trace is always the target of its dispatch span's Link)."""
+    targets = {link.context.trace_id for s in run.spans for link in s.links}
+    own = [tid for tid, spans in traces(run).items() if tid not in targets
+           and any(s.name == "openarmature.invocation" and s.parent is None for s in spans)]
+    assert len(own) == 1, f"{len(own)} traces look like the invocation's own"
+    return own[0]
+
+
+def _check_traces(run: Run, want: list[Any], where: str) -> None:
+    """``expected.traces``: every trace the run produced, one entry each (any order),
+    its ``trace_id`` binding token matched and its ``span_tree`` matched to its roots."""
+    groups = traces(run)
+    ids = list(groups)
+    assert len(ids) == len(want), f"{where}: {len(ids)} traces, expected {len(want)}"
+    for i, w in enumerate(want):
+        check_directives(w, TRACE_KEYS, f"{where}[{i}]")
+    used: set[int] = set()
+    errors: list[str] = []
+
+    def place(i: int) -> bool:
+        if i == len(want):
+            return True
+        for j, tid in enumerate(ids):
+            if j in used:
+                continue
+            before = dict(run.bindings)
+            try:
+                if "trace_id" in want[i]:
+                    match_value(run, want[i]["trace_id"], format_trace_id(tid), f"{where}[{i}]")
+                _match_forest(run, list(want[i].get("span_tree") or ()), _roots(groups[tid]),
+                              f"{where}[{i}].span_tree")
+            except AssertionError as exc:
+                errors.append(str(exc))
+                run.bindings = before
+                continue
+            used.add(j)
+            if place(i + 1):
+                return True
+            used.discard(j)
+            run.bindings = before
+        return False
+
+    if not place(0):
+        raise AssertionError(errors[-1] if errors else where)
 
 
 def _match_attrs(run: Run, want: Mapping[str, Any], span: ReadableSpan, where: str) -> None:
@@ -1087,3 +1274,4 @@ _vocab.register("observability", {"tool_name", "tool_call_id", "arguments", "moc
                                   "dimensions", "value", "event_type", "fields", "count",
                                   "kind", "filter_event_type", "include_caller_metadata"})
 _vocab.register("observability", INVARIANTS)
+_vocab.register("observability", TRACE_KEYS | LINK_KEYS)

@@ -17,7 +17,7 @@ from opentelemetry.trace import StatusCode
 from openarmature_nodes import events as ev
 from openarmature_nodes.graph import NodeEvent
 
-from .observability import _UUID4, Run, _children
+from .observability import _UUID4, Run, _children, parent_trace_id, traces
 
 __all__ = ["INVARIANTS"]
 
@@ -257,15 +257,177 @@ def _inv_id_verbatim(run: Run, want: Any, where: str) -> None:
 
 @invariant("distinct_trace_ids")
 def _distinct_traces(run: Run, want: Any, where: str) -> None:
-    traces = {s.context.trace_id for s in run.spans}
-    assert len(traces) >= 2, where
+    trace_ids = {s.context.trace_id for s in run.spans}
+    assert len(trace_ids) >= 2, where
 
 
 @invariant("detached_invocation_id_equals_parent")
 def _detached_same_id(run: Run, want: Any, where: str) -> None:
-    ids = {(s.attributes or {}).get("openarmature.invocation_id") for s in run.spans
-           if s.name == "openarmature.invocation"}
-    assert len(ids) == 1, where
+    roots = _invocation_roots(run)
+    ids = {(s.attributes or {}).get("openarmature.invocation_id") for s in roots}
+    assert len(roots) >= 2 and len(ids) == 1 and None not in ids, f"{where}: {ids}"
+
+
+# --- detached traces (§4.4): the parent trace, its linking spans, the detached roots ---------
+
+_INVOCATION = "openarmature.invocation"
+_IMPL = ("openarmature.implementation.name", "openarmature.implementation.version")
+
+
+def _invocation_roots(run: Run) -> list[ReadableSpan]:
+    return [s for s in run.spans if s.name == _INVOCATION and s.parent is None]
+
+
+def _parent_spans(run: Run) -> list[ReadableSpan]:
+    return traces(run)[parent_trace_id(run)]
+
+
+def _detached_roots(run: Run) -> list[ReadableSpan]:
+    """The root invocation span of every trace other than the invocation's own."""
+    parent = parent_trace_id(run)
+    roots = [s for s in _invocation_roots(run) if s.context.trace_id != parent]
+    assert roots, "no detached trace"
+    return roots
+
+
+def _linking(run: Run) -> list[ReadableSpan]:
+    """The parent trace's dispatch spans: those carrying a Link to a detached trace."""
+    found = [s for s in _parent_spans(run) if s.links]
+    assert found, "no span of the parent trace carries a Link"
+    return found
+
+
+def _fan_out_node_spans(run: Run) -> list[ReadableSpan]:
+    found = [s for s in _parent_spans(run)
+             if "openarmature.fan_out.item_count" in (s.attributes or {})]
+    assert found, "no fan-out node span in the parent trace"
+    return found
+
+
+def _links_target_detached_roots(run: Run, spans: list[ReadableSpan], where: str) -> None:
+    roots = {(r.context.trace_id, r.context.span_id) for r in _detached_roots(run)}
+    for span in spans:
+        for link in span.links:
+            target = (link.context.trace_id, link.context.span_id)
+            assert target in roots, f"{where}: {span.name}'s Link targets no detached root"
+
+
+@invariant("dispatch_span_link_count")
+def _dispatch_links(run: Run, want: Any, where: str) -> None:
+    spans = _linking(run)
+    assert all(len(s.links) == want for s in spans), (
+        f"{where}: {[(s.name, len(s.links)) for s in spans]}")
+    _links_target_detached_roots(run, spans, where)
+
+
+@invariant("fan_out_node_span_link_count")
+def _fan_out_links(run: Run, want: Any, where: str) -> None:
+    spans = _fan_out_node_spans(run)
+    assert all(len(s.links) == want for s in spans), (
+        f"{where}: {[(s.name, len(s.links)) for s in spans]}")
+    _links_target_detached_roots(run, spans, where)
+
+
+def _instance_spans(run: Run) -> list[ReadableSpan]:
+    """Fan-out instance spans (the wrappers: named after the fan-out node)."""
+    return [s for s in run.spans if "openarmature.fan_out.parent_node_name" in (s.attributes or {})
+            and "openarmature.node.fan_out_index" in (s.attributes or {})]
+
+
+@invariant("all_instance_trace_ids_distinct")
+def _instance_traces_distinct(run: Run, want: Any, where: str) -> None:
+    instances = _instance_spans(run)
+    ids = [s.context.trace_id for s in instances]
+    assert instances and len(set(ids)) == len(ids), f"{where}: instances share a trace"
+    assert parent_trace_id(run) not in ids, f"{where}: an instance is in the parent trace"
+
+
+@invariant("no_instance_spans_in_parent_trace")
+def _no_instance_in_parent(run: Run, want: Any, where: str) -> None:
+    leaked = [s.name for s in _parent_spans(run)
+              if "openarmature.node.fan_out_index" in (s.attributes or {})]
+    assert not leaked, f"{where}: {leaked}"
+
+
+@invariant("each_instance_trace_roots_in_invocation_span_sharing_parent_invocation_id")
+def _instance_roots(run: Run, want: Any, where: str) -> None:
+    parent = parent_trace_id(run)
+    parent_root = next(s for s in _invocation_roots(run) if s.context.trace_id == parent)
+    inv_id = (parent_root.attributes or {}).get("openarmature.invocation_id")
+    groups = traces(run)
+    instances = _instance_spans(run)
+    assert instances, f"{where}: no instance spans"
+    for inst in instances:
+        roots = [s for s in groups[inst.context.trace_id] if s.parent is None]
+        assert len(roots) == 1 and roots[0].name == _INVOCATION, f"{where}: {roots}"
+        assert inst.parent is not None and inst.parent.span_id == roots[0].context.span_id, where
+        assert (roots[0].attributes or {}).get("openarmature.invocation_id") == inv_id, where
+
+
+def _error_carrier(span: ReadableSpan, where: str) -> None:
+    """ERROR with the §4 category as description and attribute, and an exception event."""
+    category = (span.attributes or {}).get("openarmature.error.category")
+    assert span.status.status_code is StatusCode.ERROR, f"{where}: {span.name} not ERROR"
+    assert category and span.status.description == category, f"{where}: {span.name} category"
+    assert any(e.name == "exception" for e in span.events), f"{where}: no exception event"
+
+
+@invariant("error_status_on_parent_dispatch_span")
+def _error_on_dispatch(run: Run, want: Any, where: str) -> None:
+    for span in _linking(run):
+        _error_carrier(span, where)
+
+
+@invariant("error_status_on_parent_fan_out_node_span")
+def _error_on_fan_out_node(run: Run, want: Any, where: str) -> None:
+    for span in _fan_out_node_spans(run):
+        _error_carrier(span, where)
+
+
+@invariant("error_status_on_detached_invocation_span",
+           "error_status_on_detached_instance_invocation_span")
+def _error_on_detached_root(run: Run, want: Any, where: str) -> None:
+    failed = [r for r in _detached_roots(run) if r.status.status_code is StatusCode.ERROR]
+    assert failed, f"{where}: no detached invocation span is ERROR"
+    for root in failed:
+        _error_carrier(root, where)
+
+
+@invariant("exception_event_on_both_error_spans")
+def _exception_on_both(run: Run, want: Any, where: str) -> None:
+    dispatch = [s for s in _linking(run) if s.status.status_code is StatusCode.ERROR]
+    roots = [r for r in _detached_roots(run) if r.status.status_code is StatusCode.ERROR]
+    assert dispatch and roots, f"{where}: ERROR on {len(dispatch)} dispatch / {len(roots)} roots"
+    for span in (*dispatch, *roots):
+        _error_carrier(span, where)
+
+
+def _has_attribution(span: ReadableSpan, where: str) -> None:
+    attrs = span.attributes or {}
+    assert attrs.get(_IMPL[0]) == "openarmature-python", f"{where}: {attrs.get(_IMPL[0])!r}"
+    assert isinstance(attrs.get(_IMPL[1]), str) and attrs[_IMPL[1]], where
+
+
+@invariant("attribution_attrs_on_parent_invocation_span")
+def _attribution_parent(run: Run, want: Any, where: str) -> None:
+    parent = parent_trace_id(run)
+    roots = [s for s in _invocation_roots(run) if s.context.trace_id == parent]
+    assert len(roots) == 1, where
+    _has_attribution(roots[0], where)
+
+
+@invariant("attribution_attrs_on_detached_child_invocation_span")
+def _attribution_detached(run: Run, want: Any, where: str) -> None:
+    for root in _detached_roots(run):
+        _has_attribution(root, where)
+
+
+@invariant("attribution_attrs_absent_on_inner_spans_both_traces")
+def _attribution_absent_both(run: Run, want: Any, where: str) -> None:
+    assert len(traces(run)) >= 2, f"{where}: one trace"
+    for span in run.spans:
+        if span.name != _INVOCATION:
+            assert not set(_IMPL) & set(span.attributes or {}), f"{where}: on {span.name}"
 
 
 @invariant("correlation_id_consistent_across_traces")

@@ -3,7 +3,9 @@
 Both the span middleware (:class:`~middleware.SpanMiddleware`, working from the
 request and response objects) and the OpenTelemetry observer (working from the
 typed events) build their attributes here, from plain values, so the two can
-never disagree.
+never disagree. It lives in the LLM layer (it describes an LLM call, and imports
+nothing of the package) so both import it downward: the middleware sits on the
+LLM layer, the observer above everything.
 
 Two vocabularies are emitted side by side:
 
