@@ -24,6 +24,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -36,6 +37,10 @@ import _common as C
 HERE = os.path.dirname(os.path.abspath(__file__))
 MATRIX = [(cl, be) for be in ("asyncio", "trio") for cl in ("ours", "ours_fast", "ours_fast_big")]
 MATRIX.append(("raw_aiohttp_big", "asyncio"))
+# Issue 18 item 4 (stage ``inflight``: --calls 10000 --only ours_bp_on,ours_bp_off): a pool of one
+# connection per call, with the provider's per-endpoint backpressure limit at its default (256
+# calls on the wire, the rest wait inside complete()) and raised to --calls (off).
+BACKPRESSURE = [(cl, be) for be in ("asyncio", "trio") for cl in ("ours_bp_on", "ours_bp_off")]
 # Opt-in rows (--only): with 1,000 callers, httpx 0.28's pool costs 10-20 ms CPU per call here
 # (every request and release walks the waiters and probes idle sockets): ~25 s per row.
 EXTRA = [
@@ -129,6 +134,14 @@ def build(client: str, url: str, calls: int) -> Any:
                 limits=httpx.Limits(max_connections=calls, max_keepalive_connections=calls),
             )
         )
+    elif client.startswith("ours_bp_"):
+        from openarmature_nodes.llm.limits import DEFAULT_MAX_IN_FLIGHT
+        from openarmature_nodes.llm.transport.fast import FastTransport
+
+        kw["transport"] = FastTransport(max_connections=calls)
+        if client == "ours_bp_off":
+            kw["max_in_flight"] = calls
+        INFO["max_in_flight"] = str(calls if client == "ours_bp_off" else DEFAULT_MAX_IN_FLIGHT)
     elif client.startswith("ours_fast"):
         try:
             from openarmature_nodes.llm.transport.fast import FastTransport
@@ -148,13 +161,25 @@ def build(client: str, url: str, calls: int) -> Any:
     return call, p.aclose
 
 
-def server_stats(url: str) -> dict[str, int]:
-    with urllib.request.urlopen(url + "/stats", timeout=5) as r:
+def server_stats(url: str, hold: int = 0) -> dict[str, int]:
+    """The server's counters (resets its high-water mark); ``hold``: gate the next burst until
+    that many requests are in flight at once (see _delay_server.py)."""
+    with urllib.request.urlopen(url + "/stats" + (f"?hold={hold}" if hold else ""), timeout=5) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def raise_nofile(need: int) -> None:
+    """Raise the open-files limit to its hard limit: one socket per in-flight call."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < need:
+        sys.exit(f"open-files hard limit {hard} < {need}: raise it (ulimit -Hn) to run this row")
 
 
 def child(a: argparse.Namespace) -> None:
     C.pin_cpu0()
+    raise_nofile(a.calls + 100)
     row: dict[str, Any] = {"client": a.child, "backend": a.backend, "calls": a.calls}
     try:
         call, close = build(a.child, a.url, a.calls)
@@ -188,7 +213,10 @@ def child(a: argparse.Namespace) -> None:
         gc.collect()
         before = current_rss_kb()
         high[0] = before
-        server_stats(a.url)  # resets the server's high-water mark
+        # Resets the server's high-water mark. The backpressure rows also gate the burst: the
+        # server answers nothing until min(limit, calls) requests are held together.
+        hold = min(int(INFO["max_in_flight"]), a.calls) if "max_in_flight" in INFO else 0
+        server_stats(a.url, hold)
         cpu0, t0 = time.process_time(), time.perf_counter()
         if a.backend == "trio":
             import trio
@@ -221,8 +249,16 @@ def child(a: argparse.Namespace) -> None:
 
 
 def start_server(delay: float) -> tuple[subprocess.Popen[str], str]:
+    port = os.environ.get("DELAY_PORT", "0")  # 0: any free port
     proc = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "_delay_server.py"), "--delay", str(delay)],
+        [
+            sys.executable,
+            os.path.join(HERE, "_delay_server.py"),
+            "--delay",
+            str(delay),
+            "--port",
+            port,
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -254,6 +290,10 @@ def main() -> None:
         for cl, be in MATRIX + EXTRA
         if (not sel and (cl, be) in MATRIX) or cl in sel or f"{cl}:{be}" in sel
     ]
+    for cl, be in BACKPRESSURE:
+        if (cl in sel or f"{cl}:{be}" in sel) and (cl, be) not in matrix:
+            matrix.append((cl, be))
+    raise_nofile(a.calls + 100)  # the delay server inherits it
     proc, url = start_server(a.delay)
     runs: list[dict[str, Any]] = []
     try:

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Run the whole benchmark suite and print its tables (also written to bench/results/RESULTS.md).
 #
-#   bench/run.sh                 # full run, ~8 minutes on a 2-core machine
+#   bench/run.sh                 # full run, ~20 minutes on a 2-core machine
 #   QUICK=1 bench/run.sh         # smoke run (1 repeat, small N), ~2 minutes
 #   bench/run.sh client engine   # only some stages: client memory engine onion checkpoint streaming
+#                                #   observer growth inflight
 #   bench/run.sh distributed     # opt-in stage: the Dask fan-out executor (distributed_bench.py)
 #
 # Knobs: REPEATS=3 N=2000 K=500 ITEMS=10000 CALLS=1000 STEPS=200 STREAM_N=200 STUB_PORT=18090 PEERS_PYTHON=/path/python3.12
+#        OBS_K=300 GROWTH_SIZES=10000,100000,1000000 WAITING_SIZES=10000,100000 MESSAGES=10,100,500,1000
+#        INFLIGHT_CALLS=10000 DELAY_PORT=0 (0: any free port)
+# Exit status: summary.py's (1 when a target is missed by more than the run's spread), after
+# every table is printed.
 # (the checkpoint stage adds a PostgreSQL row when OPENARMATURE_POSTGRES_URL is set)
 #
 # What it does:
@@ -16,10 +21,11 @@
 #      dependencies: the project's own .venv is not touched.
 #   2. installs nginx with apt-get if it is missing (needs root), starts the stub (bench/stub.sh)
 #      on 127.0.0.1:$STUB_PORT, and stops it again at the end if this script started it.
-#   3. runs client_bench.py, memory_bench.py, engine_bench.py, onion_bench.py, checkpoint_bench.py
-#      and streaming_bench.py, each in
+#   3. runs client_bench.py, memory_bench.py, engine_bench.py, onion_bench.py,
+#      checkpoint_bench.py, streaming_bench.py, observer_bench.py, growth_bench.py and
+#      memory_bench.py's 10,000-in-flight rows, each in
 #      fresh child processes, prints their Markdown tables, then summary.py checks the
-#      issue targets against this run's figures.
+#      issue targets against this run's figures (and gives the exit status).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
@@ -29,11 +35,17 @@ export STUB_PORT="${STUB_PORT:-18090}"
 export STUB_URL="http://127.0.0.1:$STUB_PORT"
 if [[ "${QUICK:-0}" == 1 ]]; then
   REPEATS="${REPEATS:-1}"; N="${N:-300}"; K="${K:-200}"; ITEMS="${ITEMS:-1000}"; ONION_N="${ONION_N:-500}"
-  STEPS="${STEPS:-50}"; STREAM_N="${STREAM_N:-40}"
+  STEPS="${STEPS:-50}"; STREAM_N="${STREAM_N:-40}"; OBS_K="${OBS_K:-100}"
+  GROWTH_SIZES="${GROWTH_SIZES:-10000,100000}"; WAITING_SIZES="${WAITING_SIZES:-10000}"
+  MESSAGES="${MESSAGES:-10,1000}"; INFLIGHT_CALLS="${INFLIGHT_CALLS:-2000}"
 fi
 REPEATS="${REPEATS:-3}"; N="${N:-2000}"; K="${K:-500}"; ITEMS="${ITEMS:-10000}"
 CALLS="${CALLS:-1000}"; ONION_N="${ONION_N:-3000}"; STEPS="${STEPS:-200}"; STREAM_N="${STREAM_N:-200}"
-STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && STAGES=(client memory engine onion checkpoint streaming)
+OBS_K="${OBS_K:-300}"
+GROWTH_SIZES="${GROWTH_SIZES:-10000,100000,1000000}"; WAITING_SIZES="${WAITING_SIZES:-10000,100000}"
+MESSAGES="${MESSAGES:-10,100,500,1000}"; INFLIGHT_CALLS="${INFLIGHT_CALLS:-10000}"
+STAGES=("$@"); [[ ${#STAGES[@]} -eq 0 ]] && \
+  STAGES=(client memory engine onion checkpoint streaming observer growth inflight)
 
 log() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
@@ -106,11 +118,19 @@ for s in "${STAGES[@]}"; do
     onion)  stage onion 200 "$PY" "$HERE/onion_bench.py" --n "$ONION_N" --repeats "$REPEATS" ;;
     checkpoint) stage checkpoint 400 "$PY" "$HERE/checkpoint_bench.py" --steps "$STEPS" --repeats "$REPEATS" ;;
     streaming) stage streaming 400 "$PY" "$HERE/streaming_bench.py" --n "$STREAM_N" --repeats "$REPEATS" ;;
+    observer) stage observer 600 "$PY" "$HERE/observer_bench.py" --k "$OBS_K" --repeats "$REPEATS" ;;
+    growth) stage growth 1200 "$PY" "$HERE/growth_bench.py" --sizes "$GROWTH_SIZES" \
+              --waiting-sizes "$WAITING_SIZES" --messages "$MESSAGES" --repeats "$REPEATS" ;;
+    # 10,000 calls on one provider against the 300 ms delay server, backpressure limit on / off
+    inflight) stage inflight 900 "$PY" "$HERE/memory_bench.py" --calls "$INFLIGHT_CALLS" \
+                --only ours_bp_on,ours_bp_off --repeats "$REPEATS" --timeout 240 ;;
     # opt-in (not in the default list): starts Dask LocalClusters of 1 and 2 workers
     distributed) stage distributed 400 "$PY" "$HERE/distributed_bench.py" --repeats "$REPEATS" ;;
-    *) echo "unknown stage $s (client memory engine onion checkpoint streaming distributed)" >&2; exit 2 ;;
+    *) echo "unknown stage $s (client memory engine onion checkpoint streaming observer growth inflight distributed)" >&2; exit 2 ;;
   esac
 done
 log "targets"
-"$PY" "$HERE/summary.py" "$OUT" | tee -a "$OUT/RESULTS.md"
+rc=0
+"$PY" "$HERE/summary.py" "$OUT" | tee -a "$OUT/RESULTS.md" || rc=$?
 log "tables written to $OUT/RESULTS.md"
+exit "$rc"

@@ -53,6 +53,10 @@ class Outcome:
         self.failures = failures
 
 
+async def _done() -> None:
+    """Stands in for a finished pool's worker (see the end of :func:`run_indexed`)."""
+
+
 async def run_indexed(
     count: int,
     job: Callable[[int], Awaitable[Any]],
@@ -118,6 +122,10 @@ async def run_indexed(
                         return
 
         tg.start_soon(worker)
+    # ``worker`` refers to itself (it starts its spares): a reference cycle through its
+    # closure, which also holds ``results`` and the caller's ``job``. Break it here, or every
+    # job's result would stay alive until the garbage collector's next full pass.
+    worker = _done
     if fatal:
         raise fatal[0]
     return Outcome(results, dict(sorted(failures.items())))

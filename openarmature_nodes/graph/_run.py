@@ -32,6 +32,12 @@ from msgspec.structs import replace as _struct_replace
 
 from openarmature_nodes.context import Lineage, attempt_index, mint_uuid4, run_scope
 
+from ._inplace import APPEND as _APPEND
+from ._inplace import ENABLED as _INPLACE
+from ._inplace import LIST_REFS as _LIST_REFS
+from ._inplace import MIN_LENGTH as _INPLACE_MIN
+from ._inplace import STATE_REFS as _STATE_REFS
+from ._inplace import refcount as _refcount
 from .errors import (
     EdgeException,
     GraphRuntimeError,
@@ -462,12 +468,21 @@ def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeExceptio
     return err
 
 
-def merge(plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str) -> Any:
+def merge(
+    plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str, sole: bool = False
+) -> Any:
     """Merge ``update`` into ``state`` field by field through each field's reducer.
 
     ``plan`` is :attr:`Schema.plan`. Only the fields named in the update are
     reduced and validated; the rest of the state is shared with the new
     instance, not copied.
+
+    ``sole``: the caller holds ``state`` in exactly one local variable and
+    replaces it with the result (the plain loop). An ``append`` field whose old
+    state and list nobody else holds is then extended in place rather than
+    copied (see :mod:`._inplace`); no one can tell the difference. Positional,
+    not keyword-only: CPython 3.11-3.12 specialize only positional calls, and
+    the plain loop makes this call once per step.
     """
     if update.__class__ is not dict and not isinstance(update, Mapping):
         raise StateValidationError(
@@ -477,6 +492,7 @@ def merge(plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str
             recoverable_state=state,
         )
     changes: dict[str, Any] = {}
+    grow: list[tuple[list[Any], list[Any]]] | None = None  # in-place appends, once all pass
     for key, value in update.items():
         entry = plan.get(key)
         if entry is None:
@@ -491,6 +507,23 @@ def merge(plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str
                 raise _wrong_type(spec, value, node_name, state)
             changes[key] = value
             continue
+        if fn is _APPEND and sole and _INPLACE:
+            prior = getattr(state, key)
+            if (
+                prior.__class__ is list
+                and len(prior) >= _INPLACE_MIN
+                and value.__class__ is list
+                and _refcount(prior) == _LIST_REFS
+                and _refcount(state) == _STATE_REFS
+                and state.__class__.__post_init__ is _STATE_POST_INIT
+            ):
+                if check is not None and not check(value):
+                    raise _wrong_type(spec, value, node_name, state)
+                if grow is None:
+                    grow = []
+                grow.append((prior, value))
+                changes[key] = prior
+                continue
         try:
             new = fn(getattr(state, key), value)
         except Exception as exc:
@@ -506,6 +539,9 @@ def merge(plan: Mapping[str, MergePlan], state: Any, update: Any, node_name: str
         return state
     if state.__class__.__post_init__ is _STATE_POST_INIT:
         # The changed fields are checked above: skip State's whole-state check.
+        if grow is not None:
+            for prior, value in grow:
+                prior.extend(value)
         new = state.__copy__()
         for key, value in changes.items():
             _force_setattr(new, key, value)
@@ -543,7 +579,7 @@ async def run_plain(graph: CompiledGraph[Any], state: Any) -> Any:
         except Exception as exc:
             raise node_failure(node.name, exc, state)  # noqa: B904 (cause set by node_failure)
         if update:
-            state = merge(fields, state, update, node.name)
+            state = merge(fields, state, update, node.name, True)  # sole: see merge()
         if node.route is None:
             node = node.next
         else:
