@@ -294,6 +294,39 @@ async def test_key_echoed_in_a_successful_reply_is_redacted(kind: Kind) -> None:
         assert clean.message.content == "nothing secret here"
 
 
+async def test_key_echoed_in_a_stream_is_redacted(kind: Kind) -> None:
+    # The same over a streamed reply: echoed in one event's debug field, and split
+    # across two deltas (it reassembles only in the final text).
+    import json
+
+    half = len(KEY) // 2
+
+    def event(obj: dict[str, Any]) -> bytes:
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    def delta(text: str) -> dict[str, Any]:
+        return {"id": "c1", "choices": [{"index": 0, "delta": {"content": text}}]}
+
+    pieces = (
+        SSE_HEAD,
+        event({**delta("key: "), "debug": f"Authorization: Bearer {KEY}"}),
+        event(delta(KEY[:half])),
+        event(delta(KEY[half:] + f" and {KEY}")),
+        event({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        b"data: [DONE]\n\n",
+    )
+    async with server_and_provider(kind, api_key=KEY) as (server, provider):
+        server.raw_fault(RawBytes(pieces))
+        tokens: list[Any] = []
+        response = await provider.complete(HI, stream=True, on_token=tokens.append)
+        for text in (repr(response), repr(response.raw), str(response.message.content)):
+            assert KEY not in text
+        assert response.message.content == "key: [REDACTED] and [REDACTED]"
+        # each delta is scrubbed as it arrives; the split halves alone are not the key
+        assert len(tokens) == 3 and all(KEY not in t.text for t in tokens)
+        assert "[REDACTED]" in tokens[2].text
+
+
 # --- 5. bad arguments: categorized, before anything is sent ------------------------------
 # Before: AttributeError / TypeError / msgspec errors, some after the request was sent.
 

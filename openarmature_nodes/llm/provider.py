@@ -715,7 +715,8 @@ class OpenAIProvider:
         report); ``None``: the caller's cancel scope enforces it."""
         sinks = current_token_sinks()
         url = self._chat_url
-        asm = ChatStreamAssembler(tools=tools, response_schema=request.response_schema, url=url)
+        asm = ChatStreamAssembler(tools=tools, response_schema=request.response_schema, url=url,
+                                  scrub=self._redactor)
         if ends is None:
             transport = cast(StreamingTransport, self._transport)
             stream = transport.stream("POST", url, self._stream_headers, body)

@@ -108,6 +108,7 @@ async def read_unstreamed(
     answer is decoded as usual and reported as one delta per kind. (An
     event stream mislabelled as JSON is still read as events.)"""
     body = await reply.aread()
+    body = asm.scrubbed(body)
     if body.lstrip().startswith((b"data:", b"event:", b":")):
         deltas: list[Delta] = [*asm.feed(body), *asm.feed_eof()]
         if sinks:

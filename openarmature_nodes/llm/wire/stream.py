@@ -43,7 +43,7 @@ on a non-2xx reply; after part of the answer it ends the reply with
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -56,7 +56,7 @@ from .decode import decode_json, response_from_raw
 from .error_reply import error_from_reply
 from .sse import SSEEvent, SSEParser
 
-__all__ = ["ChatStreamAssembler", "Delta"]
+__all__ = ["ChatStreamAssembler", "Delta", "Scrubber"]
 
 Delta = tuple[DeltaKind, str]
 _NO_DELTAS: Sequence[Delta] = ()
@@ -141,12 +141,27 @@ def _invalid(reason: str, cause: BaseException | None = None) -> ProviderInvalid
     return err
 
 
+class Scrubber(Protocol):
+    """Takes secrets out of server text (see :class:`ChatStreamAssembler`)."""
+
+    def body(self, value: bytes) -> bytes:
+        """``value`` without secrets (``value`` itself when it holds none)."""
+        ...
+
+    def text(self, value: str) -> str:
+        """``value`` without secrets."""
+        ...
+
+
 class ChatStreamAssembler:
     """Bytes of one streamed reply in, token deltas and a :class:`Response` out.
 
     ``tools`` (by name) and ``response_schema`` are the call's, used for the
     final validation exactly as on the atomic path. ``url`` is only for
-    error messages. Use::
+    error messages. ``scrub`` (a :class:`Scrubber`, e.g. the provider's
+    :class:`~openarmature_nodes.llm.redact.Redactor`) takes secrets out of each
+    event before it is decoded and out of the assembled text (a secret echoed
+    across several deltas reassembles there). Use::
 
         for piece in body:                      # until .done or end of body
             for kind, text in asm.feed(piece):
@@ -166,6 +181,7 @@ class ChatStreamAssembler:
         "_reasoning",
         "_reasoning_key",
         "_response_schema",
+        "_scrub",
         "_url",
         "_usage",
         "done",
@@ -180,7 +196,9 @@ class ChatStreamAssembler:
         response_schema: Any = None,
         url: str = "",
         max_event_bytes: int = 16 * 1024 * 1024,
+        scrub: Scrubber | None = None,
     ) -> None:
+        self._scrub = scrub
         self.tools = tools
         """The call's tools by name (checked in :meth:`response`)."""
         self._response_schema = response_schema
@@ -236,6 +254,11 @@ class ChatStreamAssembler:
             if self.done:
                 break
 
+    def scrubbed(self, data: bytes) -> bytes:
+        """``data`` (a whole body read at once) without the secrets this assembler
+        takes out of events."""
+        return data if self._scrub is None else self._scrub.body(data)
+
     def feed_eof(self) -> Sequence[Delta]:
         """The body ended; dispatch an event left without its blank line."""
         out: list[Delta] = []
@@ -252,6 +275,8 @@ class ChatStreamAssembler:
         if data == b"[DONE]" or (len(data) < 64 and data.strip() == b"[DONE]"):
             self.done = True
             return
+        if self._scrub is not None:
+            data = self._scrub.body(data)
         try:
             raw = decode_json(data)
         except msgspec.DecodeError as exc:
@@ -360,13 +385,19 @@ class ChatStreamAssembler:
         message: dict[str, Any] = {"role": "assistant"}
         calls = [parts.wire() for parts in self._calls.values()]
         text = "".join(self._content) if self._content is not None else None
+        scrub = self._scrub
+        if scrub is not None:
+            text = scrub.text(text) if text else text
+            for call in calls:
+                call["function"]["arguments"] = scrub.text(call["function"]["arguments"])
         if calls:
             message["content"] = text or None
             message["tool_calls"] = calls
         else:
             message["content"] = text or ""
         if self._reasoning:
-            message[self._reasoning_key] = "".join(self._reasoning)
+            reasoning = "".join(self._reasoning)
+            message[self._reasoning_key] = scrub.text(reasoning) if scrub else reasoning
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": self._finish}
         if self._logprobs is not None:
             choice["logprobs"] = {"content": self._logprobs}
