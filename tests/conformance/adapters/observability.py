@@ -36,7 +36,7 @@ import logging
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -871,19 +871,29 @@ def _try_match(run: Run, want: list[Any], got: list[ReadableSpan], where: str,
     except AssertionError as exc:
         errors.append(str(exc))
         run.bindings = saved
+    return _assign(run, len(want), got, lambda i, g: _match_span(run, want[i], g,
+                                                                 f"{where}[{i}]"), errors)
+
+
+def _assign(run: Run, n: int, candidates: Sequence[Any],
+            match: Callable[[int, Any], None], errors: list[str] | None = None) -> bool:
+    """Give each of ``n`` expectations its own candidate, in any order, backtracking
+    (``match(i, candidate)`` raises ``AssertionError`` on a mismatch; the bindings
+    it made are undone). Mismatch messages go to ``errors`` when given."""
     used: set[int] = set()
 
     def place(i: int) -> bool:
-        if i == len(want):
+        if i == n:
             return True
-        for j, g in enumerate(got):
+        for j, candidate in enumerate(candidates):
             if j in used:
                 continue
             before = dict(run.bindings)
             try:
-                _match_span(run, want[i], g, f"{where}[{i}]")
+                match(i, candidate)
             except AssertionError as exc:
-                errors.append(str(exc))
+                if errors is not None:
+                    errors.append(str(exc))
                 run.bindings = before
                 continue
             used.add(j)
@@ -955,30 +965,13 @@ def _match_links(run: Run, want: list[Any], span: ReadableSpan, where: str) -> N
     assert len(links) == len(want), f"{where}: {len(links)} links, expected {len(want)}"
     for i, w in enumerate(want):
         check_directives(w, LINK_KEYS, f"{where}[{i}]")
-    used: set[int] = set()
+    def match(i: int, link: Any) -> None:
+        if "target_trace_id" in want[i]:
+            match_value(run, want[i]["target_trace_id"],
+                        format_trace_id(link.context.trace_id), f"{where}[{i}]")
 
-    def place(i: int) -> bool:
-        if i == len(want):
-            return True
-        for j, link in enumerate(links):
-            if j in used:
-                continue
-            before = dict(run.bindings)
-            try:
-                if "target_trace_id" in want[i]:
-                    match_value(run, want[i]["target_trace_id"],
-                                format_trace_id(link.context.trace_id), f"{where}[{i}]")
-            except AssertionError:
-                run.bindings = before
-                continue
-            used.add(j)
-            if place(i + 1):
-                return True
-            used.discard(j)
-            run.bindings = before
-        return False
-
-    assert place(0), f"{where}: links {[format_trace_id(x.context.trace_id) for x in links]}"
+    assert _assign(run, len(want), links, match), (
+        f"{where}: links {[format_trace_id(x.context.trace_id) for x in links]}")
 
 
 # --- traces (detached trace mode, observability §4.4) -------------------------------------------
