@@ -247,23 +247,11 @@ class Level:
             (*self.subgraph_names, getattr(graph, "name", "")),  # "" for a callable
         )
 
-    def node_event(self, node_name: str, **fields: Any) -> NodeEvent | None:
-        """Build and queue a :class:`NodeEvent` if anyone at this level listens
-        (and return it; ``None`` when nobody does)."""
-        started = self.started_event(node_name, fields.pop("step"), fields.pop("attempt_index"),
-                                     fields.pop("pre_state"), _NO_EXTRA, queue=False)
-        if started is None:
-            return None
-        event = _struct_replace(started, **fields)
-        self.run.inv.emit(event, self.targets)  # type: ignore[union-attr]
-        return event
-
     def started_event(
-        self, node_name: str, step: int, attempt: int, pre_state: Any,
-        extra: Mapping[str, Any], *, queue: bool = True,
+        self, node_name: str, step: int, attempt: int, pre_state: Any, extra: Mapping[str, Any]
     ) -> NodeEvent | None:
-        """Build (and, with ``queue``, queue) a node's ``started`` event if anyone at
-        this level listens; ``None`` when nobody does.
+        """Build and queue a node's ``started`` event if anyone at this level listens
+        (and return it; ``None`` when nobody does).
 
         The hot path of an observed run: the keywords are spelled out, because
         unpacking a mapping into a struct costs several times its construction."""
@@ -289,12 +277,8 @@ class Level:
         )
         if extra:
             event = _struct_replace(event, **extra)
-        if queue:
-            inv.emit(event, self.targets)
+        inv.emit(event, self.targets)
         return event
-
-
-_NO_EXTRA: dict[str, Any] = {}
 
 
 class Step:
@@ -314,8 +298,7 @@ class Step:
     """
 
     __slots__ = (
-        "attempt", "extra", "level", "node_name", "number", "open", "pending", "pre", "started",
-        "state",
+        "attempt", "level", "node_name", "number", "open", "pending", "started", "state",
     )
 
     def __init__(self, level: Level, node_name: str, state: Any) -> None:
@@ -376,19 +359,15 @@ class Step:
         """Start an attempt: dispatch a pending failed attempt's ``completed``, then
         this attempt's ``started`` (``extra`` fields are repeated on ``completed``)."""
         if self.pending is not None:
-            exc, self.pending = self.pending, None
+            exc = self.pending
             err = node_failure(self.node_name, exc, self.state)
-            self._completed(error=NodeError(err.category, err))
+            self._close("completed", error=NodeError(err.category, err))
         if self.number < 0:
-            run = self.level.run
-            self.number = run.step
-            run.step += 1
+            self.number = self.level.run.next_step()
         self.attempt = attempt = attempt_index.get()
-        self.pre = node_state
         self.open = True
-        self.extra = extra or _NO_EXTRA
         self.started = self.level.started_event(
-            self.node_name, self.number, attempt, node_state, self.extra
+            self.node_name, self.number, attempt, node_state, extra
         )
 
     def fail(self, exc: BaseException) -> None:
@@ -399,45 +378,38 @@ class Step:
     def finish_ok(self, post_state: Any, update: Any = None) -> None:
         """Dispatch the open attempt's ``completed`` with the merged state (and, for a
         graph node, the partial ``update`` it returned)."""
-        if not self.open:
-            return
-        self.open = False
-        self.pending = None
-        started = self.started
-        if started is not None:
-            self.started = None
-            level = self.level
-            level.run.inv.emit(  # type: ignore[union-attr]
-                _struct_replace(started, phase="completed", post_state=post_state, update=update),
-                level.targets,
-            )
+        if self.open:
+            self._close("completed", post_state=post_state, update=update)
 
     def finish_error(self, err: GraphRuntimeError) -> None:
         """Dispatch the open attempt's ``completed`` carrying ``err``."""
         if self.open:
-            self.pending = None
-            self._completed(error=NodeError(err.category, err))
+            self._close("completed", error=NodeError(err.category, err))
 
     def suspended(self, descriptor: Any) -> None:
         """Dispatch the open attempt's ``suspended`` event (instead of ``completed``)."""
         if self.open:
-            self.open = False
-            self.pending = None
-            self.level.node_event(
-                self.node_name, phase="suspended", step=self.number, attempt_index=self.attempt,
-                pre_state=self.pre, descriptor=descriptor, **self.extra,
-            )
+            self._close("suspended", descriptor=descriptor)
 
-    def _completed(self, **outcome: Any) -> None:
+    def _close(
+        self, phase: str, *, post_state: Any = None, update: Any = None, error: Any = None,
+        descriptor: Any = None,
+    ) -> None:
+        """End the open attempt: its ``started`` event (lineage, step, attempt, pre-state
+        and the kind's extra fields) with the phase and outcome replaced, queued where
+        the ``started`` went (nothing when nobody listens at this level)."""
         self.open = False
+        self.pending = None
         started = self.started
-        if started is None:  # nobody listens at this level
+        if started is None:
             return
         self.started = None
         level = self.level
-        inv = level.run.inv
-        if inv is not None:
-            inv.emit(_struct_replace(started, phase="completed", **outcome), level.targets)
+        level.run.inv.emit(  # type: ignore[union-attr]  # set, since ``started`` was built
+            _struct_replace(started, phase=phase, post_state=post_state, update=update,
+                            error=error, descriptor=descriptor),
+            level.targets,
+        )
 
 
 def node_failure(node_name: str, exc: BaseException, state: Any) -> NodeException:
@@ -604,8 +576,8 @@ async def run_observed(
 
     One :class:`Step` serves the whole loop as its run scope: it is advanced
     to each node in turn (:meth:`Step.advance`) rather than made and installed
-    anew (a contextvar set and reset and an object per step saved). The steps of one graph
-    run are sequential, so the cursor is never shared by two of them.
+    anew (a contextvar set and reset and an object per step saved). The steps of
+    one graph run are sequential, so the cursor is never shared by two of them.
     """
     fields = graph.schema.plan
     base_attempt = attempt_index.get()
@@ -644,8 +616,7 @@ async def run_observed(
                         if body is not None:
                             in_node_body.reset(body)
                 else:
-                    call = node.observed
-                    update = await (call if call is not None else node.observed_call(step))(state)
+                    update = await node.observed_call(step)(state)
             except SuspendSignal as sig:
                 if not sig.attributed:
                     await _attribute(sig, fields, level, step, node.name, state)
