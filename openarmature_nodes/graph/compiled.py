@@ -82,7 +82,8 @@ class _Node:
             kind.fn if isinstance(kind, FunctionNode) and not self.middleware else None
         )
         self.observed: Inner | None = (
-            compose(self.middleware, shared()) if shared is not None else None
+            compose(self.middleware, shared()) if shared is not None and self.fast is None
+            else None
         )
         self.next: _Node | None = None
         self.route: Callable[[Any], Any] | None = None

@@ -250,19 +250,23 @@ class SubgraphNode:
 
 def _bracketed(fn: Callable[[Any], Awaitable[Any]], current: Callable[[], Step]) -> Inner:
     """``fn`` between ``step.begin`` and, if it raises, ``step.fail``; ``current()``
-    gives the step (called once per dispatch)."""
+    gives the step (called once per dispatch). The observed loop inlines the same
+    bracket for a function node without middleware (``run_observed``): change both.
+    ``in_node_body`` is set only in a run with a checkpointer, the only case in
+    which ``suspend()`` reads it."""
 
     async def inner(state: Any) -> Any:
         step = current()
         step.begin(state)
-        token = in_node_body.set(True)
+        token = in_node_body.set(True) if step.level.run.durable is not None else None
         try:
             return await fn(state)
         except Exception as exc:
             step.fail(exc)
             raise
         finally:
-            in_node_body.reset(token)
+            if token is not None:
+                in_node_body.reset(token)
 
     return inner
 
