@@ -21,8 +21,6 @@ Credentials are not part of a request, so they cannot appear either.
 
 from __future__ import annotations
 
-import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -42,6 +40,7 @@ from openarmature_nodes.metadata import get_invocation_metadata
 
 from .config import RuntimeConfig
 from .messages import ImageBlock, InlineSource
+from .redact import Redactor
 from .tokens import TokenDelta, token_sink
 
 __all__ = [
@@ -210,10 +209,6 @@ def step_identity(*, require_invocation: bool = True) -> dict[str, Any] | None:
     }
 
 
-_BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
-_REDACTED = "[REDACTED]"
-
-
 def _provider_secrets(provider: Any) -> tuple[str, ...]:
     """The credential ``provider`` sends, read from its Authorization header."""
     found: list[str] = []
@@ -224,38 +219,22 @@ def _provider_secrets(provider: Any) -> tuple[str, ...]:
     return tuple(s for s in found if s)
 
 
-def _scrub_text(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-    return _BEARER.sub(f"Bearer {_REDACTED}", text)
-
-
 def scrub_error(exc: BaseException, secrets: tuple[str, ...]) -> None:
     """Remove ``secrets`` (and any bearer token) from ``exc`` and its causes, in place:
     a server that echoes the key in an error body must not put it in an event, a
-    span, a log or the error the caller sees."""
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 8:
-        current.args = tuple(_scrub_text(a, secrets) if isinstance(a, str) else a
-                             for a in current.args)
-        for attr in ("message", "body"):
-            value = getattr(current, attr, None)
-            if isinstance(value, str):
-                with contextlib.suppress(AttributeError):
-                    setattr(current, attr, _scrub_text(value, secrets))
-        current = current.__cause__
-        seen += 1
+    span, a log or the error the caller sees (the provider's :class:`.redact.Redactor`
+    rule, for callers that hold only the secrets)."""
+    Redactor(secrets).scrub_error(exc)
 
 
 class AttemptLog:
     """The attempts of one observed call, noted by the call-level retry loop
     (:mod:`.call_retry`) and reported on the call's terminal event (``attempts``)."""
 
-    __slots__ = ("records", "secrets")
+    __slots__ = ("records", "redactor")
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        self.secrets = secrets
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
         self.records: list[LlmAttempt] = []
 
     def note(self, index: int, reason: str | None, start_ns: int,
@@ -270,7 +249,7 @@ class AttemptLog:
             attempt_index=index, retry_reason=reason, start_ns=start_ns, end_ns=time.time_ns(),
             error_category=failure["error_category"] if failure else None,
             error_type=failure["error_type"] if failure else None,
-            error_message=(_scrub_text(str(failure["error_message"]), self.secrets)
+            error_message=(self.redactor.text(str(failure["error_message"]))
                            if failure else None),
         ))
 
@@ -294,12 +273,12 @@ class CallEventMiddleware:
     its message before the failure event is built and before it propagates.
     """
 
-    __slots__ = ("_secrets", "model", "system")
+    __slots__ = ("_redactor", "model", "system")
 
     def __init__(self, provider: Any) -> None:
         self.system = str(getattr(provider, "genai_system", None) or "openai")
         self.model = str(getattr(provider, "model", "") or "")
-        self._secrets = _provider_secrets(provider)
+        self._redactor = Redactor(_provider_secrets(provider))
 
     def __repr__(self) -> str:
         return f"CallEventMiddleware(system={self.system!r}, model={self.model!r})"
@@ -311,7 +290,7 @@ class CallEventMiddleware:
         call = {**identity, "call_id": new_call_id(), "provider": self.system,
                 "model": self.model}
         started = time.perf_counter()
-        log = AttemptLog(self._secrets)
+        log = AttemptLog(self._redactor)
         log_token = _ATTEMPT_LOG.set(log)
         try:
             if getattr(request, "stream", False):
@@ -334,7 +313,7 @@ class CallEventMiddleware:
             else:
                 response = await next(request)
         except Exception as exc:
-            scrub_error(exc, self._secrets)
+            self._redactor.scrub_error(exc)
             failure = failure_fields(exc)
             if failure is not None:
                 emit_framework_event(LlmFailedEvent(
